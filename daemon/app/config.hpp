@@ -1,0 +1,55 @@
+#pragma once
+// One typed Config with defaults, validated once at load. Every error names
+// the file, the line and the key. Passed around by const&.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace ctquota::app {
+
+using namespace std::chrono_literals;
+
+class ConfigError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+struct Config {
+    std::string source = "<defaults>";
+
+    struct Database {
+        std::string url;                   // required: libpq connection string or URI
+        std::filesystem::path schema_dir;  // default: the installed schema/
+    } database;
+
+    struct Conntrack {
+        std::chrono::nanoseconds poll_interval = 10s;
+        std::uint64_t event_buffer_bytes = 128ull << 20;
+        std::uint64_t max_event_buffer_bytes = 1ull << 30;
+        std::uint64_t queue_samples = 4'000'000;  // reader -> accounting hand-off bound
+        bool enable_accounting_sysctl = true;     // turn nf_conntrack_acct on if off
+    } conntrack;
+
+    struct Accounting {
+        std::chrono::nanoseconds flush_interval = 1s;
+        std::string gateway_id;  // default: the host name
+        std::chrono::nanoseconds retry_max = 30s;
+    } accounting;
+
+    struct Api {
+        std::string listen = "127.0.0.1:8460";
+    } api;
+
+    struct Log {
+        std::string level = "info";
+    } log;
+};
+
+Config load_config(const std::filesystem::path& file);
+Config parse_config(std::string_view text, const std::string& source_name);
+
+}  // namespace ctquota::app

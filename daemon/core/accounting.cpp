@@ -1,0 +1,80 @@
+#include "core/accounting.hpp"
+
+namespace ctquota::core {
+
+Attribution attribute(const SubscriberIndex& index, const FlowSample& s, TimePoint at) {
+    if (auto sub = index.lookup(s.orig.src, at)) {
+        return Attribution{*sub, Direction::OrigIsUpload};
+    }
+    if (auto sub = index.lookup(s.orig.dst, at)) {
+        return Attribution{*sub, Direction::OrigIsDownload};
+    }
+    // Inbound through DNAT: the subscriber's address is only in the reply tuple.
+    if (auto sub = index.lookup(s.reply.src, at)) {
+        return Attribution{*sub, Direction::OrigIsDownload};
+    }
+    return Attribution{};
+}
+
+Accounting::Accounting(const Clock& clock, PeriodFn period_of)
+    : clock_(clock),
+      usage_(std::move(period_of)),
+      index_(std::make_shared<const SubscriberIndex>()) {}
+
+void Accounting::set_index(std::shared_ptr<const SubscriberIndex> index) {
+    index_ = std::move(index);
+    ++index_generation_;  // invalidates every attribution cached in the ledger
+}
+
+void Accounting::apply(const FlowSample& sample) {
+    apply(sample, clock_.now());
+}
+
+void Accounting::apply(const FlowSample& sample, TimePoint now) {
+    ++stats_.samples;
+    if (sample.kind == SampleKind::Destroy) {
+        ++stats_.destroy_samples;
+    }
+    const LedgerResult r = ledger_.apply(sample);
+    if (r.orig_delta.bytes == 0 && r.orig_delta.packets == 0 && r.reply_delta.bytes == 0 &&
+        r.reply_delta.packets == 0) {
+        return;
+    }
+    Attribution a;
+    if (r.tag != nullptr && r.tag->generation == index_generation_) {
+        a = Attribution{r.tag->subscriber, static_cast<Direction>(r.tag->direction)};
+    } else {
+        a = attribute(*index_, sample, now);
+        if (r.tag != nullptr) {
+            *r.tag =
+                FlowTag{index_generation_, a.subscriber, static_cast<std::uint8_t>(a.direction)};
+        }
+    }
+    if (a.subscriber == kUnattributed) {
+        ++stats_.unattributed_samples;
+        stats_.unattributed_bytes += r.orig_delta.bytes + r.reply_delta.bytes;
+        usage_.add_unattributed(now, Usage{r.orig_delta, r.reply_delta});
+        return;
+    }
+    const bool orig_up = a.direction == Direction::OrigIsUpload;
+    usage_.add(a.subscriber, now,
+               orig_up ? Usage{r.orig_delta, r.reply_delta} : Usage{r.reply_delta, r.orig_delta});
+}
+
+std::vector<CheckpointEntry> Accounting::dump_end(std::uint64_t seq, bool complete) {
+    if (complete) {
+        ++stats_.dumps_completed;
+    }
+    return ledger_.dump_end(seq, complete);
+}
+
+FlushBatch Accounting::take(bool checkpoint_snapshot) {
+    return FlushBatch{usage_.take(), ledger_.take_changes(checkpoint_snapshot)};
+}
+
+void Accounting::give_back(const FlushBatch& batch) {
+    usage_.merge_back(batch.usage);
+    ledger_.return_changes(batch.checkpoint);
+}
+
+}  // namespace ctquota::core

@@ -1,0 +1,73 @@
+#pragma once
+// Accounting: ledger -> attribution -> accumulation, for one stream of
+// samples. Pure and single-threaded; the daemon feeds it from one thread and
+// hands what it takes out to the store.
+
+#include <atomic>
+#include <memory>
+
+#include "core/clock.hpp"
+#include "core/flow_ledger.hpp"
+#include "core/subscriber_index.hpp"
+#include "core/usage_accumulator.hpp"
+
+namespace ctquota::core {
+
+enum class Direction : std::uint8_t {
+    None = 0,
+    OrigIsUpload = 1,    // the subscriber opened the connection
+    OrigIsDownload = 2,  // opened from outside toward the subscriber
+};
+
+struct Attribution {
+    SubscriberId subscriber = kUnattributed;
+    Direction direction = Direction::None;
+};
+
+// Pre-NAT attribution: the original tuple is what the subscriber sent (or what
+// was sent to it before DNAT); the reply source covers DNAT'ed inbound flows.
+Attribution attribute(const SubscriberIndex& index, const FlowSample& s, TimePoint at);
+
+struct FlushBatch {
+    UsageBatch usage;
+    CheckpointChanges checkpoint;
+    [[nodiscard]] bool empty() const { return usage.empty() && checkpoint.empty(); }
+};
+
+struct AccountingStats {
+    std::uint64_t samples = 0;
+    std::uint64_t destroy_samples = 0;
+    std::uint64_t unattributed_samples = 0;
+    std::uint64_t unattributed_bytes = 0;
+    std::uint64_t dumps_completed = 0;
+};
+
+class Accounting {
+  public:
+    Accounting(const Clock& clock, PeriodFn period_of);
+
+    void set_index(std::shared_ptr<const SubscriberIndex> index);
+    void apply(const FlowSample& sample);
+    void apply(const FlowSample& sample, TimePoint now);  // one clock read per batch
+    void dump_begin(std::uint64_t seq) { ledger_.dump_begin(seq); }
+    // Returns the flows declared lost (credited, then gone without a DESTROY).
+    std::vector<CheckpointEntry> dump_end(std::uint64_t seq, bool complete);
+
+    FlushBatch take(bool checkpoint_snapshot);
+    void give_back(const FlushBatch& batch);
+    void restore_ledger(const std::vector<CheckpointEntry>& entries) { ledger_.restore(entries); }
+
+    [[nodiscard]] const FlowLedger& ledger() const { return ledger_; }
+    [[nodiscard]] const AccountingStats& stats() const { return stats_; }
+    [[nodiscard]] std::size_t pending_buckets() const { return usage_.pending_buckets(); }
+
+  private:
+    const Clock& clock_;
+    FlowLedger ledger_;
+    UsageAccumulator usage_;
+    std::shared_ptr<const SubscriberIndex> index_;
+    std::uint64_t index_generation_ = 1;
+    AccountingStats stats_;
+};
+
+}  // namespace ctquota::core

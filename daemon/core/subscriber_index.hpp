@@ -1,0 +1,59 @@
+#pragma once
+// SubscriberIndex: longest-prefix match of an address to the subscriber whose
+// binding covers it at a given time. Immutable once built; the daemon swaps in
+// a new index when bindings change, so lookups never take a lock.
+
+#include <cstdint>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "core/address.hpp"
+#include "core/clock.hpp"
+
+namespace ctquota::core {
+
+using SubscriberId = std::int64_t;
+
+struct Binding {
+    SubscriberId subscriber = 0;
+    Prefix prefix;
+    TimePoint valid_from{};
+    std::optional<TimePoint> valid_until;  // exclusive; nullopt = open-ended
+};
+
+class SubscriberIndex {
+  public:
+    SubscriberIndex() = default;
+    explicit SubscriberIndex(std::vector<Binding> bindings);
+
+    [[nodiscard]] std::optional<SubscriberId> lookup(const IpAddress& address, TimePoint at) const;
+    [[nodiscard]] std::size_t size() const { return bindings_.size(); }
+
+  private:
+    struct Span {
+        std::uint32_t begin = 0;
+        std::uint32_t count = 0;
+    };
+    struct V6Key {
+        std::uint64_t hi = 0;
+        std::uint64_t lo = 0;
+        int length = 0;
+        bool operator==(const V6Key&) const = default;
+    };
+    struct V6KeyHash {
+        std::size_t operator()(const V6Key& k) const noexcept;
+    };
+
+    [[nodiscard]] std::optional<SubscriberId> pick(Span span, TimePoint at) const;
+    [[nodiscard]] std::optional<SubscriberId> lookup_v4(const IpAddress& a, TimePoint at) const;
+    [[nodiscard]] std::optional<SubscriberId> lookup_v6(const IpAddress& a, TimePoint at) const;
+
+    std::vector<Binding> bindings_;  // grouped by prefix, each group sorted by valid_from
+    std::unordered_map<std::uint64_t, Span> v4_;  // (masked address << 8 | length)
+    std::unordered_map<V6Key, Span, V6KeyHash> v6_;
+    std::vector<int> v4_lengths_;  // prefix lengths in use, longest first
+    std::vector<int> v6_lengths_;
+};
+
+}  // namespace ctquota::core

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every build, test and run dependency of ctquota from Debian.
+# Idempotent: packages already present are skipped; apt is only asked when
+# something is missing.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config git clang-format clang-tidy
+  libnetfilter-conntrack-dev libmnl-dev libnftables-dev
+  libpqxx-dev libpq-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev
+  libspdlog-dev libfmt-dev doctest-dev libtomlplusplus-dev
+  postgresql-15 postgresql-client-15
+  nftables conntrack iproute2 procps iputils-ping socat python3 util-linux
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

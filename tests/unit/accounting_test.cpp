@@ -1,0 +1,84 @@
+#include <doctest/doctest.h>
+
+#include "core/accounting.hpp"
+#include "core/calendar.hpp"
+#include "test_helpers.hpp"
+
+using namespace ctquota;
+using namespace ctquota::test;
+using namespace std::chrono;
+
+namespace {
+
+core::PeriodFn calendar() {
+    return [](core::SubscriberId, core::TimePoint t) { return core::month_start_utc(t); };
+}
+
+core::Binding bind(core::SubscriberId s, const char* prefix) {
+    return core::Binding{s, *core::Prefix::parse(prefix), core::TimePoint{}, std::nullopt};
+}
+
+core::Usage total_of(const core::UsageBatch& b, core::SubscriberId s) {
+    core::Usage u;
+    for (const auto& p : b.periods) {
+        if (p.subscriber == s) {
+            u += p.usage;
+        }
+    }
+    return u;
+}
+
+}  // namespace
+
+TEST_CASE("attribution: pre-NAT source is upload, inbound is the other way round") {
+    core::ManualClock clock(core::TimePoint{sys_days{2026y / 11 / 26}});
+    core::Accounting acc(clock, calendar());
+    acc.set_index(std::make_shared<core::SubscriberIndex>(std::vector{
+        bind(1, "100.64.1.1/32"), bind(2, "2001:db8:0:2::/64"), bind(3, "100.64.1.3/32")}));
+
+    acc.apply(destroy(flow(1, "100.64.1.1", 1000), 100, 2, 300, 3));  // sub 1 opened it
+    acc.apply(destroy(flow(2, "2001:db8:0:2::1", 1000, "2001:db8:ffff::2"), 10, 1, 20, 1));
+    // Opened from outside toward subscriber 3: orig src is the server.
+    acc.apply(destroy(flow(3, "198.18.0.2", 5555, "100.64.1.3"), 40, 1, 900, 2));
+    // Inbound through DNAT: the subscriber only appears as the reply source.
+    auto dnat = flow(4, "198.18.0.9", 6666, "198.18.0.1");
+    dnat.reply.src = ip("100.64.1.3");
+    acc.apply(destroy(dnat, 60, 1, 70, 1));
+    // Nobody's: counted as unattributed, not dropped.
+    acc.apply(destroy(flow(5, "100.64.99.99", 1), 11, 1, 22, 1));
+
+    auto batch = acc.take(false);
+    CHECK(total_of(batch.usage, 1) == core::Usage{{100, 2}, {300, 3}});
+    CHECK(total_of(batch.usage, 2) == core::Usage{{10, 1}, {20, 1}});
+    CHECK(total_of(batch.usage, 3) == core::Usage{{900 + 70, 3}, {40 + 60, 2}});
+    REQUIRE(batch.usage.unattributed.size() == 1);
+    CHECK(batch.usage.unattributed[0].usage == core::Usage{{11, 1}, {22, 1}});
+    CHECK(acc.stats().unattributed_bytes == 33);
+}
+
+TEST_CASE("a new index re-attributes flows already cached in the ledger") {
+    core::ManualClock clock(core::TimePoint{sys_days{2026y / 11 / 26}});
+    core::Accounting acc(clock, calendar());
+    const auto f = flow(1, "100.64.1.1", 1000);
+    acc.dump_begin(1);
+    acc.apply(poll(f, 100, 1, 100, 1));  // nobody's yet
+    acc.dump_end(1, true);
+    acc.set_index(std::make_shared<core::SubscriberIndex>(std::vector{bind(1, "100.64.1.1/32")}));
+    acc.dump_begin(2);
+    acc.apply(poll(f, 150, 2, 250, 2));
+    acc.dump_end(2, true);
+    auto batch = acc.take(false);
+    CHECK(total_of(batch.usage, 1) == core::Usage{{50, 1}, {150, 1}});
+}
+
+TEST_CASE("usage lands in the hour and period of the clock") {
+    core::ManualClock clock(core::TimePoint{sys_days{2026y / 11 / 30} + 23h + 59min});
+    core::Accounting acc(clock, calendar());
+    acc.set_index(std::make_shared<core::SubscriberIndex>(std::vector{bind(1, "100.64.1.1/32")}));
+    acc.apply(destroy(flow(1, "100.64.1.1", 1), 10, 1, 10, 1));
+    clock.advance(2min);
+    acc.apply(destroy(flow(2, "100.64.1.1", 2), 20, 1, 20, 1));
+    auto batch = acc.take(false);
+    REQUIRE(batch.usage.periods.size() == 2);
+    REQUIRE(batch.usage.hours.size() == 2);
+}

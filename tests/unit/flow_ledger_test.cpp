@@ -1,0 +1,204 @@
+#include <doctest/doctest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/checkpoint_codec.hpp"
+#include "core/flow_ledger.hpp"
+#include "test_helpers.hpp"
+
+using namespace ctquota;
+using namespace ctquota::test;
+using core::LedgerOutcome;
+
+namespace {
+
+// One step of an interleaving: a sample, a dump boundary, or a restart that
+// goes through the encoded checkpoint.
+struct Step {
+    enum Kind { Sample, DumpBegin, DumpEnd, DumpEndIncomplete, Restart } kind = Sample;
+    core::FlowSample sample{};
+    std::uint64_t seq = 0;
+};
+
+Step s(const core::FlowSample& x) {
+    return Step{Step::Sample, x, 0};
+}
+Step begin(std::uint64_t seq) {
+    return Step{Step::DumpBegin, {}, seq};
+}
+Step end(std::uint64_t seq) {
+    return Step{Step::DumpEnd, {}, seq};
+}
+Step end_incomplete(std::uint64_t seq) {
+    return Step{Step::DumpEndIncomplete, {}, seq};
+}
+Step restart() {
+    return Step{Step::Restart, {}, 0};
+}
+
+struct Totals {
+    core::Counters orig;
+    core::Counters reply;
+};
+
+struct Outcome {
+    Totals credited;
+    std::uint64_t lost = 0;
+};
+
+Outcome run(const std::vector<Step>& steps) {
+    auto ledger = std::make_unique<core::FlowLedger>();
+    std::vector<core::CheckpointChanges> stored;
+    Outcome out;
+    for (const auto& step : steps) {
+        switch (step.kind) {
+            case Step::Sample: {
+                auto r = ledger->apply(step.sample);
+                out.credited.orig += r.orig_delta;
+                out.credited.reply += r.reply_delta;
+                break;
+            }
+            case Step::DumpBegin:
+                ledger->dump_begin(step.seq);
+                break;
+            case Step::DumpEnd:
+                out.lost += ledger->dump_end(step.seq, true).size();
+                break;
+            case Step::DumpEndIncomplete:
+                out.lost += ledger->dump_end(step.seq, false).size();
+                break;
+            case Step::Restart: {
+                // What a flush stored survives; the in-memory ledger does not.
+                auto blob = core::encode_checkpoint(ledger->take_changes(false));
+                stored.push_back(*core::decode_checkpoint(blob));
+                ledger = std::make_unique<core::FlowLedger>();
+                ledger->restore(core::replay_checkpoints(stored));
+                break;
+            }
+        }
+    }
+    return out;
+}
+
+struct Case {
+    std::string name;
+    std::vector<Step> steps;
+    Totals expected;
+    std::uint64_t lost = 0;
+};
+
+}  // namespace
+
+TEST_CASE("ledger interleavings credit every byte exactly once") {
+    const auto a = flow(7, "100.64.1.1", 4000);
+    const auto reused_tuple =
+        flow(7, "100.64.1.1", 4000, "198.18.0.2", 99'000);  // same id+tuple, new start
+    const auto reused_id = flow(7, "100.64.1.2", 4001);     // same id, new tuple
+    const std::vector<Case> cases = {
+        {"destroy without poll", {s(destroy(a, 100, 2, 300, 3))}, {{100, 2}, {300, 3}}},
+        {"poll then destroy",
+         {begin(1), s(poll(a, 60, 1, 0, 0)), end(1), s(destroy(a, 100, 2, 300, 3))},
+         {{100, 2}, {300, 3}}},
+        {"several polls then destroy",
+         {begin(1), s(poll(a, 10, 1, 5, 1)), end(1), begin(2), s(poll(a, 50, 2, 70, 2)), end(2),
+          begin(3), s(poll(a, 50, 2, 70, 2)), end(3), s(destroy(a, 90, 3, 100, 4))},
+         {{90, 3}, {100, 4}}},
+        {"first seen mid-life counts the bytes before",
+         {begin(4), s(poll(a, 5000, 9, 7000, 11)), end(4)},
+         {{5000, 9}, {7000, 11}}},
+        {"duplicate destroy (reliable delivery resend)",
+         {s(destroy(a, 100, 2, 300, 3)), s(destroy(a, 100, 2, 300, 3))},
+         {{100, 2}, {300, 3}}},
+        {"dump sample processed after the destroy is stale",
+         {begin(1), s(poll(a, 10, 1, 0, 0)), s(destroy(a, 100, 2, 300, 3)), s(poll(a, 60, 1, 0, 0)),
+          end(1)},
+         {{100, 2}, {300, 3}}},
+        {"stale sample from the next dump that raced the destroy",
+         {s(destroy(a, 100, 2, 300, 3)), begin(1), s(poll(a, 60, 1, 0, 0)), end(1)},
+         {{100, 2}, {300, 3}}},
+        {"id reused by a new tuple is a new flow",
+         {begin(1), s(poll(a, 10, 1, 10, 1)), end(1), s(destroy(a, 20, 2, 20, 2)),
+          s(destroy(reused_id, 500, 5, 600, 6))},
+         {{520, 7}, {620, 8}}},
+        {"id and tuple reused with a new start time is a new flow",
+         {begin(1), s(poll(a, 10, 1, 10, 1)), end(1), s(destroy(a, 20, 2, 20, 2)),
+          s(destroy(reused_tuple, 500, 5, 600, 6))},
+         {{520, 7}, {620, 8}}},
+        {"counters going backwards credit the new counters",
+         {begin(1), s(poll(a, 100, 10, 100, 10)), end(1), begin(2), s(poll(a, 5, 1, 0, 0)), end(2)},
+         {{105, 11}, {100, 10}}},
+        {"restart between polls resumes from the checkpoint",
+         {begin(1), s(poll(a, 100, 1, 200, 2)), end(1), restart(), begin(1),
+          s(poll(a, 150, 2, 260, 3)), end(1), s(destroy(a, 170, 3, 300, 4))},
+         {{170, 3}, {300, 4}}},
+        {"restart then destroy without a poll",
+         {begin(1), s(poll(a, 100, 1, 200, 2)), end(1), restart(), s(destroy(a, 170, 3, 300, 4))},
+         {{170, 3}, {300, 4}}},
+        {"resync: flow missing from two complete dumps is lost, not invented",
+         {begin(1), s(poll(a, 100, 1, 200, 2)), end(1), begin(2), end(2), begin(3), end(3)},
+         {{100, 1}, {200, 2}},
+         1},
+        {"one missed dump is not enough (its DESTROY may still be queued)",
+         {begin(1), s(poll(a, 100, 1, 200, 2)), end(1), begin(2), end(2),
+          s(destroy(a, 120, 2, 220, 3))},
+         {{120, 2}, {220, 3}}},
+        {"incomplete dumps never declare flows lost",
+         {begin(1), s(poll(a, 100, 1, 200, 2)), end(1), begin(2), end_incomplete(2), begin(3),
+          end_incomplete(3), s(destroy(a, 120, 2, 220, 3))},
+         {{120, 2}, {220, 3}}},
+    };
+    for (const auto& c : cases) {
+        CAPTURE(c.name);
+        const auto out = run(c.steps);
+        CHECK(out.credited.orig == c.expected.orig);
+        CHECK(out.credited.reply == c.expected.reply);
+        CHECK(out.lost == c.lost);
+    }
+}
+
+TEST_CASE("ledger keeps no entry for flows that were never polled") {
+    core::FlowLedger ledger;
+    for (std::uint32_t i = 0; i < 100; ++i) {
+        ledger.apply(
+            destroy(flow(i, "100.64.1.1", static_cast<std::uint16_t>(1000 + i)), 10, 1, 10, 1));
+    }
+    CHECK(ledger.live_flows() == 0);
+    CHECK(ledger.take_changes(false).upserts.empty());
+}
+
+TEST_CASE("tombstones expire after two more dumps") {
+    core::FlowLedger ledger;
+    ledger.dump_begin(1);
+    ledger.apply(destroy(flow(1, "100.64.1.1", 1), 10, 1, 10, 1));
+    CHECK(ledger.tombstones() == 1);
+    ledger.dump_end(1, true);
+    ledger.dump_begin(2);
+    ledger.dump_end(2, true);
+    CHECK(ledger.tombstones() == 1);
+    ledger.dump_begin(3);
+    ledger.dump_end(3, true);
+    CHECK(ledger.tombstones() == 0);
+}
+
+TEST_CASE("checkpoint changes handed back are written next time") {
+    core::FlowLedger ledger;
+    const auto a = flow(1, "100.64.1.1", 1);
+    const auto b = flow(2, "100.64.1.2", 2);
+    ledger.dump_begin(1);
+    ledger.apply(poll(a, 10, 1, 10, 1));
+    ledger.apply(poll(b, 10, 1, 10, 1));
+    ledger.dump_end(1, true);
+    auto first = ledger.take_changes(false);
+    CHECK(first.upserts.size() == 2);
+    ledger.return_changes(first);  // the write failed
+    ledger.apply(destroy(b, 20, 2, 20, 2));
+    auto second = ledger.take_changes(false);
+    CHECK(second.upserts.size() == 1);
+    CHECK(second.removals.size() == 1);
+    CHECK(ledger.take_changes(false).empty());
+    auto snap = ledger.take_changes(true);
+    CHECK(snap.snapshot);
+    CHECK(snap.upserts.size() == 1);
+}
