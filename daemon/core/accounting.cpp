@@ -41,8 +41,9 @@ void Accounting::apply(const FlowSample& sample, TimePoint now) {
         return;
     }
     Attribution a;
-    if (r.tag != nullptr && r.tag->generation == index_generation_) {
-        a = Attribution{r.tag->subscriber, static_cast<Direction>(r.tag->direction)};
+    const FlowTag* cached = r.tag != nullptr ? r.tag : &r.final_tag;
+    if (cached->generation == index_generation_) {
+        a = Attribution{cached->subscriber, static_cast<Direction>(cached->direction)};
     } else {
         a = attribute(*index_, sample, now);
         if (r.tag != nullptr) {

@@ -56,6 +56,7 @@ class Accounting {
     FlushBatch take(bool checkpoint_snapshot);
     void give_back(const FlushBatch& batch);
     void restore_ledger(const std::vector<CheckpointEntry>& entries) { ledger_.restore(entries); }
+    void reserve_flows(std::size_t flows) { ledger_.reserve(flows); }
 
     [[nodiscard]] const FlowLedger& ledger() const { return ledger_; }
     [[nodiscard]] const AccountingStats& stats() const { return stats_; }

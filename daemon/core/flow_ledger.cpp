@@ -11,6 +11,10 @@ Counters minus(const Counters& now, const Counters& before) {
     return Counters{now.bytes - before.bytes, now.packets - before.packets};
 }
 
+bool is_zero(const Counters& c) {
+    return c.bytes == 0 && c.packets == 0;
+}
+
 // Tombstones must outlive every dump that may have started before the
 // DESTROY: the one running and the next.
 constexpr std::uint64_t kTombstoneDumps = 2;
@@ -26,13 +30,14 @@ LedgerResult FlowLedger::apply(const FlowSample& sample) {
 }
 
 LedgerResult FlowLedger::apply_poll(const FlowKey& key, const FlowSample& s) {
-    if (tombstones_.contains(key)) {
-        ++stats_.stale;
-        return LedgerResult{LedgerOutcome::Stale, {}, {}, nullptr};
-    }
     auto [it, inserted] = entries_.try_emplace(key);
-    Entry& e = it->second;
+    Entry& e = it.value();
     LedgerResult r;
+    if (e.dead) {
+        ++stats_.stale;
+        r.outcome = LedgerOutcome::Stale;
+        return r;
+    }
     if (inserted) {
         r.outcome = LedgerOutcome::FirstSeen;
         r.orig_delta = s.orig_counters;
@@ -49,33 +54,29 @@ LedgerResult FlowLedger::apply_poll(const FlowKey& key, const FlowSample& s) {
     }
     e.last_seen_dump = current_dump_;
     e.missed_dumps = 0;
-    if (r.orig_delta.packets != 0 || r.reply_delta.packets != 0 || r.orig_delta.bytes != 0 ||
-        r.reply_delta.bytes != 0 || inserted) {
+    if (inserted || !is_zero(r.orig_delta) || !is_zero(r.reply_delta)) {
         e.orig = s.orig_counters;
         e.reply = s.reply_counters;
-        mark_dirty(key);
+        mark_dirty(key, e);
     }
     r.tag = &e.tag;
     return r;
 }
 
 LedgerResult FlowLedger::apply_destroy(const FlowKey& key, const FlowSample& s) {
+    auto [it, inserted] = entries_.try_emplace(key);
+    Entry& e = it.value();
     LedgerResult r;
-    if (tombstones_.contains(key)) {
+    if (e.dead) {
         ++stats_.duplicates;
         r.outcome = LedgerOutcome::Duplicate;
         return r;
     }
-    tombstones_.emplace(key, last_started_dump_);
-    auto it = entries_.find(key);
-    if (it == entries_.end()) {
+    if (inserted) {
         r.outcome = LedgerOutcome::FinalUnseen;
         r.orig_delta = s.orig_counters;
         r.reply_delta = s.reply_counters;
-        return r;
-    }
-    const Entry& e = it->second;
-    if (below(s.orig_counters, e.orig) || below(s.reply_counters, e.reply)) {
+    } else if (below(s.orig_counters, e.orig) || below(s.reply_counters, e.reply)) {
         ++stats_.counter_resets;
         r.outcome = LedgerOutcome::CounterReset;
         r.orig_delta = s.orig_counters;
@@ -84,9 +85,15 @@ LedgerResult FlowLedger::apply_destroy(const FlowKey& key, const FlowSample& s) 
         r.outcome = LedgerOutcome::Final;
         r.orig_delta = minus(s.orig_counters, e.orig);
         r.reply_delta = minus(s.reply_counters, e.reply);
+        // The attribution cached by a dump is handed back once more.
+        r.final_tag = e.tag;
     }
-    entries_.erase(it);
-    mark_dirty(key);
+    e.dead = true;
+    e.dead_since_dump = last_started_dump_;
+    ++dead_;
+    if (e.persisted) {
+        mark_dirty(key, e);  // the stored checkpoint must drop it
+    }
     return r;
 }
 
@@ -97,24 +104,25 @@ void FlowLedger::dump_begin(std::uint64_t seq) {
 
 std::vector<CheckpointEntry> FlowLedger::dump_end(std::uint64_t seq, bool complete) {
     std::vector<CheckpointEntry> lost;
-    std::erase_if(tombstones_,
-                  [seq](const auto& kv) { return kv.second + kTombstoneDumps <= seq; });
-    if (!complete) {
-        return lost;
-    }
     for (auto it = entries_.begin(); it != entries_.end();) {
-        Entry& e = it->second;
-        if (e.last_seen_dump >= seq) {
-            ++it;
+        Entry& e = it.value();
+        if (e.dead) {
+            if (e.dead_since_dump + kTombstoneDumps <= seq) {
+                forget(it->first, e);
+                --dead_;
+                it = entries_.erase(it);
+            } else {
+                ++it;
+            }
             continue;
         }
-        if (++e.missed_dumps < kMissedDumpsBeforeLost) {
+        if (!complete || e.last_seen_dump >= seq || ++e.missed_dumps < kMissedDumpsBeforeLost) {
             ++it;
             continue;
         }
         lost.push_back(CheckpointEntry{it->first, e.orig, e.reply});
         ++stats_.lost_flows;
-        mark_dirty(it->first);
+        forget(it->first, e);
         it = entries_.erase(it);
     }
     return lost;
@@ -123,56 +131,61 @@ std::vector<CheckpointEntry> FlowLedger::dump_end(std::uint64_t seq, bool comple
 CheckpointChanges FlowLedger::take_changes(bool snapshot) {
     CheckpointChanges c;
     c.snapshot = snapshot;
-    if (snapshot) {
-        c.upserts.reserve(entries_.size());
-        for (const auto& [key, e] : entries_) {
+    auto take_one = [&c](const FlowKey& key, Entry& e) {
+        e.dirty = false;
+        if (!e.dead) {
+            e.persisted = true;
             c.upserts.push_back(CheckpointEntry{key, e.orig, e.reply});
+        } else if (e.persisted) {
+            c.removals.push_back(key);
         }
-        // Removals are implied by a snapshot, but kept so that a failed write can
-        // hand them back and the older rows still learn about them.
-        for (const auto& key : dirty_) {
-            if (!entries_.contains(key)) {
-                c.removals.push_back(key);
+    };
+    if (snapshot) {
+        c.upserts.reserve(entries_.size() - dead_);
+        for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+            take_one(it->first, it.value());
+        }
+    } else {
+        c.upserts.reserve(dirty_keys_.size());
+        for (const auto& key : dirty_keys_) {
+            auto it = entries_.find(key);
+            if (it != entries_.end() && it->second.dirty) {
+                take_one(key, it.value());
             }
         }
-        dirty_.clear();
-        return c;
     }
-    for (const auto& key : dirty_) {
-        auto it = entries_.find(key);
-        if (it == entries_.end()) {
-            c.removals.push_back(key);
-        } else {
-            c.upserts.push_back(CheckpointEntry{key, it->second.orig, it->second.reply});
-        }
-    }
-    dirty_.clear();
+    // A snapshot implies its removals; they are listed anyway so that a failed
+    // write can hand them back and the older stored rows still learn of them.
+    c.removals.insert(c.removals.end(), removed_keys_.begin(), removed_keys_.end());
+    removed_keys_.clear();
+    dirty_keys_.clear();
     return c;
 }
 
 void FlowLedger::return_changes(const CheckpointChanges& changes) {
-    if (changes.snapshot) {
-        // The stored checkpoint is still the old one; marking every live entry
-        // dirty lets the next write, snapshot or delta, bring it up to date.
-        for (const auto& [key, e] : entries_) {
-            dirty_.insert(key);
+    for (const auto& u : changes.upserts) {
+        auto it = entries_.find(u.key);
+        if (it != entries_.end()) {
+            mark_dirty(u.key, it.value());
         }
     }
-    for (const auto& u : changes.upserts) {
-        dirty_.insert(u.key);
-    }
-    for (const auto& k : changes.removals) {
-        dirty_.insert(k);
+    for (const auto& key : changes.removals) {
+        auto it = entries_.find(key);
+        if (it != entries_.end() && it->second.dead) {
+            mark_dirty(key, it.value());
+        } else if (it == entries_.end()) {
+            removed_keys_.push_back(key);
+        }
     }
 }
 
 void FlowLedger::restore(const std::vector<CheckpointEntry>& entries) {
     for (const auto& ce : entries) {
         Entry& e = entries_[ce.key];
+        e = Entry{};
         e.orig = ce.orig;
         e.reply = ce.reply;
-        e.last_seen_dump = 0;
-        e.missed_dumps = 0;
+        e.persisted = true;
     }
 }
 

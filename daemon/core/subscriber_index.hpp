@@ -3,9 +3,9 @@
 // binding covers it at a given time. Immutable once built; the daemon swaps in
 // a new index when bindings change, so lookups never take a lock.
 
+#include <tsl/robin_map.h>
 #include <cstdint>
 #include <optional>
-#include <unordered_map>
 #include <vector>
 
 #include "core/address.hpp"
@@ -41,6 +41,12 @@ class SubscriberIndex {
         int length = 0;
         bool operator==(const V6Key&) const = default;
     };
+    struct V4KeyHash {
+        std::size_t operator()(std::uint64_t k) const noexcept {
+            k *= 0x9e3779b97f4a7c15ull;  // the table is a power of two: mix the high bits down
+            return static_cast<std::size_t>(k ^ (k >> 29));
+        }
+    };
     struct V6KeyHash {
         std::size_t operator()(const V6Key& k) const noexcept;
     };
@@ -50,8 +56,8 @@ class SubscriberIndex {
     [[nodiscard]] std::optional<SubscriberId> lookup_v6(const IpAddress& a, TimePoint at) const;
 
     std::vector<Binding> bindings_;  // grouped by prefix, each group sorted by valid_from
-    std::unordered_map<std::uint64_t, Span> v4_;  // (masked address << 8 | length)
-    std::unordered_map<V6Key, Span, V6KeyHash> v6_;
+    tsl::robin_map<std::uint64_t, Span, V4KeyHash> v4_;  // (masked address << 8 | length)
+    tsl::robin_map<V6Key, Span, V6KeyHash> v6_;
     std::vector<int> v4_lengths_;  // prefix lengths in use, longest first
     std::vector<int> v6_lengths_;
 };

@@ -3,9 +3,10 @@
 // billing period and by hour. Memory grows with subscribers x hours pending,
 // never with events, so a long database outage stays bounded.
 
+#include <tsl/robin_map.h>
+
 #include <cstdint>
 #include <functional>
-#include <unordered_map>
 #include <vector>
 
 #include "core/clock.hpp"
@@ -82,7 +83,7 @@ class UsageAccumulator {
                                               std::int64_t hour);
 
     PeriodFn period_of_;
-    std::unordered_map<BucketKey, Usage, BucketKeyHash> buckets_;
+    tsl::robin_map<BucketKey, Usage, BucketKeyHash> buckets_;
     // One-entry memo: the period function is called once per hour per subscriber
     // class, not once per sample.
     std::int64_t memo_hour_ = INT64_MIN;
