@@ -83,6 +83,8 @@ const std::map<std::string, std::map<std::string, Setter>>& schema() {
            }},
           {"queue_samples", [](Config& c, auto& s, auto& n,
                                auto& k) { c.conntrack.queue_samples = as_bytes(s, n, k); }},
+          {"reliable_events", [](Config& c, auto& s, auto& n,
+                                 auto& k) { c.conntrack.reliable_events = as_bool(s, n, k); }},
           {"enable_accounting_sysctl",
            [](Config& c, auto& s, auto& n, auto& k) {
                c.conntrack.enable_accounting_sysctl = as_bool(s, n, k);

@@ -32,6 +32,7 @@ struct Config {
         std::uint64_t max_event_buffer_bytes = 1ull << 30;
         std::uint64_t queue_samples = 4'000'000;  // reader -> accounting hand-off bound
         bool enable_accounting_sysctl = true;     // turn nf_conntrack_acct on if off
+        bool reliable_events = true;              // NETLINK_BROADCAST_SEND_ERROR
     } conntrack;
 
     struct Accounting {

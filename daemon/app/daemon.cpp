@@ -1,0 +1,157 @@
+#include "app/daemon.hpp"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "app/accountant.hpp"
+#include "app/flusher.hpp"
+#include "app/metrics.hpp"
+#include "app/readers.hpp"
+#include "conntrack/sysctl.hpp"
+#include "store/migrations.hpp"
+
+namespace ctquota::app {
+namespace {
+
+constexpr auto kStatusEvery = std::chrono::seconds(30);
+constexpr auto kShutdownGrace = std::chrono::seconds(15);
+
+sigset_t control_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    return set;
+}
+
+// Waits up to `d` for a control signal; returns it, or 0 on timeout.
+int wait_signal(std::chrono::nanoseconds d) {
+    const sigset_t set = control_signals();
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(d);
+    timespec ts{static_cast<time_t>(secs.count()), static_cast<long>((d - secs).count())};
+    const int sig = sigtimedwait(&set, nullptr, &ts);
+    return sig > 0 ? sig : 0;
+}
+
+bool is_stop(int sig) {
+    return sig == SIGTERM || sig == SIGINT;
+}
+
+// Sizes the ledger for the kernel's own table limit, so it never rehashes mid-burst.
+std::size_t expected_flows() {
+    constexpr std::size_t kCap = 4'000'000;
+    const auto max = conntrack::read_sysctl("net/netfilter/nf_conntrack_max");
+    try {
+        return max ? std::min<std::size_t>(std::stoull(*max), kCap) : 65536;
+    } catch (const std::exception&) {
+        return 65536;
+    }
+}
+
+void check_kernel(const Config& config) {
+    const auto kernel =
+        conntrack::ensure_conntrack_accounting(config.conntrack.enable_accounting_sysctl);
+    if (kernel.rmem_max && *kernel.rmem_max < config.conntrack.event_buffer_bytes) {
+        spdlog::warn(
+            "net.core.rmem_max is {} bytes, below conntrack.event_buffer_bytes ({}); the event "
+            "buffer is forced past it when running as root, otherwise capped",
+            *kernel.rmem_max, config.conntrack.event_buffer_bytes);
+    }
+}
+
+// Start-up needs the database: without the checkpoint, counting would start
+// from scratch and double count live flows. Retry until it answers or we are told to stop.
+bool prepare_database(const Config& config, store::Database& db, Accountant& accountant,
+                      Flusher& flusher) {
+    auto wait = std::chrono::milliseconds(500);
+    while (true) {
+        try {
+            const int applied = store::apply_migrations(db, schema_dir(config));
+            if (applied > 0) {
+                spdlog::info("applied {} schema migrations", applied);
+            }
+            store::UsageStore usage(db, config.accounting.gateway_id);
+            const auto checkpoint = usage.load_checkpoint();
+            accountant.restore_ledger(checkpoint);
+            spdlog::info("ledger checkpoint: {} live flows restored", checkpoint.size());
+            flusher.refresh_index(true);
+            return true;
+        } catch (const std::exception& e) {
+            db.reset();
+            spdlog::error("database not ready ({}); retrying in {} ms", e.what(), wait.count());
+        }
+        if (is_stop(wait_signal(wait))) {
+            return false;
+        }
+        wait = std::min(wait * 2, std::chrono::milliseconds(10000));
+    }
+}
+
+void log_status(const Metrics& m) {
+    spdlog::info(
+        "status: events {} dumps {} samples {} flows {} flushes {} db_errors {} enobufs {} "
+        "lost_flows {} unattributed_bytes {}",
+        m.events_read.load(), m.dumps.load(), m.samples_applied.load(), m.flows_tracked.load(),
+        m.flushes.load(), m.db_errors.load(), m.enobufs.load(), m.flows_lost.load(),
+        m.unattributed_bytes.load());
+}
+
+}  // namespace
+
+std::filesystem::path schema_dir(const Config& config) {
+    return config.database.schema_dir.empty() ? std::filesystem::path(CTQUOTA_SCHEMA_DIR)
+                                              : config.database.schema_dir;
+}
+
+int run_daemon(const Config& config) {
+    // Threads inherit the mask; only this thread takes control signals.
+    const sigset_t set = control_signals();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+    check_kernel(config);
+    core::SystemClock clock;
+    Metrics metrics;
+    SampleQueue queue(config.conntrack.queue_samples);
+    Accountant accountant(clock, queue, metrics);
+    accountant.reserve_flows(expected_flows());
+    store::Database db(config.database.url);
+    Flusher flusher(config, clock, db, accountant, metrics);
+    // Subscribe to events before the first dump, so nothing ends unseen in between.
+    Readers readers(config, queue, metrics);
+    if (!prepare_database(config, db, accountant, flusher)) {
+        return 0;
+    }
+    accountant.start();
+    readers.start();
+    flusher.start();
+    spdlog::info(
+        "ctquotad running: gateway {}, poll every {} ms, flush every {} ms",
+        config.accounting.gateway_id,
+        std::chrono::duration_cast<std::chrono::milliseconds>(config.conntrack.poll_interval)
+            .count(),
+        std::chrono::duration_cast<std::chrono::milliseconds>(config.accounting.flush_interval)
+            .count());
+    auto next_status = std::chrono::steady_clock::now() + kStatusEvery;
+    while (true) {
+        const int sig = wait_signal(std::chrono::seconds(1));
+        if (is_stop(sig)) {
+            spdlog::info("signal {}: flushing and stopping", sig);
+            break;
+        }
+        if (std::chrono::steady_clock::now() >= next_status) {
+            log_status(metrics);
+            next_status += kStatusEvery;
+        }
+    }
+    readers.stop();
+    queue.close();
+    accountant.join();
+    const bool flushed = flusher.stop_and_flush(kShutdownGrace);
+    log_status(metrics);
+    return flushed ? 0 : 1;
+}
+
+}  // namespace ctquota::app

@@ -1,0 +1,54 @@
+#pragma once
+// Flusher: the only thread that talks to PostgreSQL while the daemon runs.
+// Every flush interval it takes what the accountant gathered and writes it in
+// one transaction; on failure it hands it back and retries with backoff, so a
+// database outage delays totals but loses nothing. It also refreshes the
+// subscriber index when bindings change.
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "app/accountant.hpp"
+#include "app/config.hpp"
+#include "app/metrics.hpp"
+#include "store/subscriber_store.hpp"
+#include "store/usage_store.hpp"
+
+namespace ctquota::app {
+
+class Flusher {
+  public:
+    Flusher(const Config& config, const core::Clock& clock, store::Database& db,
+            Accountant& accountant, Metrics& metrics);
+    ~Flusher();
+
+    // Loads the subscriber index now (start-up); throws on database errors.
+    void refresh_index(bool force);
+    void start();
+    // Stops the loop and makes a last attempt (with retries up to `grace`) to write everything.
+    bool stop_and_flush(std::chrono::nanoseconds grace);
+
+  private:
+    void loop();
+    bool flush_once();
+    bool want_snapshot() const;
+
+    const Config& config_;
+    const core::Clock& clock_;
+    store::Database& db_;
+    store::UsageStore usage_store_;
+    store::SubscriberStore subscribers_;
+    Accountant& accountant_;
+    Metrics& metrics_;
+    std::string bindings_fingerprint_;
+    bool first_flush_ = true;
+    std::uint64_t failing_since_ = 0;  // consecutive failed flushes
+    std::atomic<bool> stopping_{false};
+    std::mutex mu_;
+    std::condition_variable wake_;
+    std::thread thread_;
+};
+
+}  // namespace ctquota::app

@@ -1,0 +1,51 @@
+#include "app/metrics.hpp"
+
+#include <sstream>
+
+namespace ctquota::app {
+
+void Metrics::observe_flush(std::chrono::microseconds d) {
+    const double seconds = static_cast<double>(d.count()) / 1e6;
+    std::size_t i = 0;
+    while (i < kFlushBuckets.size() && seconds > kFlushBuckets[i]) {
+        ++i;
+    }
+    flush_latency[i].fetch_add(1, std::memory_order_relaxed);
+    flush_latency_us_sum.fetch_add(static_cast<std::uint64_t>(d.count()),
+                                   std::memory_order_relaxed);
+}
+
+std::string Metrics::render_prometheus() const {
+    std::ostringstream out;
+    auto counter = [&out](const char* name, const char* help, std::uint64_t v) {
+        out << "# HELP ctquota_" << name << " " << help << "\n# TYPE ctquota_" << name
+            << " counter\nctquota_" << name << " " << v << "\n";
+    };
+    counter("events_read_total", "ctnetlink DESTROY events read", events_read.load());
+    counter("enobufs_total", "ENOBUFS on the event socket", enobufs.load());
+    counter("resyncs_total", "full-dump resyncs after lost events", resyncs.load());
+    counter("queue_overflows_total", "reader hand-offs dropped because the queue was full",
+            queue_overflows.load());
+    counter("dumps_total", "conntrack table dumps", dumps.load());
+    counter("flows_lost_total", "credited flows whose final counters were lost", flows_lost.load());
+    counter("unattributed_bytes_total", "bytes matching no subscriber", unattributed_bytes.load());
+    counter("flushes_total", "successful database flushes", flushes.load());
+    counter("db_errors_total", "database errors", db_errors.load());
+    out << "# TYPE ctquota_flows_tracked gauge\nctquota_flows_tracked " << flows_tracked.load()
+        << "\n";
+    out << "# TYPE ctquota_flush_seconds histogram\n";
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < kFlushBuckets.size(); ++i) {
+        cumulative += flush_latency[i].load();
+        out << "ctquota_flush_seconds_bucket{le=\"" << kFlushBuckets[i] << "\"} " << cumulative
+            << "\n";
+    }
+    cumulative += flush_latency[kFlushBuckets.size()].load();
+    out << "ctquota_flush_seconds_bucket{le=\"+Inf\"} " << cumulative << "\n";
+    out << "ctquota_flush_seconds_sum " << static_cast<double>(flush_latency_us_sum.load()) / 1e6
+        << "\n";
+    out << "ctquota_flush_seconds_count " << cumulative << "\n";
+    return out.str();
+}
+
+}  // namespace ctquota::app

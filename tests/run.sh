@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The test command (README): installs what is missing, builds the two CI
+# configurations (warnings as errors; ASan+UBSan), starts a throwaway
+# PostgreSQL and runs every suite: unit, db, netns, bench smoke.
+# Run as root from the repository root or anywhere: tests/run.sh
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+JOBS=${JOBS:-$(nproc)}
+PG_PORT=${CTQUOTA_TEST_PG_PORT:-54329}
+PG_DIR=$(mktemp -d /tmp/ctquota-test-pg.XXXXXX)
+
+log() { printf '\n==> %s  [%s]\n' "$*" "$(date +%T)"; }
+
+cleanup() {
+    "$ROOT/deploy/pg-throwaway.sh" stop "$PG_DIR" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT INT TERM
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "tests/run.sh needs root (network namespaces, nftables, conntrack)" >&2
+    exit 1
+fi
+
+log "dependencies"
+"$ROOT/deploy/install-deps.sh"
+
+log "build: release, warnings as errors (build/ci)"
+cmake -S . -B build/ci -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTQUOTA_WERROR=ON >/dev/null
+cmake --build build/ci -j"$JOBS"
+
+log "build: ASan+UBSan (build/asan)"
+cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DCTQUOTA_WERROR=ON -DCTQUOTA_SANITIZE=ON >/dev/null
+cmake --build build/asan -j"$JOBS"
+
+log "throwaway PostgreSQL in $PG_DIR"
+CTQUOTA_TEST_DB_URL=$("$ROOT/deploy/pg-throwaway.sh" start "$PG_DIR" "$PG_PORT")
+export CTQUOTA_TEST_DB_URL
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+status=0
+log "ctest: ASan+UBSan build (unit, db, bench smoke)"
+ctest --test-dir build/asan --output-on-failure -j"$JOBS" -L 'unit|db|bench' || status=1
+
+log "ctest: release build (all suites)"
+ctest --test-dir build/ci --output-on-failure -j"$JOBS" || status=1
+
+exit $status
