@@ -1,0 +1,170 @@
+"""End to end: real packets through a gateway namespace, real conntrack
+events, ctquotad, real PostgreSQL. Totals must equal ground truth exactly."""
+
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from daemon_harness import Daemon  # noqa: E402
+from lab import SRV_V4, SRV_V6, Lab, wait_for  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRAFFIC = os.path.join(HERE, "e2e_traffic.py")
+UDP_PORT = 7000
+TCP_PORT = 7001
+POLL = 1.0
+FLUSH = 0.25
+
+
+def udp_plan(addresses):
+    """Flows of assorted sizes: 1-3 flows per address, 1-6 packets each."""
+    plan = []
+    for i, src in enumerate(addresses):
+        dst = SRV_V6 if ":" in src else SRV_V4
+        for f in range(1 + i % 3):
+            plan.append({"src": src, "dst": dst, "port": UDP_PORT, "packets": 1 + (i + f) % 6,
+                         "request": 20 + (37 * i + 11 * f) % 1200, "reply": (53 * i + 7 * f) % 1300})
+    return plan
+
+
+def start_server(lab, mode, port):
+    """Starts a traffic server in the server namespace; returns once it listens."""
+    p = lab.start(lab.srv, ["python3", TRAFFIC, mode, str(port)])
+    line = p.stdout.readline()  # the server prints "ready" once bound
+    if line.strip() != "ready":
+        raise RuntimeError(f"{mode} did not start: {line}{p.stderr.read() if p.poll() is not None else ''}")
+    return p
+
+
+def kernel_counters(lab, src, sport):
+    """(orig bytes, orig packets, reply bytes, reply packets, state) of one TCP entry."""
+    out = lab.run(lab.gw, ["conntrack", "-L", "-p", "tcp", "--orig-src", src, "--sport", str(sport),
+                           "-o", "extended"], check=False).stdout
+    line = next((l for l in out.splitlines() if f"sport={sport} " in l), None)
+    if line is None:
+        return None
+    pk = [int(x) for x in re.findall(r"packets=(\d+)", line)]
+    by = [int(x) for x in re.findall(r"bytes=(\d+)", line)]
+    state = line.split()[5]
+    return by[0], pk[0], by[1], pk[1], state
+
+
+class AccountingEndToEnd(unittest.TestCase):
+    def setUp(self):
+        self.lab = Lab(n_v4=52, n_v6=5).__enter__()
+        self.addCleanup(self.lab.close)
+        self.daemon = Daemon(self.lab, poll=f"{int(POLL * 1000)}ms", flush=f"{int(FLUSH * 1000)}ms")
+        self.addCleanup(self.daemon.close)
+        self.addCleanup(self.dump_log_on_failure)
+
+    def dump_log_on_failure(self):
+        outcome = getattr(self, "_outcome", None)
+        errors = getattr(getattr(outcome, "result", None), "failures", []) + \
+            getattr(getattr(outcome, "result", None), "errors", [])
+        if any(test is self for test, _ in errors):
+            print("---- ctquotad log ----\n" + self.daemon.read_log()[-6000:], file=sys.stderr)
+
+    def wait_totals(self, expected, timeout=60):
+        """Polls the database until it shows `expected`; returns the last totals seen."""
+        last = {}
+
+        def matches():
+            nonlocal last
+            last = self.daemon.totals()
+            return all(last.get(k) == v for k, v in expected.items())
+
+        try:
+            wait_for(matches, timeout=timeout, interval=0.25, what="totals to match ground truth")
+        except TimeoutError:
+            pass
+        return last
+
+    def test_udp_flows_match_ground_truth_exactly(self):
+        bound = self.lab.sub_v4[:50] + self.lab.sub_v6      # one subscriber per address
+        unbound = self.lab.sub_v4[50:]                       # traffic of nobody
+        for i, addr in enumerate(bound):
+            self.daemon.add_subscriber(f"sub-{i:02d}", addr + ("/128" if ":" in addr else "/32"))
+        self.daemon.start()
+        start_server(self.lab, "udp-server", UDP_PORT)
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(udp_plan(bound + unbound), f)
+        out = self.lab.run(self.lab.sub, ["python3", TRAFFIC, "udp-client", f.name]).stdout
+        os.unlink(f.name)
+        result = json.loads(out)
+        self.assertEqual(result["lost_replies"], [], "the lab itself lost packets")
+        truth = result["truth"]
+        expected = {f"sub-{i:02d}": truth[a] for i, a in enumerate(bound)}
+
+        # Every flow must end (DESTROY) before totals can be final.
+        wait_for(lambda: self.lab.conntrack_count() == 0, timeout=90, interval=0.5,
+                 what="all conntrack entries to be destroyed")
+        got = self.wait_totals(expected)
+        for sub, want in expected.items():
+            self.assertEqual(got.get(sub), want, f"{sub}")
+        # Nothing arrives late: a stale dump or a resent event would show up here.
+        time.sleep(POLL * 2 + FLUSH * 2)  # observation window, not synchronisation
+        self.assertEqual(self.daemon.totals(), got)
+        other = {"up_bytes": 0, "down_bytes": 0, "up_packets": 0, "down_packets": 0}
+        for a in unbound:
+            for k in other:
+                other[k] += truth[a][k]
+        self.assertEqual(self.daemon.unattributed(), other)
+        self.assertEqual(self.daemon.usage("sub-00")["up_bytes"], truth[bound[0]]["up_bytes"])
+
+    def run_long_tcp(self, kill_at=None, seconds=8.0, rate=200_000):
+        src = self.lab.sub_v4[0]
+        self.daemon.add_subscriber("tcp-sub", src + "/32")
+        self.daemon.start()
+        start_server(self.lab, "tcp-server", TCP_PORT)
+        client = self.lab.start(self.lab.sub, ["python3", TRAFFIC, "tcp-client", src, SRV_V4,
+                                               str(TCP_PORT), str(rate), str(seconds)])
+        progress = []
+        killed = False
+        for line in client.stdout:
+            report = json.loads(line)
+            progress.append(report)
+            if report.get("done"):
+                break
+            elapsed = len(progress)
+            if elapsed >= 2 and not report.get("done"):
+                # Bytes sent one poll + flush (+ slack) ago must already be stored.
+                old = progress[-2]["sent"] if elapsed >= 3 else 0
+                horizon = POLL + FLUSH + 1.0
+                ok = wait_for(lambda: self.daemon.totals().get("tcp-sub", {}).get("up_bytes", 0) >= old,
+                              timeout=horizon, interval=0.1, what="usage of a live connection")
+                self.assertTrue(ok)
+            if kill_at is not None and not killed and elapsed >= kill_at:
+                self.assertEqual(self.daemon.stop("KILL"), -9)
+                killed = True
+                self.daemon.start()
+        self.assertEqual(client.wait(timeout=30), 0)
+        sport = progress[-1]["sport"]
+        counters = wait_for(lambda: (c := kernel_counters(self.lab, src, sport)) and
+                            c[4] in ("TIME_WAIT", "CLOSE") and c,
+                            timeout=10, interval=0.05, what="connection to close")
+        expected = {"up_bytes": counters[0], "up_packets": counters[1],
+                    "down_bytes": counters[2], "down_packets": counters[3]}
+        self.assertGreater(expected["up_bytes"], rate * seconds * 0.9)
+        wait_for(lambda: self.lab.conntrack_count() == 0, timeout=60, interval=0.5,
+                 what="the connection's DESTROY")
+        got = self.wait_totals({"tcp-sub": expected})
+        self.assertEqual(got.get("tcp-sub"), expected)
+        return killed
+
+    def test_long_lived_tcp_is_visible_while_open_and_exact_at_the_end(self):
+        self.run_long_tcp()
+        self.assertEqual(self.daemon.stop(), 0)
+        self.assertIn("signal 15: flushing and stopping", self.daemon.read_log())
+
+    def test_kill_9_and_restart_mid_connection_stays_exact(self):
+        self.assertTrue(self.run_long_tcp(kill_at=4, seconds=9.0))
+        self.assertIn("live flows restored", self.daemon.read_log())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)

@@ -1,0 +1,101 @@
+"""Runs ctquotad for tests: a fresh database, a config file, the CLI, the
+daemon inside the lab's gateway namespace, and reads of the totals."""
+
+import json
+import os
+import subprocess
+import tempfile
+import uuid
+
+from lab import sh, wait_for
+
+
+def build_url(base_url, dbname):
+    """The same libpq URL with another database name (netloc may be empty)."""
+    head, sep, query = base_url.partition("?")
+    return head.rsplit("/", 1)[0] + "/" + dbname + sep + query
+
+
+class Daemon:
+    def __init__(self, lab, poll="1s", flush="250ms", extra_config=""):
+        self.lab = lab
+        self.binary = os.environ.get("CTQUOTA_BIN", "build/ci/daemon/ctquotad")
+        base = os.environ.get("CTQUOTA_TEST_DB_URL")
+        if not base:
+            raise RuntimeError("CTQUOTA_TEST_DB_URL is not set: run the tests through tests/run.sh")
+        self.dbname = "t_" + uuid.uuid4().hex[:12]
+        sh(["psql", base, "-qc", f'CREATE DATABASE "{self.dbname}"'])
+        self.base_url = base
+        self.url = build_url(base, self.dbname)
+        self.dir = tempfile.mkdtemp(prefix="ctquotad-test-")
+        self.config = os.path.join(self.dir, "ctquotad.toml")
+        self.log_path = os.path.join(self.dir, "ctquotad.log")
+        with open(self.config, "w") as f:
+            f.write(
+                f'[database]\nurl = "{self.url}"\n'
+                f'[conntrack]\npoll_interval = "{poll}"\nevent_buffer_bytes = "64MiB"\n'
+                f'[accounting]\nflush_interval = "{flush}"\ngateway_id = "gw-test"\n'
+                f"{extra_config}"
+            )
+        self.proc = None
+        self.cli("migrate")
+
+    def cli(self, *args):
+        return sh([self.binary, "--config", self.config] + list(args))
+
+    def add_subscriber(self, sub_id, *addresses):
+        argv = ["subscriber", "add", sub_id]
+        for a in addresses:
+            argv += ["--address", a]
+        self.cli(*argv)
+
+    def start(self):
+        self.log = open(self.log_path, "a")
+        self.proc = self.lab.start(self.lab.gw, [self.binary, "--config", self.config],
+                                   stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(lambda: "ctquotad running" in self.read_log() or self.proc.poll() is not None,
+                 timeout=30, what="ctquotad to start")
+        if self.proc.poll() is not None:
+            raise RuntimeError("ctquotad exited at start:\n" + self.read_log())
+
+    def stop(self, sig="TERM"):
+        if self.proc is None:
+            return None
+        if sig == "KILL":
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        rc = self.proc.wait(timeout=30)
+        self.proc = None
+        self.log.close()
+        return rc
+
+    def read_log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def query(self, sql):
+        out = sh(["psql", self.url, "-AtF", "\t", "-c", sql]).stdout
+        return [line.split("\t") for line in out.splitlines() if line]
+
+    def totals(self):
+        """{subscriber_id: {up_bytes, down_bytes, up_packets, down_packets}} from usage_current."""
+        rows = self.query("SELECT subscriber_id, up_bytes, down_bytes, up_packets, down_packets "
+                          "FROM usage_current")
+        keys = ("up_bytes", "down_bytes", "up_packets", "down_packets")
+        return {r[0]: dict(zip(keys, map(int, r[1:]))) for r in rows}
+
+    def unattributed(self):
+        r = self.query("SELECT coalesce(sum(up_bytes),0), coalesce(sum(down_bytes),0), "
+                       "coalesce(sum(up_packets),0), coalesce(sum(down_packets),0) FROM usage_unattributed")
+        return dict(zip(("up_bytes", "down_bytes", "up_packets", "down_packets"), map(int, r[0])))
+
+    def usage(self, sub_id):
+        return json.loads(self.cli("usage", sub_id).stdout)
+
+    def close(self):
+        if self.proc is not None:
+            self.stop("KILL")
+        sh(["psql", self.base_url, "-qc", f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)'],
+           check=False)
+        sh(["rm", "-rf", self.dir], check=False)
