@@ -156,6 +156,50 @@ class AccountingEndToEnd(unittest.TestCase):
         self.assertEqual(got.get("tcp-sub"), expected)
         return killed
 
+    def test_event_overrun_is_counted_resynced_and_totals_stay_exact(self):
+        # A tiny event buffer and a burst far larger than it: ENOBUFS must happen,
+        # and reliable delivery + resync must still give exact totals.
+        self.daemon.close()
+        self.daemon = Daemon(self.lab, poll=f"{int(POLL * 1000)}ms", flush=f"{int(FLUSH * 1000)}ms",
+                             conntrack_extra='event_buffer_bytes = "32KiB"\n'
+                                             'max_event_buffer_bytes = "64MiB"\n')
+        sources = self.lab.sub_v4[:10]
+        counters = "".join(f"    ip saddr {a} counter\n" for a in sources)
+        self.lab.run(self.lab.gw, ["nft", "-f", "-"], input=(
+            "table ip truth {\n  chain count_forward {\n    type filter hook forward priority 0;\n"
+            + counters + "  }\n}\n"))
+        # The servers drop the burst silently (no ICMP errors flowing back).
+        self.lab.run(self.lab.srv, ["nft", "-f", "-"], input=(
+            "table ip sink {\n  chain drop_input {\n    type filter hook input priority 0;\n"
+            "    udp dport 1-65000 drop\n  }\n}\n"))
+        for i, a in enumerate(sources):
+            self.daemon.add_subscriber(f"burst-{i}", a + "/32")
+        self.daemon.start()
+        flowgen = os.environ.get("CTQUOTA_FLOWGEN", "build/ci/tests/bench/flowgen")
+        out = self.lab.run(self.lab.sub, [flowgen, SRV_V4, "20000", "0", "2", "100"] + sources).stdout
+        self.assertEqual(json.loads(out)["flows"], 20000)
+        wait_for(lambda: self.lab.conntrack_count() == 0, timeout=120, interval=0.5,
+                 what="the burst's DESTROY events")
+        truth = {}
+        listing = self.lab.run(self.lab.gw, ["nft", "-j", "list", "table", "ip", "truth"]).stdout
+        for item in json.loads(listing)["nftables"]:
+            rule = item.get("rule")
+            if rule:
+                addr = rule["expr"][0]["match"]["right"]
+                c = rule["expr"][1]["counter"]
+                truth[f"burst-{sources.index(addr)}"] = (c["bytes"], c["packets"])
+        self.assertEqual(sum(p for _, p in truth.values()), 40000, "the lab dropped packets")
+        expected = {k: {"up_bytes": b, "up_packets": p, "down_bytes": 0, "down_packets": 0}
+                    for k, (b, p) in truth.items()}
+        got = self.wait_totals(expected, timeout=90)
+        self.assertEqual(got, expected)
+        self.assertEqual(self.daemon.stop(), 0)
+        status = re.findall(r"status: .* enobufs (\d+) lost_flows (\d+)", self.daemon.read_log())
+        self.assertTrue(status, "no status line at exit")
+        enobufs, lost = map(int, status[-1])
+        self.assertGreater(enobufs, 0, "the burst did not overrun the buffer; the test proves nothing")
+        self.assertEqual(lost, 0)
+
     def test_long_lived_tcp_is_visible_while_open_and_exact_at_the_end(self):
         self.run_long_tcp()
         self.assertEqual(self.daemon.stop(), 0)

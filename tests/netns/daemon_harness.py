@@ -17,7 +17,7 @@ def build_url(base_url, dbname):
 
 
 class Daemon:
-    def __init__(self, lab, poll="1s", flush="250ms", extra_config=""):
+    def __init__(self, lab, poll="1s", flush="250ms", extra_config="", conntrack_extra=""):
         self.lab = lab
         self.binary = os.environ.get("CTQUOTA_BIN", "build/ci/daemon/ctquotad")
         base = os.environ.get("CTQUOTA_TEST_DB_URL")
@@ -30,10 +30,11 @@ class Daemon:
         self.dir = tempfile.mkdtemp(prefix="ctquotad-test-")
         self.config = os.path.join(self.dir, "ctquotad.toml")
         self.log_path = os.path.join(self.dir, "ctquotad.log")
+        conntrack = conntrack_extra or 'event_buffer_bytes = "64MiB"\n'
         with open(self.config, "w") as f:
             f.write(
                 f'[database]\nurl = "{self.url}"\n'
-                f'[conntrack]\npoll_interval = "{poll}"\nevent_buffer_bytes = "64MiB"\n'
+                f'[conntrack]\npoll_interval = "{poll}"\n{conntrack}'
                 f'[accounting]\nflush_interval = "{flush}"\ngateway_id = "gw-test"\n'
                 f"{extra_config}"
             )
@@ -71,8 +72,11 @@ class Daemon:
         return rc
 
     def read_log(self):
-        with open(self.log_path) as f:
-            return f.read()
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
 
     def query(self, sql):
         out = sh(["psql", self.url, "-AtF", "\t", "-c", sql]).stdout
