@@ -7,6 +7,12 @@
 #include "conntrack/dump_socket.hpp"
 
 namespace ctquota::app {
+namespace {
+
+constexpr std::size_t kCoalesceBelow = 64;
+constexpr auto kCoalesce = std::chrono::milliseconds(2);
+
+}  // namespace
 
 Readers::Readers(const Config& config, SampleQueue& queue, Metrics& metrics)
     : config_(config),
@@ -71,6 +77,8 @@ void Readers::event_loop() {
         if (status == conntrack::ReadStatus::Error) {
             spdlog::error("reading conntrack events failed: {}",
                           std::strerror(events_.last_errno()));
+            std::this_thread::sleep_for(
+                std::chrono::milliseconds(100));  // no busy loop on a broken socket
             continue;
         }
         metrics_.events_read = events_.stats().messages;
@@ -86,6 +94,12 @@ void Readers::event_loop() {
             metrics_.samples_dropped += n;
             spdlog::warn("accounting queue full: dropped {} events; resyncing", n);
             request_resync();
+        }
+        if (n < kCoalesceBelow) {
+            // A trickle of events: let a few milliseconds' worth gather in the
+            // (large) socket buffer, so each wakeup carries a batch instead of
+            // one event. Costs at most kCoalesce of latency; bursts never wait.
+            std::this_thread::sleep_for(kCoalesce);
         }
         batch = {};
     }

@@ -18,8 +18,6 @@ bool is_zero(const Counters& c) {
 // Tombstones must outlive every dump that may have started before the
 // DESTROY: the one running and the next.
 constexpr std::uint64_t kTombstoneDumps = 2;
-// A credited flow absent from this many complete dumps in a row is gone.
-constexpr std::uint32_t kMissedDumpsBeforeLost = 2;
 
 }  // namespace
 

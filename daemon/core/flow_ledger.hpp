@@ -65,11 +65,19 @@ struct LedgerStats {
 
 class FlowLedger {
   public:
+    // A credited flow absent from this many complete dumps in a row is declared
+    // lost. Not fewer: a dump never shows a dying entry, and with reliable
+    // delivery the kernel may hold a DESTROY back for seconds while the event
+    // socket drains; until the flow is declared lost, its credited counters
+    // stay, so a late DESTROY still credits only the rest.
+    static constexpr std::uint32_t kMissedDumpsBeforeLost = 30;
+
     LedgerResult apply(const FlowSample& sample);
 
-    // A dump brackets its samples with begin/end. A complete dump that misses a
-    // known flow twice in a row means its DESTROY was lost (ENOBUFS, downtime):
-    // the flow is dropped and counted as lost; nothing is invented for it.
+    // A dump brackets its samples with begin/end. A known flow missing from
+    // kMissedDumpsBeforeLost complete dumps in a row lost its DESTROY (downtime,
+    // an overrun without reliable delivery): it is dropped and counted as lost;
+    // nothing is invented for it.
     void dump_begin(std::uint64_t seq);
     std::vector<CheckpointEntry> dump_end(std::uint64_t seq, bool complete);
 

@@ -1,12 +1,24 @@
 #pragma once
 // Connection handling for PostgreSQL. Everything that speaks SQL lives in
 // daemon/store; nothing outside it includes libpqxx.
+//
+// Error policy of the store: every libpqxx failure leaves the store as a
+// DatabaseError (the caller retries and counts it); a broken connection is
+// dropped so the next call reconnects. Invalid input (a duplicate subscriber,
+// an id that does not fit) is std::invalid_argument and changes nothing.
+// Messages never contain the password of the connection string.
 
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include <pqxx/connection>
+
+namespace pqxx {
+class errorhandler;
+}
 
 namespace ctquota::store {
 
@@ -29,10 +41,24 @@ class Database {
     // Drops the connection so the next call reconnects (after an error).
     void reset();
     [[nodiscard]] const std::string& url() const { return url_; }
+    // The URL with its password masked, for log lines.
+    [[nodiscard]] std::string display_url() const { return redact(url_); }
+    // `text` with every occurrence of the connection string's password masked.
+    [[nodiscard]] std::string redact(std::string text) const;
+
+    // Call from inside a catch block only. Rethrows the exception in flight:
+    // libpqxx failures become DatabaseError("<what>: <reason>") and drop the
+    // connection when it broke; anything else passes through unchanged.
+    [[noreturn]] void fail(std::string_view what);
 
   private:
     std::string url_;
     std::unique_ptr<pqxx::connection> conn_;
+    std::unique_ptr<pqxx::errorhandler> notices_;  // destroyed before conn_
 };
+
+// The password spellings found in a libpq URI or key=value connection string
+// (raw and percent-decoded), for redaction. Empty when there is none.
+std::vector<std::string> connection_secrets(const std::string& url);
 
 }  // namespace ctquota::store

@@ -1,5 +1,6 @@
 #include "store/subscriber_store.hpp"
 
+#include <algorithm>
 #include <pqxx/pqxx>
 #include <stdexcept>
 
@@ -9,15 +10,39 @@
 namespace ctquota::store {
 namespace {
 
-std::string prefix_array(const std::vector<core::Prefix>& prefixes) {
+constexpr std::size_t kMaxExternalId = 200;  // as the CHECK in schema/001_initial.sql
+
+// A bigint microsecond parameter as timestamptz.
+std::string ts(int n) {
+    return "('epoch'::timestamptz + $" + std::to_string(n) + "::bigint * interval '1 microsecond')";
+}
+
+void validate_external_id(const std::string& id) {
+    if (id.empty()) {
+        throw std::invalid_argument("subscriber id must not be empty");
+    }
+    if (id.size() > kMaxExternalId) {
+        throw std::invalid_argument("subscriber id is longer than " +
+                                    std::to_string(kMaxExternalId) + " bytes");
+    }
+    if (std::any_of(id.begin(), id.end(),
+                    [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+        throw std::invalid_argument("subscriber id must not contain control characters");
+    }
+}
+
+std::string prefix_array(std::vector<core::Prefix> prefixes) {
+    std::sort(prefixes.begin(), prefixes.end());
+    prefixes.erase(std::unique(prefixes.begin(), prefixes.end()), prefixes.end());
     std::string out = "{";
     for (std::size_t i = 0; i < prefixes.size(); ++i) {
-        out += (i ? "," : "") + prefixes[i].to_string();  // canonical text from our own parser
+        // Canonical text from our own formatter: digits, dots, colons and a slash only.
+        out += (i != 0 ? "," : "") + prefixes[i].to_string();
     }
     return out + "}";
 }
 
-// Runs `fn` in a transaction, turning libpqxx failures into DatabaseError.
+// Runs `fn` in one transaction; libpqxx failures become DatabaseError.
 template <typename Fn>
 auto in_transaction(Database& db, const char* what, Fn&& fn) {
     try {
@@ -25,11 +50,8 @@ auto in_transaction(Database& db, const char* what, Fn&& fn) {
         auto result = fn(txn);
         txn.commit();
         return result;
-    } catch (const pqxx::broken_connection& e) {
-        db.reset();
-        throw DatabaseError(std::string(what) + ": connection lost: " + e.what());
-    } catch (const pqxx::sql_error& e) {
-        throw DatabaseError(std::string(what) + ": " + e.what());
+    } catch (...) {
+        db.fail(what);
     }
 }
 
@@ -38,9 +60,11 @@ auto in_transaction(Database& db, const char* what, Fn&& fn) {
 core::SubscriberId SubscriberStore::add(const std::string& external_id,
                                         const std::vector<core::Prefix>& prefixes,
                                         core::TimePoint valid_from) {
+    validate_external_id(external_id);
+    const auto cidrs = prefix_array(prefixes);
     return in_transaction(db_, "adding a subscriber", [&](pqxx::work& txn) {
-        // A removed subscriber coming back keeps its id and history.
-        auto row = txn.exec_params(
+        // A removed subscriber coming back keeps its id and its history.
+        const auto row = txn.exec_params(
             "INSERT INTO subscribers (external_id) VALUES ($1) "
             "ON CONFLICT (external_id) DO UPDATE SET removed_at = NULL "
             "  WHERE subscribers.removed_at IS NOT NULL "
@@ -50,32 +74,45 @@ core::SubscriberId SubscriberStore::add(const std::string& external_id,
             throw std::invalid_argument("subscriber '" + external_id + "' already exists");
         }
         const auto id = row[0][0].as<core::SubscriberId>();
+        // An address belongs to one subscriber at a time. The exclusion constraint
+        // (schema/003) guarantees it; this query names the holder in the error.
+        const auto taken = txn.exec_params(
+            "SELECT b.prefix::text, s.external_id FROM subscriber_bindings b "
+            "JOIN subscribers s ON s.id = b.subscriber_id "
+            "WHERE b.prefix = ANY($1::cidr[]) AND (b.valid_until IS NULL OR b.valid_until > " +
+                ts(2) + ") ORDER BY b.prefix LIMIT 1",
+            cidrs, to_micros(valid_from));
+        if (!taken.empty()) {
+            throw std::invalid_argument("address " + taken[0][0].as<std::string>() +
+                                        " is bound to subscriber '" +
+                                        taken[0][1].as<std::string>() + "' already");
+        }
         txn.exec_params(
             "INSERT INTO subscriber_bindings (subscriber_id, prefix, valid_from) "
-            "SELECT $1, p, 'epoch'::timestamptz + $3::bigint * interval '1 microsecond' "
-            "FROM unnest($2::cidr[]) AS p",
-            id, prefix_array(prefixes), to_micros(valid_from));
+            "SELECT $1, p, " +
+                ts(3) + " FROM unnest($2::cidr[]) AS p",
+            id, cidrs, to_micros(valid_from));
         return id;
     });
 }
 
 bool SubscriberStore::remove(const std::string& external_id, core::TimePoint at) {
     return in_transaction(db_, "removing a subscriber", [&](pqxx::work& txn) {
-        auto row = txn.exec_params(
-            "UPDATE subscribers SET removed_at = 'epoch'::timestamptz + $2::bigint * interval "
-            "'1 microsecond' WHERE external_id = $1 AND removed_at IS NULL RETURNING id",
-            external_id, to_micros(at));
+        const auto row = txn.exec_params("UPDATE subscribers SET removed_at = " + ts(2) +
+                                             " WHERE external_id = $1 AND removed_at IS NULL "
+                                             "RETURNING id",
+                                         external_id, to_micros(at));
         if (row.empty()) {
             return false;
         }
         const auto id = row[0][0].as<core::SubscriberId>();
-        const std::string at_sql = "'epoch'::timestamptz + $2::bigint * interval '1 microsecond'";
+        // Bindings that had not started yet go; the others end at `at`.
         txn.exec_params(
-            "DELETE FROM subscriber_bindings WHERE subscriber_id = $1 AND valid_from >= " + at_sql,
+            "DELETE FROM subscriber_bindings WHERE subscriber_id = $1 AND valid_from >= " + ts(2),
             id, to_micros(at));
-        txn.exec_params("UPDATE subscriber_bindings SET valid_until = " + at_sql +
+        txn.exec_params("UPDATE subscriber_bindings SET valid_until = " + ts(2) +
                             " WHERE subscriber_id = $1 AND (valid_until IS NULL OR valid_until > " +
-                            at_sql + ")",
+                            ts(2) + ")",
                         id, to_micros(at));
         return true;
     });
@@ -84,11 +121,11 @@ bool SubscriberStore::remove(const std::string& external_id, core::TimePoint at)
 std::vector<SubscriberRecord> SubscriberStore::list() {
     return in_transaction(db_, "listing subscribers", [&](pqxx::work& txn) {
         std::vector<SubscriberRecord> out;
-        auto rows = txn.exec(
+        const auto rows = txn.exec(
             "SELECT s.id, s.external_id, b.prefix::text FROM subscribers s "
             "LEFT JOIN subscriber_bindings b ON b.subscriber_id = s.id "
             "  AND b.valid_from <= now() AND (b.valid_until IS NULL OR b.valid_until > now()) "
-            "WHERE s.removed_at IS NULL ORDER BY s.external_id, b.prefix");
+            "WHERE s.removed_at IS NULL ORDER BY s.external_id, s.id, b.prefix");
         for (const auto& r : rows) {
             const auto id = r[0].as<core::SubscriberId>();
             if (out.empty() || out.back().id != id) {
@@ -104,18 +141,22 @@ std::vector<SubscriberRecord> SubscriberStore::list() {
 
 std::vector<core::Binding> SubscriberStore::load_bindings(core::TimePoint now) {
     return in_transaction(db_, "loading address bindings", [&](pqxx::work& txn) {
+        const auto rows =
+            txn.exec_params("SELECT subscriber_id, prefix::text, " + micros_of("valid_from") +
+                                ", " + micros_of("valid_until") +
+                                " FROM subscriber_bindings "
+                                "WHERE valid_until IS NULL OR valid_until > " +
+                                ts(1) + " ORDER BY id",
+                            to_micros(now));
         std::vector<core::Binding> out;
-        auto rows = txn.exec_params(
-            "SELECT subscriber_id, prefix::text, " + micros_of("valid_from") + ", " +
-                micros_of("valid_until") +
-                " FROM subscriber_bindings WHERE valid_until IS NULL OR valid_until > "
-                "'epoch'::timestamptz + $1::bigint * interval '1 microsecond'",
-            to_micros(now));
         out.reserve(rows.size());
         for (const auto& r : rows) {
-            auto prefix = core::Prefix::parse(r[1].as<std::string>());
+            const auto text = r[1].as<std::string>();
+            const auto prefix = core::Prefix::parse(text);
             if (!prefix) {
-                continue;  // cidr values always parse; guard against a future type change
+                // cidr output always parses; failing here means our parser and PostgreSQL disagree.
+                throw DatabaseError("address binding '" + text +
+                                    "' from the database does not parse");
             }
             core::Binding b{r[0].as<core::SubscriberId>(), *prefix,
                             from_micros(r[2].as<std::int64_t>()), std::nullopt};
@@ -130,10 +171,12 @@ std::vector<core::Binding> SubscriberStore::load_bindings(core::TimePoint now) {
 
 std::string SubscriberStore::bindings_fingerprint() {
     return in_transaction(db_, "checking address bindings", [&](pqxx::work& txn) {
-        auto r = txn.exec(
+        // Bindings are inserted (max id), deleted (count) or ended (valid_until).
+        const auto r = txn.exec(
             "SELECT count(*)::text || ':' || coalesce(max(id), 0)::text || ':' || "
-            "coalesce(sum(extract(epoch from valid_until))::text, '-') || ':' || "
-            "coalesce(sum(extract(epoch from valid_from))::text, '-') FROM subscriber_bindings");
+            "coalesce(sum(" +
+            micros_of("valid_until") + "::numeric)::text, '-') || ':' || coalesce(sum(" +
+            micros_of("valid_from") + "::numeric)::text, '-') FROM subscriber_bindings");
         return r[0][0].as<std::string>();
     });
 }
@@ -142,27 +185,26 @@ std::optional<UsageTotals> SubscriberStore::current_usage(const std::string& ext
                                                           core::TimePoint now) {
     const auto period = core::month_start_utc(now);
     return in_transaction(db_, "reading usage", [&](pqxx::work& txn) -> std::optional<UsageTotals> {
-        auto rows = txn.exec_params(
-            "SELECT s.external_id, coalesce(sum(u.up_bytes), 0)::bigint, "
+        const auto rows = txn.exec_params(
+            "SELECT coalesce(sum(u.up_bytes), 0)::bigint, "
             "coalesce(sum(u.down_bytes), 0)::bigint, coalesce(sum(u.up_packets), 0)::bigint, "
             "coalesce(sum(u.down_packets), 0)::bigint, " +
                 micros_of("max(u.updated_at)") +
                 " FROM subscribers s LEFT JOIN usage_period u ON u.subscriber_id = s.id "
-                "  AND u.period_start = 'epoch'::timestamptz + $2::bigint * interval '1 "
-                "microsecond' "
-                "WHERE s.external_id = $1 GROUP BY s.external_id",
+                "  AND u.period_start = " +
+                ts(2) + " WHERE s.external_id = $1 GROUP BY s.id",
             external_id, to_micros(period));
         if (rows.empty()) {
             return std::nullopt;
         }
         const auto& r = rows[0];
         UsageTotals t;
-        t.external_id = r[0].as<std::string>();
+        t.external_id = external_id;
         t.cycle_start = period;
-        t.usage.up = {r[1].as<std::uint64_t>(), r[3].as<std::uint64_t>()};
-        t.usage.down = {r[2].as<std::uint64_t>(), r[4].as<std::uint64_t>()};
-        if (!r[5].is_null()) {
-            t.updated_at = from_micros(r[5].as<std::int64_t>());
+        t.usage.up = {r[0].as<std::uint64_t>(), r[2].as<std::uint64_t>()};
+        t.usage.down = {r[1].as<std::uint64_t>(), r[3].as<std::uint64_t>()};
+        if (!r[4].is_null()) {
+            t.updated_at = from_micros(r[4].as<std::int64_t>());
         }
         return t;
     });

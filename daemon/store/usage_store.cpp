@@ -1,5 +1,7 @@
 #include "store/usage_store.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <pqxx/pqxx>
 
 #include "core/checkpoint_codec.hpp"
@@ -22,8 +24,9 @@ struct Columns {
     }
 };
 
-// The unnest source shared by the three upserts; GROUP BY makes each key
-// appear once, as ON CONFLICT DO UPDATE requires.
+// The unnest source shared by the three upserts. The arrays travel as six text
+// parameters, whatever the batch size. GROUP BY makes each key appear once, as
+// ON CONFLICT DO UPDATE requires.
 constexpr const char* kSource =
     "SELECT s, 'epoch'::timestamptz + t * interval '1 microsecond' AS t, sum(ub)::bigint AS ub, "
     "sum(db)::bigint AS db, sum(up)::bigint AS up, sum(dp)::bigint AS dp "
@@ -35,18 +38,16 @@ constexpr const char* kAddCounters =
     " up_packets = u.up_packets + excluded.up_packets,"
     " down_packets = u.down_packets + excluded.down_packets, updated_at = now()";
 
+// `table`, `key_columns` and `values` are constants of this file, never input.
 void upsert(pqxx::work& txn, const std::string& gateway, const std::string& table,
             const std::string& key_columns, const std::string& values, const Columns& c) {
     if (c.subscriber.empty()) {
         return;
     }
     txn.exec_params("INSERT INTO " + table + " AS u (" + key_columns +
-                        ", up_bytes, down_bytes, up_packets, down_packets) "
-                        "SELECT " +
-                        values + " FROM (" + kSource +
-                        ") src "
-                        "ON CONFLICT (" +
-                        key_columns + ") DO UPDATE SET" + kAddCounters,
+                        ", up_bytes, down_bytes, up_packets, down_packets) SELECT " + values +
+                        " FROM (" + kSource + ") src ON CONFLICT (" + key_columns +
+                        ") DO UPDATE SET" + kAddCounters,
                     gateway, int_array(c.subscriber), int_array(c.time_us), int_array(c.up_bytes),
                     int_array(c.down_bytes), int_array(c.up_packets), int_array(c.down_packets));
 }
@@ -54,7 +55,7 @@ void upsert(pqxx::work& txn, const std::string& gateway, const std::string& tabl
 }  // namespace
 
 UsageStore::UsageStore(Database& db, std::string gateway_id)
-    : db_(db), gateway_id_(std::move(gateway_id)) {}
+    : db_(db), gateway_id_(std::move(gateway_id)), tokens_(std::random_device{}()) {}
 
 void UsageStore::flush(const core::FlushBatch& batch) {
     Columns periods, hours, unattributed;
@@ -71,34 +72,48 @@ void UsageStore::flush(const core::FlushBatch& batch) {
     if (!batch.checkpoint.empty()) {
         blob = core::encode_checkpoint(batch.checkpoint);
     }
+    const auto token = static_cast<std::int64_t>(tokens_());
     try {
         pqxx::work txn(db_.connection());
+        // First: the row lock on this gateway's row serialises its flushes.
+        txn.exec_params(
+            "INSERT INTO gateway_flush (gateway_id, flush_token) VALUES ($1, $2) "
+            "ON CONFLICT (gateway_id) DO UPDATE SET flush_token = excluded.flush_token, "
+            "flushed_at = now()",
+            gateway_id_, token);
         upsert(txn, gateway_id_, "usage_period", "subscriber_id, period_start, gateway_id",
                "s, t, $1, ub, db, up, dp", periods);
         upsert(txn, gateway_id_, "usage_hourly", "subscriber_id, hour, gateway_id",
                "s, t, $1, ub, db, up, dp", hours);
         upsert(txn, gateway_id_, "usage_unattributed", "gateway_id, hour", "$1, t, ub, db, up, dp",
                unattributed);
-        if (!blob.empty()) {
-            auto seq = txn.exec_params(
+        if (!batch.checkpoint.empty()) {
+            const auto seq = txn.exec_params(
                 "INSERT INTO ledger_checkpoint (gateway_id, is_snapshot, data) VALUES ($1, $2, $3) "
                 "RETURNING seq",
                 gateway_id_, batch.checkpoint.snapshot,
                 pqxx::binarystring(blob.data(), blob.size()));
             if (batch.checkpoint.snapshot) {
+                // Compaction: the snapshot replaces everything before it.
                 txn.exec_params("DELETE FROM ledger_checkpoint WHERE gateway_id = $1 AND seq < $2",
                                 gateway_id_, seq[0][0].as<std::int64_t>());
             }
         }
         txn.commit();
-    } catch (const pqxx::broken_connection& e) {
+    } catch (const pqxx::in_doubt_error&) {
         db_.reset();
-        throw DatabaseError(std::string("flush: connection lost: ") + e.what());
-    } catch (const pqxx::in_doubt_error& e) {
-        db_.reset();
-        throw DatabaseError(std::string("flush: commit outcome unknown: ") + e.what());
-    } catch (const pqxx::failure& e) {
-        throw DatabaseError(std::string("flush failed: ") + e.what());
+        const auto outcome = committed(token);
+        if (!outcome) {
+            throw DatabaseError(
+                "flush: connection lost during COMMIT and the database cannot be asked whether it "
+                "committed; retrying may count this batch twice");
+        }
+        if (!*outcome) {
+            throw DatabaseError("flush: connection lost during COMMIT; the flush did not commit");
+        }
+        spdlog::warn("flush: connection lost during COMMIT, but the flush had committed");
+    } catch (...) {
+        db_.fail("flush");
     }
     if (batch.checkpoint.snapshot) {
         last_snapshot_ = blob.size();
@@ -108,35 +123,54 @@ void UsageStore::flush(const core::FlushBatch& batch) {
     }
 }
 
-std::vector<core::CheckpointEntry> UsageStore::load_checkpoint() {
-    std::vector<core::CheckpointChanges> log;
+std::optional<bool> UsageStore::committed(std::int64_t token) {
     try {
         pqxx::work txn(db_.connection());
-        auto rows = txn.exec_params(
-            "SELECT is_snapshot, data FROM ledger_checkpoint WHERE gateway_id = $1 AND seq >= "
+        // A COMMIT still in progress holds the row lock: wait for its outcome, briefly.
+        txn.exec("SET LOCAL lock_timeout = '5s'");
+        const auto r = txn.exec_params(
+            "SELECT flush_token FROM gateway_flush WHERE gateway_id = $1 FOR UPDATE", gateway_id_);
+        txn.commit();
+        return !r.empty() && r[0][0].as<std::int64_t>() == token;
+    } catch (const std::exception& e) {
+        spdlog::warn("flush: cannot find out whether the last flush committed: {}",
+                     db_.redact(e.what()));
+        db_.reset();
+        return std::nullopt;
+    }
+}
+
+std::vector<core::CheckpointEntry> UsageStore::load_checkpoint() {
+    std::vector<core::CheckpointChanges> log;
+    std::size_t snapshot_bytes = 0;
+    std::size_t delta_bytes = 0;
+    try {
+        pqxx::work txn(db_.connection());
+        const auto rows = txn.exec_params(
+            "SELECT seq, is_snapshot, data FROM ledger_checkpoint WHERE gateway_id = $1 AND seq >= "
             "coalesce((SELECT max(seq) FROM ledger_checkpoint WHERE gateway_id = $1 AND "
-            "is_snapshot), 0) "
-            "ORDER BY seq",
+            "is_snapshot), 0) ORDER BY seq",
             gateway_id_);
-        since_snapshot_ = 0;
+        txn.commit();
+        log.reserve(rows.size());
         for (const auto& r : rows) {
-            const pqxx::binarystring data(r[1]);
+            const pqxx::binarystring data(r[2]);
             auto changes = core::decode_checkpoint(data.str());
-            if (!changes) {
-                throw DatabaseError("ledger checkpoint of gateway '" + gateway_id_ +
+            const bool snapshot = r[1].as<bool>();
+            if (!changes || changes->snapshot != snapshot) {
+                throw DatabaseError("ledger checkpoint row " + r[0].as<std::string>() +
+                                    " of gateway '" + gateway_id_ +
                                     "' is corrupt; refusing to start (counting without it would "
                                     "double count live connections)");
             }
-            (r[0].as<bool>() ? last_snapshot_ : since_snapshot_) += data.size();
+            (snapshot ? snapshot_bytes : delta_bytes) += data.size();
             log.push_back(std::move(*changes));
         }
-        txn.commit();
-    } catch (const pqxx::broken_connection& e) {
-        db_.reset();
-        throw DatabaseError(std::string("loading the checkpoint: connection lost: ") + e.what());
-    } catch (const pqxx::failure& e) {
-        throw DatabaseError(std::string("loading the checkpoint failed: ") + e.what());
+    } catch (...) {
+        db_.fail("loading the ledger checkpoint");
     }
+    last_snapshot_ = snapshot_bytes;
+    since_snapshot_ = delta_bytes;
     return core::replay_checkpoints(log);
 }
 

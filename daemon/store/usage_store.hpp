@@ -3,6 +3,9 @@
 // usage, ledger checkpoint) in ONE transaction with set-based statements, and
 // loads the checkpoint at start-up.
 
+#include <cstdint>
+#include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -16,6 +19,8 @@ class UsageStore {
     UsageStore(Database& db, std::string gateway_id);
 
     // All or nothing; throws DatabaseError and leaves the database unchanged.
+    // When the connection breaks during COMMIT, asks the database whether the
+    // flush committed (by its token in gateway_flush) and returns normally if so.
     void flush(const core::FlushBatch& batch);
     // Snapshot + the deltas after it, replayed.
     std::vector<core::CheckpointEntry> load_checkpoint();
@@ -24,10 +29,14 @@ class UsageStore {
     [[nodiscard]] std::size_t last_snapshot_bytes() const { return last_snapshot_; }
 
   private:
+    // true/false: the flush with `token` did / did not commit; nullopt: cannot tell.
+    std::optional<bool> committed(std::int64_t token);
+
     Database& db_;
     std::string gateway_id_;
     std::size_t since_snapshot_ = 0;
     std::size_t last_snapshot_ = 0;
+    std::mt19937_64 tokens_;
 };
 
 }  // namespace ctquota::store

@@ -75,39 +75,53 @@ int main(int argc, char** argv) {
     const auto start = std::chrono::steady_clock::now();
     std::uint64_t sent_flows = 0;
     std::uint64_t failures = 0;
-    // Flow i: source i % S, destination port derived from i / S (never repeats
-    // within 64k flows per source; more flows than that cycle through ports).
+    // Flows go out in blocks: for each source, `per_call` consecutive
+    // destination ports in one sendmmsg, so a syscall carries many flows.
+    // Flow tuples never repeat within 65000 ports per source.
+    const unsigned per_call = std::max(1u, kBatch / std::max(packets, 1u));
+    std::uint32_t next_port = 1;
     while (sent_flows < flows) {
-        const std::uint64_t chunk =
-            std::min<std::uint64_t>(kBatch / std::max(packets, 1u), flows - sent_flows);
-        unsigned n = 0;
-        for (std::uint64_t f = 0; f < chunk; ++f) {
-            const std::uint64_t i = sent_flows + f;
-            Source& src = sources[i % sources.size()];
-            const auto port = static_cast<std::uint16_t>(1 + (i / sources.size()) % 65000);
-            for (unsigned p = 0; p < packets; ++p) {
-                addrs[n].sin_port = htons(port);
-                msgs[n] = {};
-                msgs[n].msg_hdr.msg_name = &addrs[n];
-                msgs[n].msg_hdr.msg_namelen = sizeof(sockaddr_in);
-                msgs[n].msg_hdr.msg_iov = &iov[n];
-                msgs[n].msg_hdr.msg_iovlen = 1;
-                ++n;
+        for (auto& src : sources) {
+            const std::uint64_t take = std::min<std::uint64_t>(per_call, flows - sent_flows);
+            if (take == 0) {
+                break;
             }
-            // Flows of one batch share a source socket only if they share a source.
-            if (sendmmsg(src.fd, msgs.data(), n, 0) != static_cast<int>(n)) {
+            unsigned n = 0;
+            for (std::uint64_t f = 0; f < take; ++f) {
+                const auto port = static_cast<std::uint16_t>(1 + (next_port - 1 + f) % 65000);
+                for (unsigned p = 0; p < packets && n < kBatch; ++p) {
+                    addrs[n].sin_port = htons(port);
+                    msgs[n] = {};
+                    msgs[n].msg_hdr.msg_name = &addrs[n];
+                    msgs[n].msg_hdr.msg_namelen = sizeof(sockaddr_in);
+                    msgs[n].msg_hdr.msg_iov = &iov[n];
+                    msgs[n].msg_hdr.msg_iovlen = 1;
+                    ++n;
+                }
+            }
+            // Packets of one flow leave in order; a flow never spans two calls
+            // unless it has more packets than a batch holds.
+            for (unsigned extra = 0; packets > kBatch && extra < (packets - 1) / kBatch; ++extra) {
+                if (sendmmsg(src.fd, msgs.data(), kBatch, 0) != static_cast<int>(kBatch)) {
+                    ++failures;
+                }
+                src.packets += kBatch;
+            }
+            const unsigned last =
+                packets > kBatch ? packets - ((packets - 1) / kBatch) * kBatch : n;
+            if (sendmmsg(src.fd, msgs.data(), last, 0) != static_cast<int>(last)) {
                 ++failures;
             }
-            src.flows += 1;
-            src.packets += n;
-            n = 0;
+            src.packets += last;
+            src.flows += take;
+            sent_flows += take;
+            if (rate > 0) {
+                const auto due =
+                    start + std::chrono::duration<double>(static_cast<double>(sent_flows) / rate);
+                std::this_thread::sleep_until(due);  // pacing, not synchronisation
+            }
         }
-        sent_flows += chunk;
-        if (rate > 0) {
-            const auto due =
-                start + std::chrono::duration<double>(static_cast<double>(sent_flows) / rate);
-            std::this_thread::sleep_until(due);  // pacing, not synchronisation
-        }
+        next_port += per_call;
     }
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -82,6 +82,19 @@ Outcome run(const std::vector<Step>& steps) {
     return out;
 }
 
+constexpr std::uint64_t kLost = core::FlowLedger::kMissedDumpsBeforeLost;
+
+// `steps`, then `count` dumps that see nothing (numbered from `first`), then `after`.
+std::vector<Step> with_empty_dumps(std::vector<Step> steps, std::uint64_t first,
+                                   std::uint64_t count, const std::vector<Step>& after = {}) {
+    for (std::uint64_t seq = first; seq < first + count; ++seq) {
+        steps.push_back(begin(seq));
+        steps.push_back(end(seq));
+    }
+    steps.insert(steps.end(), after.begin(), after.end());
+    return steps;
+}
+
 struct Case {
     std::string name;
     std::vector<Step> steps;
@@ -136,14 +149,20 @@ TEST_CASE("ledger interleavings credit every byte exactly once") {
         {"restart then destroy without a poll",
          {begin(1), s(poll(a, 100, 1, 200, 2)), end(1), restart(), s(destroy(a, 170, 3, 300, 4))},
          {{170, 3}, {300, 4}}},
-        {"resync: flow missing from two complete dumps is lost, not invented",
-         {begin(1), s(poll(a, 100, 1, 200, 2)), end(1), begin(2), end(2), begin(3), end(3)},
+        {"resync: a flow missing from enough complete dumps is lost, not invented",
+         with_empty_dumps({begin(1), s(poll(a, 100, 1, 200, 2)), end(1)}, 2, kLost),
          {{100, 1}, {200, 2}},
          1},
-        {"one missed dump is not enough (its DESTROY may still be queued)",
-         {begin(1), s(poll(a, 100, 1, 200, 2)), end(1), begin(2), end(2),
-          s(destroy(a, 120, 2, 220, 3))},
+        {"a DESTROY held back by reliable delivery still credits only the rest",
+         with_empty_dumps({begin(1), s(poll(a, 100, 1, 200, 2)), end(1)}, 2, kLost - 1,
+                          {s(destroy(a, 120, 2, 220, 3))}),
          {{120, 2}, {220, 3}}},
+        {"a DESTROY minutes after the flow was declared lost is taken as a new flow (documented "
+         "limit)",
+         with_empty_dumps({begin(1), s(poll(a, 100, 1, 200, 2)), end(1)}, 2, kLost,
+                          {s(destroy(a, 120, 2, 220, 3))}),
+         {{220, 3}, {420, 5}},
+         1},
         {"incomplete dumps never declare flows lost",
          {begin(1), s(poll(a, 100, 1, 200, 2)), end(1), begin(2), end_incomplete(2), begin(3),
           end_incomplete(3), s(destroy(a, 120, 2, 220, 3))},

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: flowgen -> gateway namespace (conntrack) -> ctquotad
+-> PostgreSQL. For each scenario: did every flow land exactly (zero loss),
+how many CPU seconds did ctquotad and PostgreSQL spend per 100k flows.
+
+  CTQUOTA_TEST_DB_URL=... e2e_bench.py --bin build-rel/daemon/ctquotad \
+      --flowgen build-rel/tests/bench/flowgen [--quick]
+
+Ground truth: flowgen reports what each source sent; a counter in the
+gateway's forward chain proves nothing was dropped before conntrack saw it.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "netns"))
+from daemon_harness import Daemon  # noqa: E402
+from lab import SRV_V4, Lab, wait_for  # noqa: E402
+
+PAYLOAD = 64
+IP_UDP = 28
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid, children=False):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / TICKS
+
+
+def postgres_cpu(pg_dir):
+    """CPU of the cluster: the postmaster (with reaped children) + live backends."""
+    with open(os.path.join(pg_dir, "data", "postmaster.pid")) as f:
+        master = int(f.readline())
+    total = cpu_seconds(master, children=True)
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                if ppid == master:
+                    total += cpu_seconds(int(pid))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return total
+
+
+def pg_dir_of(url):
+    return url.split("host=")[1].split("&")[0]
+
+
+def run_scenario(args, name, flows, rate, packets, subscribers):
+    with Lab(n_v4=subscribers, n_v6=1, warm_neighbours=False,
+             gw_sysctls={"net.netfilter.nf_conntrack_udp_timeout": "2"}) as lab:
+        lab.run(lab.srv, ["nft", "-f", "-"], input=(
+            "table ip sink {\n  chain drop_input {\n    type filter hook input priority 0;\n"
+            "    udp dport 1-65000 drop\n  }\n}\n"))
+        lab.run(lab.gw, ["nft", "-f", "-"], input=(
+            "table ip truth {\n  chain count_forward {\n    type filter hook forward priority 0;\n"
+            "    ip saddr 100.64.0.0/10 counter\n  }\n}\n"))
+        os.environ["CTQUOTA_BIN"] = args.bin
+        daemon = Daemon(lab, poll="10s", flush="1s", conntrack_extra='event_buffer_bytes = "128MiB"\n')
+        try:
+            # Subscribers in one transaction through SQL: the CLI would take a process each.
+            values = ",".join(f"('s{i}')" for i in range(subscribers))
+            daemon.query(f"INSERT INTO subscribers (external_id) VALUES {values}")
+            daemon.query("INSERT INTO subscriber_bindings (subscriber_id, prefix) "
+                         "SELECT id, ('100.64.' || (1 + (substr(external_id, 2)::int / 250)) || '.' || "
+                         "(1 + substr(external_id, 2)::int % 250) || '/32')::cidr FROM subscribers")
+            daemon.start()
+            pg = pg_dir_of(daemon.url)
+            cpu0 = (cpu_seconds(daemon.proc.pid), postgres_cpu(pg))
+            started = time.monotonic()
+            senders = 2 if args.two_senders and rate == 0 else 1
+            half = [lab.sub_v4[i::senders] for i in range(senders)]
+            procs = [lab.start(lab.sub, [args.flowgen, SRV_V4, str(flows // senders),
+                                         str(rate / senders if rate else 0), str(packets), str(PAYLOAD)] + h)
+                     for h in half]
+            reports = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
+            send_rate = sum(r["rate"] for r in reports)
+            expected = {}
+            for r in reports:
+                for addr, (f, pk) in r["per_source"].items():
+                    i = lab.sub_v4.index(addr)
+                    expected[f"s{i}"] = {"up_bytes": pk * (PAYLOAD + IP_UDP), "up_packets": pk,
+                                         "down_bytes": 0, "down_packets": 0}
+            wait_for(lambda: lab.conntrack_count() == 0, timeout=300, interval=1, what="table to drain")
+            total = {"up_bytes": sum(e["up_bytes"] for e in expected.values())}
+            seen = json.loads(lab.run(lab.gw, ["nft", "-j", "list", "table", "ip", "truth"]).stdout)
+            fwd = next(i["rule"]["expr"][1]["counter"] for i in seen["nftables"] if "rule" in i)
+            last = {}
+
+            def landed():
+                nonlocal last
+                last = daemon.totals()
+                return last == expected
+
+            try:
+                wait_for(landed, timeout=120, interval=1, what="totals")
+            except TimeoutError:
+                pass
+            elapsed = time.monotonic() - started
+            cpu1 = (cpu_seconds(daemon.proc.pid), postgres_cpu(pg))
+            daemon.stop()
+            log = daemon.read_log()
+            status = [l for l in log.splitlines() if "status:" in l][-1]
+            got_bytes = sum(v["up_bytes"] for v in last.values())
+            per100k = 100_000 / flows
+            result = {
+                "scenario": name, "flows": flows, "packets_per_flow": packets,
+                "subscribers": subscribers, "asked_rate": rate, "send_rate": round(send_rate),
+                "conntrack_saw_all": fwd["packets"] == flows * packets,
+                "exact": last == expected, "missing_bytes": total["up_bytes"] - got_bytes,
+                "ctquotad_cpu_s_per_100k": round((cpu1[0] - cpu0[0]) * per100k, 3),
+                "postgres_cpu_s_per_100k": round((cpu1[1] - cpu0[1]) * per100k, 3),
+                "wall_s": round(elapsed, 1), "daemon_status": status.split("status: ")[1],
+            }
+            print(json.dumps(result), flush=True)
+            return result
+        finally:
+            daemon.close()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--flowgen", required=True)
+    ap.add_argument("--quick", action="store_true", help="small sizes, as a smoke test")
+    ap.add_argument("--only", help="run one scenario by name")
+    ap.add_argument("--two-senders", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        scenarios = [("quick-burst", 5000, 0, 2, 50)]
+    else:
+        scenarios = [
+            ("burst-200k", 200_000, 0, 2, 1000),
+            ("sustained-1M-at-50k", 1_000_000, 50_000, 2, 1000),
+            ("100k-2pkt", 100_000, 50_000, 2, 1000),
+            ("100k-20pkt", 100_000, 50_000, 20, 1000),
+            ("100k-200pkt", 100_000, 20_000, 200, 1000),
+        ]
+    failed = False
+    for s in scenarios:
+        if args.only and s[0] != args.only:
+            continue
+        r = run_scenario(args, *s)
+        failed |= not (r["exact"] and r["conntrack_saw_all"])
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
