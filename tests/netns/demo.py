@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""The ctquota demo (started by deploy/demo.sh, which builds ctquotad first).
+
+A throwaway PostgreSQL, a subscribers -> gateway -> servers set of network
+namespaces (tests/netns/topology.py), eight subscribers (IPv4 addresses,
+IPv6 prefixes, one with both), ctquotad in the gateway namespace, and
+continuous mixed traffic: long paced TCP connections and UDP request/reply
+flows at different rates per subscriber. Every few seconds it prints the
+usage_current view, growing. Ctrl-C (or --duration) stops the traffic, stops
+ctquotad (which flushes), prints the final totals and removes everything:
+processes, namespaces, the database cluster.
+
+    python3 tests/netns/demo.py --bin build-demo/daemon/ctquotad [--duration S]
+        [--interval S] [--pg-url URL]
+
+With --duration the exit status says whether it worked: 0 when ctquotad
+stopped cleanly and every subscriber's usage grew.
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import topology as T  # noqa: E402
+
+# name, addresses (by index into the topology's lists), TCP up/down rate
+# (bytes/s, 0 = no TCP), UDP flows (count, packets, gap s, request, reply)
+SUBSCRIBERS = [
+    ("alice", [("v4", 0)], (400_000, 100_000), (2, 200, 0.05, 200, 1200)),
+    ("bob", [("v4", 1)], (50_000, 400_000), (1, 100, 0.1, 64, 1400)),
+    ("carol", [("v4", 2)], (0, 0), (4, 300, 0.03, 100, 900)),
+    ("dave", [("v4", 3)], (120_000, 30_000), (0, 0, 0, 0, 0)),
+    ("erin", [("v4", 4), ("v6", 0)], (200_000, 200_000), (2, 150, 0.08, 500, 500)),
+    ("frank", [("v6", 1)], (300_000, 80_000), (1, 100, 0.1, 1000, 100)),
+    ("grace", [("v6", 2)], (0, 0), (3, 200, 0.05, 80, 1300)),
+    ("heidi", [("v4", 5)], (20_000, 20_000), (1, 40, 0.25, 40, 40)),
+]
+TCP_SECONDS = 25.0
+
+
+def human(n):
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return str(n)
+
+
+class Demo:
+    def __init__(self, args):
+        self.args = args
+        self.pg = None
+        self.topo = None
+        self.daemon = None
+        self.url = None
+        self.tcp = {}      # (subscriber, address) -> LongTcp
+        self.udp = None    # Proc of the running UDP client
+        self.last = {}
+        self.last_t = None
+        self.first = None
+
+    # -------------------------------------------------------------- set-up
+
+    def setup(self):
+        a = self.args
+        if a.pg_url:
+            self.url = a.pg_url
+        else:
+            T.log("starting a throwaway PostgreSQL (deploy/pg-throwaway.sh)")
+            self.pg = T.ThrowawayPg().create()
+            self.url = self.pg.url
+        T.log("creating namespaces: subscribers -> gateway (NAT, conntrack) -> servers")
+        self.topo = T.Topology(n_v4=6, n_v6=3).create()
+        self.config = os.path.join(self.topo.workdir, "ctquotad.toml")
+        with open(self.config, "w") as f:
+            f.write(f"""# written by tests/netns/demo.py
+[database]
+url = "{self.url}"
+[conntrack]
+poll_interval = "1s"
+event_buffer_bytes = "64MiB"
+[accounting]
+flush_interval = "1s"
+gateway_id = "demo-gw"
+[log]
+level = "info"
+""")
+        self.cli("migrate")
+        self.addresses = {}
+        for name, addrs, _, _ in SUBSCRIBERS:
+            argv = ["subscriber", "add", name]
+            mine = []
+            for fam, i in addrs:
+                if fam == "v4":
+                    argv += ["--address", f"{self.topo.sub_v4[i]}/32"]
+                    mine.append(self.topo.sub_v4[i])
+                else:
+                    argv += ["--address", self.topo.sub_v6_prefixes[i]]
+                    mine.append(self.topo.sub_v6[i])
+            self.cli(*argv)
+            self.addresses[name] = mine
+        print(self.cli("subscriber", "list").stdout, end="", flush=True)
+        T.log(f"starting ctquotad in namespace {self.topo.gw}")
+        self.daemon = self.topo.start_in(self.topo.gw, [a.bin, "--config", self.config],
+                                         name="ctquotad", capture=False)
+        T.wait_until(lambda: self._daemon_log_has("ctquotad running") or not self.daemon.alive(),
+                     60, what="ctquotad to start")
+        if not self.daemon.alive():
+            raise RuntimeError(f"ctquotad did not start:{self.daemon.tail()}")
+        T.log(f"ctquotad running (log: {self.daemon.log_path}); generating traffic")
+
+    def cli(self, *args):
+        return T.sh([self.args.bin, "--config", self.config] + list(args))
+
+    def _daemon_log_has(self, text):
+        with open(self.daemon.log_path, "rb") as f:
+            return text.encode() in f.read()
+
+    # -------------------------------------------------------------- traffic
+
+    def keep_traffic_going(self):
+        """Restarts whatever traffic finished; called from the main loop only
+        (processes die with the thread that started them)."""
+        for name, _, (up, down), _ in SUBSCRIBERS:
+            if not up and not down:
+                continue
+            for addr in self.addresses[name]:
+                c = self.tcp.get((name, addr))
+                if c is None or not c.proc.alive():
+                    if c is not None:
+                        c.proc.close()
+                        self.topo.procs.remove(c.proc)
+                    c = T.LongTcp(self.topo, addr, up_rate=up, down_rate=down,
+                                  duration=TCP_SECONDS)
+                    c.proc = self.topo.start_in(self.topo.sub, c.argv, name="tcp-client")
+                    self.tcp[(name, addr)] = c
+        if self.udp is None or not self.udp.alive():
+            if self.udp is not None:
+                self.udp.close()
+                self.topo.procs.remove(self.udp)
+            plan = []
+            for name, _, _, (flows, packets, gap, req, rep) in SUBSCRIBERS:
+                for addr in self.addresses[name]:
+                    plan += [{"src": addr, "packets": packets, "gap": gap, "req": req,
+                              "reply": rep} for _ in range(flows)]
+            path = os.path.join(self.topo.workdir, "demo-udp-plan.json")
+            with open(path, "w") as f:
+                json.dump(plan, f)
+            self.udp = self.topo.start_in(
+                self.topo.sub, [T.PYTHON, T.TRAFFIC, "udp-client", "--plan", path,
+                                "--server4", self.topo.srv_v4, "--server6", self.topo.srv_v6,
+                                "--port", str(self.topo.udp_port), "--window", "64"],
+                name="udp-client")
+
+    def stop_traffic(self):
+        for c in self.tcp.values():
+            c.proc.stop(signal.SIGTERM, timeout=5)
+        if self.udp is not None:
+            self.udp.stop(signal.SIGTERM, timeout=5)
+
+    # -------------------------------------------------------------- table
+
+    def usage(self):
+        out = T.psql(self.url, "SELECT subscriber_id, up_bytes, down_bytes, up_packets, "
+                               "down_packets, to_char(updated_at, 'HH24:MI:SS') "
+                               "FROM usage_current ORDER BY subscriber_id")
+        rows = {}
+        for line in out.splitlines():
+            if line.strip():
+                sid, ub, db, up, dp, upd = line.split("|")
+                rows[sid] = (int(ub), int(db), int(up), int(dp), upd)
+        return rows
+
+    def print_table(self, title, rates=True):
+        now = time.monotonic()
+        rows = self.usage()
+        dt = (now - self.last_t) if self.last_t and rates else None
+        print(f"\n{title}  ({time.strftime('%H:%M:%S')}, usage_current)")
+        print(f"{'subscriber':<10} {'up':>10} {'down':>10} {'up pkts':>9} {'down pkts':>9} "
+              f"{'up rate':>11} {'down rate':>11}  updated")
+        for name, *_ in SUBSCRIBERS:
+            ub, db, up, dp, upd = rows.get(name, (0, 0, 0, 0, "-"))
+            if dt and name in self.last:
+                ur = human((ub - self.last[name][0]) / dt) + "/s"
+                dr = human((db - self.last[name][1]) / dt) + "/s"
+            else:
+                ur = dr = ""
+            print(f"{name:<10} {human(ub):>10} {human(db):>10} {up:>9} {dp:>9} {ur:>11} "
+                  f"{dr:>11}  {upd}")
+        sys.stdout.flush()
+        self.last = rows
+        self.last_t = now
+        if self.first is None:
+            self.first = rows
+        return rows
+
+    # -------------------------------------------------------------- run
+
+    def run(self):
+        a = self.args
+        end = time.monotonic() + a.duration if a.duration else None
+        next_table = time.monotonic() + a.interval
+        print("\nCtrl-C stops the demo and removes everything it created.", flush=True)
+        while end is None or time.monotonic() < end:
+            self.keep_traffic_going()
+            if not self.daemon.alive():
+                raise RuntimeError(f"ctquotad exited:{self.daemon.tail()}")
+            if time.monotonic() >= next_table:
+                self.print_table("per-subscriber usage")
+                next_table += a.interval
+            time.sleep(0.25)  # main-loop tick
+
+    def finish(self):
+        """Stops traffic, then ctquotad (it flushes), prints the final totals.
+        Returns ctquotad's exit status."""
+        self.stop_traffic()
+        rc = None
+        if self.daemon is not None:
+            rc = self.daemon.stop(signal.SIGTERM, timeout=30)
+            T.log(f"ctquotad stopped (exit status {rc})")
+            self.print_table("final totals", rates=False)
+        return rc
+
+    def teardown(self):
+        if self.topo is not None:
+            self.topo.destroy()
+        if self.pg is not None:
+            self.pg.destroy()
+        T.log("demo removed: processes, namespaces, database")
+
+
+def _interrupt(_sig, _frame):
+    raise KeyboardInterrupt
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default=os.path.join(T.ROOT, "build-demo", "daemon", "ctquotad"))
+    ap.add_argument("--duration", type=float, default=0,
+                    help="stop after this many seconds (default: run until Ctrl-C)")
+    ap.add_argument("--interval", type=float, default=3.0, help="seconds between tables")
+    ap.add_argument("--pg-url", help="use this PostgreSQL database instead of a throwaway one")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        print("the demo needs root (network namespaces, nftables, conntrack)", file=sys.stderr)
+        return 2
+    if not os.access(a.bin, os.X_OK):
+        print(f"ctquotad not found at {a.bin} (deploy/demo.sh builds it)", file=sys.stderr)
+        return 2
+    # Ctrl-C, SIGTERM and SIGHUP all mean "stop the demo in order" (even when
+    # started in the background, where SIGINT is otherwise ignored).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    demo = Demo(a)
+    status = 1
+    interrupted = False
+    try:
+        demo.setup()
+        try:
+            demo.run()
+        except KeyboardInterrupt:
+            interrupted = True
+            print("\nstopping (Ctrl-C or signal)", flush=True)
+        rc = demo.finish()
+        final = demo.last
+        grew = all(final.get(n, (0, 0))[0] > 0 and final.get(n, (0, 0))[1] > 0
+                   for n, *_ in SUBSCRIBERS)
+        if not grew:
+            T.log("some subscriber has no usage: "
+                  + ", ".join(n for n, *_ in SUBSCRIBERS if not final.get(n, (0, 0))[0]))
+        status = 0 if rc == 0 and (grew or interrupted) else 1
+    except KeyboardInterrupt:
+        print("\ninterrupted during set-up or shutdown: removing everything", flush=True)
+        status = 130
+    except Exception as e:
+        T.log(f"demo failed: {e}")
+        status = 1
+    finally:
+        demo.teardown()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
