@@ -84,6 +84,35 @@ class AccountingEndToEnd(unittest.TestCase):
             pass
         return last
 
+    def send_udp(self, addresses):
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(udp_plan(addresses), f)
+        out = self.lab.run(self.lab.sub, ["python3", TRAFFIC, "udp-client", f.name]).stdout
+        os.unlink(f.name)
+        result = json.loads(out)
+        self.assertEqual(result["lost_replies"], [], "the lab itself lost packets")
+        return result["truth"]
+
+    def test_database_outage_loses_nothing(self):
+        addresses = self.lab.sub_v4[:10]
+        for i, addr in enumerate(addresses):
+            self.daemon.add_subscriber(f"sub-{i}", addr + "/32")
+        self.daemon.start()
+        start_server(self.lab, "udp-server", UDP_PORT)
+        before = self.send_udp(addresses)
+        self.daemon.set_database_reachable(False)
+        during = self.send_udp(addresses)  # flows that start and end during the outage
+        wait_for(lambda: self.lab.conntrack_count() == 0, timeout=90, interval=0.5,
+                 what="all conntrack entries to be destroyed")
+        wait_for(lambda: "flush failed" in self.daemon.read_log(), timeout=30,
+                 what="the daemon to notice the outage")
+        self.daemon.set_database_reachable(True)
+        expected = {f"sub-{i}": {k: before[a][k] + during[a][k] for k in before[a]}
+                    for i, a in enumerate(addresses)}
+        got = self.wait_totals(expected)
+        self.assertEqual(got, expected)
+        self.assertIn("database writes succeed again", self.daemon.read_log())
+
     def test_udp_flows_match_ground_truth_exactly(self):
         bound = self.lab.sub_v4[:50] + self.lab.sub_v6      # one subscriber per address
         unbound = self.lab.sub_v4[50:]                       # traffic of nobody

@@ -97,9 +97,20 @@ class Daemon:
     def usage(self, sub_id):
         return json.loads(self.cli("usage", sub_id).stdout)
 
+    def set_database_reachable(self, reachable):
+        """Simulates a database outage for this daemon only: its database stops
+        accepting connections (superusers included) and open ones are ended."""
+        flag = "true" if reachable else "false"
+        sh(["psql", self.base_url, "-qc", f'ALTER DATABASE "{self.dbname}" ALLOW_CONNECTIONS {flag}'])
+        if not reachable:
+            sh(["psql", self.base_url, "-qc",
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{self.dbname}'"])
+
     def close(self):
         if self.proc is not None:
             self.stop("KILL")
+        sh(["psql", self.base_url, "-qc", f'ALTER DATABASE "{self.dbname}" ALLOW_CONNECTIONS true'],
+           check=False)
         sh(["psql", self.base_url, "-qc", f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)'],
            check=False)
         sh(["rm", "-rf", self.dir], check=False)
