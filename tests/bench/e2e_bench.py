@@ -89,6 +89,8 @@ def run_scenario(args, name, flows, rate, packets, subscribers):
             expected = {}
             for r in reports:
                 for addr, (f, pk) in r["per_source"].items():
+                    if pk == 0:
+                        continue  # a source flowgen did not reach has no row, not a zero row
                     i = lab.sub_v4.index(addr)
                     expected[f"s{i}"] = {"up_bytes": pk * (PAYLOAD + IP_UDP), "up_packets": pk,
                                          "down_bytes": 0, "down_packets": 0}
@@ -127,6 +129,11 @@ def run_scenario(args, name, flows, rate, packets, subscribers):
                 "postgres_cpu_s_per_100k": round((cpu1[1] - cpu0[1]) * per100k, 3),
                 "conntrack_clash_resolve": clashes, "wall_s": round(elapsed, 1), "daemon_status": status.split("status: ")[1],
             }
+            if last != expected:
+                diff = {k: (expected.get(k), last.get(k)) for k in set(expected) | set(last)
+                        if expected.get(k) != last.get(k)}
+                result["differences"] = dict(list(diff.items())[:5])
+                result["differing_subscribers"] = len(diff)
             print(json.dumps(result), flush=True)
             return result
         finally:

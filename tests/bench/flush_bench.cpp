@@ -49,9 +49,9 @@ int main(int argc, char** argv) {
     const auto now = core::SystemClock{}.now();
     // Steady state: the same hour again (every row an update). Top of the hour:
     // a new hourly row per subscriber (inserts) while the period rows update.
-    auto run = [&](const char* name, bool new_hour_each_round, int n) {
+    auto run = [&](const char* name, bool new_hour_each_round, int round_count) {
         std::vector<double> times;
-        for (int round = 0; round < n; ++round) {
+        for (int round = 0; round < round_count; ++round) {
             const auto hour =
                 core::hour_start(now) + std::chrono::hours(new_hour_each_round ? round + 1 : 0);
             core::FlushBatch batch;

@@ -145,12 +145,13 @@ class AccountingEndToEnd(unittest.TestCase):
         self.assertEqual(self.daemon.unattributed(), other)
         self.assertEqual(self.daemon.usage("sub-00")["up_bytes"], truth[bound[0]]["up_bytes"])
 
-    def run_long_tcp(self, kill_at=None, seconds=8.0, rate=200_000):
-        src = self.lab.sub_v4[0]
-        self.daemon.add_subscriber("tcp-sub", src + "/32")
+    def run_long_tcp(self, kill_at=None, seconds=8.0, rate=200_000, src=None):
+        src = src or self.lab.sub_v4[0]
+        self.daemon.add_subscriber("tcp-sub", src + ("/64" if ":" in src else "/32"))
         self.daemon.start()
         start_server(self.lab, "tcp-server", TCP_PORT)
-        client = self.lab.start(self.lab.sub, ["python3", TRAFFIC, "tcp-client", src, SRV_V4,
+        client = self.lab.start(self.lab.sub, ["python3", TRAFFIC, "tcp-client", src,
+                                               SRV_V6 if ":" in src else SRV_V4,
                                                str(TCP_PORT), str(rate), str(seconds)])
         progress = []
         killed = False
@@ -233,6 +234,9 @@ class AccountingEndToEnd(unittest.TestCase):
         self.run_long_tcp()
         self.assertEqual(self.daemon.stop(), 0)
         self.assertIn("signal 15: flushing and stopping", self.daemon.read_log())
+
+    def test_long_lived_tcp_over_ipv6_is_exact(self):
+        self.run_long_tcp(src=self.lab.sub_v6[1], seconds=5.0)
 
     def test_kill_9_and_restart_mid_connection_stays_exact(self):
         self.assertTrue(self.run_long_tcp(kill_at=4, seconds=9.0))

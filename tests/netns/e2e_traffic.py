@@ -72,28 +72,39 @@ def udp_client(plan):
     print(json.dumps({"truth": truth, "lost_replies": lost}))
 
 
+def serve_connection(conn):
+    total = 0
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            break
+        before = total // 100
+        total += len(data)
+        if total // 100 > before:
+            conn.sendall(b"a" * (total // 100 - before))
+    conn.close()
+
+
 def tcp_server(port):
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("0.0.0.0", port))
-    srv.listen(16)
+    listeners = []
+    for fam, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        srv = socket.socket(fam, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if fam == socket.AF_INET6:
+            srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        srv.bind((host, port))
+        srv.listen(16)
+        listeners.append(srv)
     print("ready", flush=True)
     while True:
-        conn, _ = srv.accept()
-        total = 0
-        while True:
-            data = conn.recv(65536)
-            if not data:
-                break
-            before = total // 100
-            total += len(data)
-            if total // 100 > before:
-                conn.sendall(b"a" * (total // 100 - before))
-        conn.close()
+        ready, _, _ = select.select(listeners, [], [])
+        for srv in ready:
+            conn, _ = srv.accept()
+            serve_connection(conn)
 
 
 def tcp_client(src, dst, port, rate, seconds):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s = socket.socket(family_of(src), socket.SOCK_STREAM)
     s.bind((src, 0))
     s.connect((dst, port))
     sport = s.getsockname()[1]
