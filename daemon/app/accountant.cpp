@@ -86,6 +86,25 @@ void Accountant::publish_stats() {
     metrics_.unattributed_bytes = accounting_.stats().unattributed_bytes;
 }
 
+// Traffic that matches no subscriber is stored (usage_unattributed) and
+// counted; the log says so at most once a minute, with an example flow.
+void Accountant::log_unattributed() {
+    constexpr auto kEvery = std::chrono::minutes(1);
+    const auto& stats = accounting_.stats();
+    const auto now = std::chrono::steady_clock::now();
+    if (stats.unattributed_bytes == unattributed_logged_ || now < next_unattributed_log_) {
+        return;
+    }
+    const auto& t = stats.last_unattributed;
+    spdlog::warn(
+        "{} bytes matched no subscriber since the last report (e.g. {} -> {} proto {}); "
+        "stored as unattributed",
+        stats.unattributed_bytes - unattributed_logged_, t.src.to_string(), t.dst.to_string(),
+        t.l4proto);
+    unattributed_logged_ = stats.unattributed_bytes;
+    next_unattributed_log_ = now + kEvery;
+}
+
 void Accountant::loop() {
     std::deque<QueueItem> items;
     while (true) {
@@ -99,6 +118,7 @@ void Accountant::loop() {
             }
             std::lock_guard lock(mu_);
             publish_stats();
+            log_unattributed();
         }
         if (!open) {
             return;

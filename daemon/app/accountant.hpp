@@ -32,6 +32,7 @@ class Accountant {
     void loop();
     void apply(QueueItem& item, core::TimePoint now);
     void publish_stats();
+    void log_unattributed();
 
     const core::Clock& clock_;
     SampleQueue& queue_;
@@ -39,6 +40,8 @@ class Accountant {
     std::mutex mu_;
     core::Accounting accounting_;
     std::thread thread_;
+    std::uint64_t unattributed_logged_ = 0;  // bytes already reported in the log
+    std::chrono::steady_clock::time_point next_unattributed_log_{};
 };
 
 }  // namespace ctquota::app

@@ -54,6 +54,7 @@ void Accounting::apply(const FlowSample& sample, TimePoint now) {
     if (a.subscriber == kUnattributed) {
         ++stats_.unattributed_samples;
         stats_.unattributed_bytes += r.orig_delta.bytes + r.reply_delta.bytes;
+        stats_.last_unattributed = sample.orig;
         usage_.add_unattributed(now, Usage{r.orig_delta, r.reply_delta});
         return;
     }

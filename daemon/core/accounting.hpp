@@ -39,6 +39,7 @@ struct AccountingStats {
     std::uint64_t destroy_samples = 0;
     std::uint64_t unattributed_samples = 0;
     std::uint64_t unattributed_bytes = 0;
+    FlowTuple last_unattributed;  // an example for the log: whose traffic is nobody's
     std::uint64_t dumps_completed = 0;
 };
 

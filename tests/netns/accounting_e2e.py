@@ -143,6 +143,7 @@ class AccountingEndToEnd(unittest.TestCase):
             for k in other:
                 other[k] += truth[a][k]
         self.assertEqual(self.daemon.unattributed(), other)
+        self.assertIn("matched no subscriber", self.daemon.read_log())
         self.assertEqual(self.daemon.usage("sub-00")["up_bytes"], truth[bound[0]]["up_bytes"])
 
     def run_long_tcp(self, kill_at=None, seconds=8.0, rate=200_000, src=None):
