@@ -4,7 +4,6 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
-#include <ctime>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -12,6 +11,7 @@
 
 #include "app/config.hpp"
 #include "app/daemon.hpp"
+#include "app/token_cli.hpp"
 #include "core/calendar.hpp"
 #include "store/migrations.hpp"
 #include "store/subscriber_store.hpp"
@@ -31,17 +31,16 @@ commands:
   subscriber list                           list subscribers and their addresses
   subscriber remove ID                      end a subscriber's bindings (usage is kept)
   usage ID                                  print the current cycle's totals as JSON
+  token create --role admin|billing [--name N]
+                                            make an API token; prints it (only) once
+  token list                                list API tokens (never the tokens themselves)
+  token revoke ID                           revoke an API token
   help                                      this text
 
 options:
   --config FILE      configuration file (default /etc/ctquota/ctquotad.toml)
   --log-level LEVEL  trace, debug, info, warn, error (overrides [log] level)
 )";
-
-class UsageError : public std::runtime_error {
-  public:
-    using std::runtime_error::runtime_error;
-};
 
 struct Invocation {
     std::string config_path = kDefaultConfig;
@@ -66,15 +65,6 @@ Invocation parse_args(int argc, char** argv) {
         inv.command.emplace_back(argv[i]);
     }
     return inv;
-}
-
-std::string iso8601(core::TimePoint t) {
-    const std::time_t secs = core::to_unix_seconds(t);
-    std::tm tm{};
-    gmtime_r(&secs, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
 }
 
 int cmd_subscriber_add(const Config& config, const std::vector<std::string>& args) {
@@ -139,12 +129,13 @@ int cmd_usage(const Config& config, const std::vector<std::string>& args) {
     }
     nlohmann::json out = {
         {"subscriber", totals->external_id},
-        {"cycle_start", iso8601(totals->cycle_start)},
+        {"cycle_start", core::iso8601_utc(totals->cycle_start)},
         {"up_bytes", totals->usage.up.bytes},
         {"down_bytes", totals->usage.down.bytes},
         {"up_packets", totals->usage.up.packets},
         {"down_packets", totals->usage.down.packets},
-        {"updated_at", totals->updated_at ? nlohmann::json(iso8601(*totals->updated_at)) : nullptr},
+        {"updated_at",
+         totals->updated_at ? nlohmann::json(core::iso8601_utc(*totals->updated_at)) : nullptr},
     };
     std::printf("%s\n", out.dump().c_str());
     return 0;
@@ -162,6 +153,9 @@ int dispatch(const Config& config, const std::vector<std::string>& cmd) {
     }
     if (cmd[0] == "usage") {
         return cmd_usage(config, cmd);
+    }
+    if (cmd[0] == "token") {
+        return run_token_command(config, cmd);
     }
     if (cmd[0] == "subscriber" && cmd.size() >= 2) {
         if (cmd[1] == "add") {

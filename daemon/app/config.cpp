@@ -3,12 +3,16 @@
 #include <unistd.h>
 
 #include <toml++/toml.h>
+#include <algorithm>
+#include <cctype>
+#include <charconv>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <set>
 #include <sstream>
 
+#include "core/address.hpp"
 #include "core/duration.hpp"
 
 namespace ctquota::app {
@@ -51,6 +55,29 @@ std::uint64_t as_bytes(const std::string& src, const toml::node& n, const std::s
         }
     }
     fail(src, n, key, "expected a positive size like \"128MiB\" or a number of bytes");
+}
+
+void set_listen(Config& c, const std::string& src, const toml::node& n, const std::string& key) {
+    const auto text = as_string(src, n, key);
+    const auto parsed = parse_listen_address(text);
+    if (!parsed) {
+        fail(src, n, key,
+             "expected host:port like \"127.0.0.1:8460\", \"[::1]:8460\" or \"0.0.0.0:8460\" "
+             "(port 1-65535), got \"" +
+                 text + "\"");
+    }
+    c.api.listen = text;
+    c.api.host = parsed->host;
+    c.api.port = parsed->port;
+}
+
+std::uint64_t as_body_limit(const std::string& src, const toml::node& n, const std::string& key) {
+    constexpr std::uint64_t kMax = 64ull << 20;
+    const auto bytes = as_bytes(src, n, key);
+    if (bytes > kMax) {
+        fail(src, n, key, "at most \"64MiB\": request bodies are held in memory");
+    }
+    return bytes;
 }
 
 bool as_bool(const std::string& src, const toml::node& n, const std::string& key) {
@@ -97,8 +124,11 @@ const std::map<std::string, std::map<std::string, Setter>>& schema() {
           {"retry_max", [](Config& c, auto& s, auto& n,
                            auto& k) { c.accounting.retry_max = as_duration(s, n, k); }}}},
         {"api",
-         {{"listen",
-           [](Config& c, auto& s, auto& n, auto& k) { c.api.listen = as_string(s, n, k); }}}},
+         {{"enabled",
+           [](Config& c, auto& s, auto& n, auto& k) { c.api.enabled = as_bool(s, n, k); }},
+          {"listen", [](Config& c, auto& s, auto& n, auto& k) { set_listen(c, s, n, k); }},
+          {"max_body_bytes", [](Config& c, auto& s, auto& n,
+                                auto& k) { c.api.max_body_bytes = as_body_limit(s, n, k); }}}},
         {"log",
          {{"level",
            [](Config& c, auto& s, auto& n, auto& k) { c.log.level = as_string(s, n, k); }}}},
@@ -132,7 +162,55 @@ void validate(Config& c, const std::string& source) {
     }
 }
 
+bool is_host_name(std::string_view host) {
+    return !host.empty() && host.size() <= 253 && host.front() != '-' && host.front() != '.' &&
+           std::all_of(host.begin(), host.end(), [](char ch) {
+               return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '.';
+           });
+}
+
+std::optional<std::uint16_t> parse_port(std::string_view digits) {
+    unsigned port = 0;
+    const auto* end = digits.data() + digits.size();
+    const auto [ptr, ec] = std::from_chars(digits.data(), end, port);
+    if (digits.empty() || ec != std::errc{} || ptr != end || port == 0 || port > 65535) {
+        return std::nullopt;
+    }
+    return static_cast<std::uint16_t>(port);
+}
+
 }  // namespace
+
+std::optional<ListenAddress> parse_listen_address(std::string_view text) {
+    const auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) {
+        return std::nullopt;
+    }
+    auto host = text.substr(0, colon);
+    const auto port = parse_port(text.substr(colon + 1));
+    if (!port) {
+        return std::nullopt;
+    }
+    if (host.starts_with('[') && host.ends_with(']')) {
+        host = host.substr(1, host.size() - 2);
+        const auto ip = core::IpAddress::parse(host);
+        if (!ip || ip->family != core::Family::V6) {
+            return std::nullopt;
+        }
+        return ListenAddress{std::string(host), *port};
+    }
+    // An unbracketed IPv6 address is ambiguous ("::1:80"): ask for brackets.
+    if (!is_host_name(host)) {
+        return std::nullopt;
+    }
+    const bool looks_numeric = std::all_of(host.begin(), host.end(), [](char ch) {
+        return std::isdigit(static_cast<unsigned char>(ch)) || ch == '.';
+    });
+    if (looks_numeric && !core::IpAddress::parse(host)) {
+        return std::nullopt;  // "300.1.2.3" is no IPv4 address and no host name either
+    }
+    return ListenAddress{std::string(host), *port};
+}
 
 Config parse_config(std::string_view text, const std::string& source_name) {
     toml::table root;

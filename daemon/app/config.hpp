@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -42,13 +43,25 @@ struct Config {
     } accounting;
 
     struct Api {
-        std::string listen = "127.0.0.1:8460";
+        bool enabled = true;
+        std::string listen = "127.0.0.1:8460";  // as written; host and port below
+        std::string host = "127.0.0.1";         // IPv6 without brackets
+        std::uint16_t port = 8460;
+        std::uint64_t max_body_bytes = 1ull << 20;
     } api;
 
     struct Log {
         std::string level = "info";
     } log;
 };
+
+struct ListenAddress {
+    std::string host;  // IPv4 literal, IPv6 literal (no brackets) or host name
+    std::uint16_t port = 0;
+};
+
+// "127.0.0.1:8460", "[::1]:8460", "localhost:8460"; nullopt when malformed.
+std::optional<ListenAddress> parse_listen_address(std::string_view text);
 
 Config load_config(const std::filesystem::path& file);
 Config parse_config(std::string_view text, const std::string& source_name);

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "api/server.hpp"
 #include "app/accountant.hpp"
 #include "app/flusher.hpp"
 #include "app/metrics.hpp"
@@ -99,6 +100,16 @@ void log_status(const Metrics& m) {
         m.unattributed_bytes.load());
 }
 
+api::ServerOptions api_options(const Config& config) {
+    api::ServerOptions o;
+    o.host = config.api.host;
+    o.port = config.api.port;
+    o.listen_text = config.api.listen;
+    o.max_body_bytes = config.api.max_body_bytes;
+    o.database_url = config.database.url;
+    return o;
+}
+
 }  // namespace
 
 std::filesystem::path schema_dir(const Config& config) {
@@ -121,9 +132,17 @@ int run_daemon(const Config& config) {
     Flusher flusher(config, clock, db, accountant, metrics);
     // Subscribe to events before the first dump, so nothing ends unseen in between.
     Readers readers(config, queue, metrics);
+    // Up before the database, so /healthz and /readyz answer while start-up waits for it;
+    // a port that cannot be bound is fatal here, like a bad config.
+    std::unique_ptr<api::Server> api_server;
+    if (config.api.enabled) {
+        api_server = std::make_unique<api::Server>(api_options(config), metrics, clock);
+        api_server->start();
+    }
     if (!prepare_database(config, db, accountant, flusher)) {
         return 0;
     }
+    metrics.database_ok = true;
     accountant.start();
     readers.start();
     flusher.start();
@@ -145,6 +164,9 @@ int run_daemon(const Config& config) {
             log_status(metrics);
             next_status += kStatusEvery;
         }
+    }
+    if (api_server) {
+        api_server->stop();
     }
     readers.stop();
     queue.close();

@@ -4,6 +4,46 @@
 
 namespace ctquota::app {
 
+void HttpMetrics::observe(const std::string& route, int status, std::chrono::microseconds latency) {
+    const double seconds = static_cast<double>(latency.count()) / 1e6;
+    std::size_t i = 0;
+    while (i < kBuckets.size() && seconds > kBuckets[i]) {
+        ++i;
+    }
+    std::lock_guard lock(mu_);
+    ++requests_[{route, status}];
+    auto& l = latency_[route];
+    ++l.buckets[i];
+    l.sum_us += static_cast<std::uint64_t>(latency.count());
+}
+
+void HttpMetrics::render(std::ostream& out) const {
+    std::lock_guard lock(mu_);
+    out << "# HELP ctquota_http_requests_total HTTP requests by route and status code\n"
+           "# TYPE ctquota_http_requests_total counter\n";
+    for (const auto& [key, n] : requests_) {
+        out << "ctquota_http_requests_total{route=\"" << key.first << "\",code=\"" << key.second
+            << "\"} " << n << "\n";
+    }
+    out << "# HELP ctquota_http_request_seconds HTTP request latency by route\n"
+           "# TYPE ctquota_http_request_seconds histogram\n";
+    for (const auto& [route, l] : latency_) {
+        std::uint64_t cumulative = 0;
+        const std::string label = "route=\"" + route + "\"";
+        for (std::size_t i = 0; i < kBuckets.size(); ++i) {
+            cumulative += l.buckets[i];
+            out << "ctquota_http_request_seconds_bucket{" << label << ",le=\"" << kBuckets[i]
+                << "\"} " << cumulative << "\n";
+        }
+        cumulative += l.buckets[kBuckets.size()];
+        out << "ctquota_http_request_seconds_bucket{" << label << ",le=\"+Inf\"} " << cumulative
+            << "\n";
+        out << "ctquota_http_request_seconds_sum{" << label << "} "
+            << static_cast<double>(l.sum_us) / 1e6 << "\n";
+        out << "ctquota_http_request_seconds_count{" << label << "} " << cumulative << "\n";
+    }
+}
+
 void Metrics::observe_flush(std::chrono::microseconds d) {
     const double seconds = static_cast<double>(d.count()) / 1e6;
     std::size_t i = 0;
@@ -45,6 +85,11 @@ std::string Metrics::render_prometheus() const {
     out << "ctquota_flush_seconds_sum " << static_cast<double>(flush_latency_us_sum.load()) / 1e6
         << "\n";
     out << "ctquota_flush_seconds_count " << cumulative << "\n";
+    out << "# TYPE ctquota_reader_running gauge\nctquota_reader_running "
+        << (reader_running.load() ? 1 : 0) << "\n";
+    out << "# TYPE ctquota_database_ok gauge\nctquota_database_ok " << (database_ok.load() ? 1 : 0)
+        << "\n";
+    http.render(out);
     return out.str();
 }
 

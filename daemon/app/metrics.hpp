@@ -1,14 +1,39 @@
 #pragma once
 // Counters for every unit of work and every failure. Plain atomics, written by
-// the threads that do the work and read by logs and (later) /metrics.
+// the threads that do the work and read by logs and /metrics. Its own CMake
+// target (ctquota_metrics), so the API can render it without linking the daemon.
 
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <ostream>
 #include <string>
+#include <utility>
 
 namespace ctquota::app {
+
+// HTTP requests by route and status code, and latency by route. Routes are
+// patterns ("/api/v1/subscribers/{id}", "unmatched"), so the label sets stay small.
+class HttpMetrics {
+  public:
+    void observe(const std::string& route, int status, std::chrono::microseconds latency);
+    void render(std::ostream& out) const;
+
+    static constexpr std::array<double, 9> kBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                       0.05,  0.1,    0.25,  1.0};
+
+  private:
+    struct Latency {
+        std::array<std::uint64_t, kBuckets.size() + 1> buckets{};
+        std::uint64_t sum_us = 0;
+    };
+    mutable std::mutex mu_;
+    std::map<std::pair<std::string, int>, std::uint64_t> requests_;
+    std::map<std::string, Latency> latency_;
+};
 
 struct Metrics {
     std::atomic<std::uint64_t> events_read{0};
@@ -37,6 +62,8 @@ struct Metrics {
                                                             0.1,   0.25, 0.5,   1.0};
     std::array<std::atomic<std::uint64_t>, kFlushBuckets.size() + 1> flush_latency{};
     std::atomic<std::uint64_t> flush_latency_us_sum{0};
+
+    HttpMetrics http;
 
     void observe_flush(std::chrono::microseconds d);
     [[nodiscard]] std::string render_prometheus() const;

@@ -1,5 +1,7 @@
 #include "core/calendar.hpp"
 
+#include <cstdio>
+
 namespace ctquota::core {
 
 using namespace std::chrono;
@@ -25,6 +27,18 @@ std::int64_t to_unix_seconds(TimePoint t) {
 
 TimePoint from_unix_seconds(std::int64_t s) {
     return TimePoint{seconds{s}};
+}
+
+std::string iso8601_utc(TimePoint t) {
+    const auto day = floor<days>(t);
+    const year_month_day ymd{day};
+    const hh_mm_ss hms{floor<seconds>(t - day)};
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02d:%02d:%02dZ", static_cast<int>(ymd.year()),
+                  static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                  static_cast<int>(hms.hours().count()), static_cast<int>(hms.minutes().count()),
+                  static_cast<int>(hms.seconds().count()));
+    return buf;
 }
 
 }  // namespace ctquota::core

@@ -5,7 +5,9 @@
 // Error policy of the store: every libpqxx failure leaves the store as a
 // DatabaseError (the caller retries and counts it); a broken connection is
 // dropped so the next call reconnects. Invalid input (a duplicate subscriber,
-// an id that does not fit) is std::invalid_argument and changes nothing.
+// an id that does not fit) is std::invalid_argument and changes nothing; when
+// the input clashes with what is stored (the id exists, an address is held by
+// another subscriber) it is the subclass ConflictError.
 // Messages never contain the password of the connection string.
 
 #include <memory>
@@ -27,6 +29,12 @@ namespace ctquota::store {
 class DatabaseError : public std::runtime_error {
   public:
     using std::runtime_error::runtime_error;
+};
+
+// Valid input that clashes with stored state; changes nothing.
+class ConflictError : public std::invalid_argument {
+  public:
+    using std::invalid_argument::invalid_argument;
 };
 
 class Database {

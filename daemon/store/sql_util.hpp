@@ -7,7 +7,10 @@
 #include <string>
 #include <vector>
 
+#include <pqxx/pqxx>
+
 #include "core/clock.hpp"
+#include "store/database.hpp"
 
 namespace ctquota::store {
 
@@ -25,6 +28,25 @@ inline core::TimePoint from_micros(std::int64_t us) {
 // SQL expression giving a timestamptz column as bigint microseconds.
 inline std::string micros_of(const std::string& column) {
     return "(extract(epoch from " + column + ") * 1000000)::bigint";
+}
+
+// A bigint microsecond parameter $n as timestamptz.
+inline std::string ts(int n) {
+    return "('epoch'::timestamptz + $" + std::to_string(n) + "::bigint * interval '1 microsecond')";
+}
+
+// Runs `fn` in one transaction; libpqxx failures become DatabaseError, other
+// exceptions (std::invalid_argument, ConflictError) pass through unchanged.
+template <typename Fn>
+auto in_transaction(Database& db, const char* what, Fn&& fn) {
+    try {
+        pqxx::work txn(db.connection());
+        auto result = fn(txn);
+        txn.commit();
+        return result;
+    } catch (...) {
+        db.fail(what);
+    }
 }
 
 // A PostgreSQL array literal of integers, passed as one text parameter.

@@ -11,11 +11,7 @@ namespace ctquota::store {
 namespace {
 
 constexpr std::size_t kMaxExternalId = 200;  // as the CHECK in schema/001_initial.sql
-
-// A bigint microsecond parameter as timestamptz.
-std::string ts(int n) {
-    return "('epoch'::timestamptz + $" + std::to_string(n) + "::bigint * interval '1 microsecond')";
-}
+constexpr const char* kExclusionViolation = "23P01";
 
 void validate_external_id(const std::string& id) {
     if (id.empty()) {
@@ -42,19 +38,6 @@ std::string prefix_array(std::vector<core::Prefix> prefixes) {
     return out + "}";
 }
 
-// Runs `fn` in one transaction; libpqxx failures become DatabaseError.
-template <typename Fn>
-auto in_transaction(Database& db, const char* what, Fn&& fn) {
-    try {
-        pqxx::work txn(db.connection());
-        auto result = fn(txn);
-        txn.commit();
-        return result;
-    } catch (...) {
-        db.fail(what);
-    }
-}
-
 }  // namespace
 
 core::SubscriberId SubscriberStore::add(const std::string& external_id,
@@ -71,7 +54,7 @@ core::SubscriberId SubscriberStore::add(const std::string& external_id,
             "RETURNING id",
             external_id);
         if (row.empty()) {
-            throw std::invalid_argument("subscriber '" + external_id + "' already exists");
+            throw ConflictError("subscriber '" + external_id + "' already exists");
         }
         const auto id = row[0][0].as<core::SubscriberId>();
         // An address belongs to one subscriber at a time. The exclusion constraint
@@ -83,15 +66,23 @@ core::SubscriberId SubscriberStore::add(const std::string& external_id,
                 ts(2) + ") ORDER BY b.prefix LIMIT 1",
             cidrs, to_micros(valid_from));
         if (!taken.empty()) {
-            throw std::invalid_argument("address " + taken[0][0].as<std::string>() +
-                                        " is bound to subscriber '" +
-                                        taken[0][1].as<std::string>() + "' already");
+            throw ConflictError("address " + taken[0][0].as<std::string>() +
+                                " is bound to subscriber '" + taken[0][1].as<std::string>() +
+                                "' already");
         }
-        txn.exec_params(
-            "INSERT INTO subscriber_bindings (subscriber_id, prefix, valid_from) "
-            "SELECT $1, p, " +
-                ts(3) + " FROM unnest($2::cidr[]) AS p",
-            id, cidrs, to_micros(valid_from));
+        try {
+            txn.exec_params(
+                "INSERT INTO subscriber_bindings (subscriber_id, prefix, valid_from) "
+                "SELECT $1, p, " +
+                    ts(3) + " FROM unnest($2::cidr[]) AS p",
+                id, cidrs, to_micros(valid_from));
+        } catch (const pqxx::sql_error& e) {
+            // A concurrent add bound one of the addresses between the check and the insert.
+            if (e.sqlstate() == kExclusionViolation) {
+                throw ConflictError("an address is bound to another subscriber already");
+            }
+            throw;
+        }
         return id;
     });
 }

@@ -28,7 +28,9 @@ class SubscriberStore {
   public:
     explicit SubscriberStore(Database& db) : db_(db) {}
 
-    // Throws std::invalid_argument when the id exists already.
+    // Throws ConflictError when the id exists already or an address is bound to
+    // another subscriber (also when a concurrent add took it first), and
+    // std::invalid_argument for an id that is empty, too long or has control characters.
     core::SubscriberId add(const std::string& external_id,
                            const std::vector<core::Prefix>& prefixes, core::TimePoint valid_from);
     // Ends the subscriber's bindings (history and usage stay); false if unknown.

@@ -53,6 +53,16 @@ TEST_CASE("bad configs name the file, the line and the key") {
         {"[conntrack]\npoll_interval = \"1s\"\n", "database.url: missing"},
         {"[database\nurl = \"x\"\n", "t.toml:1"},
         {"[database]\nurl = \"x\"\n[log]\nlevel = \"loud\"\n", "log.level"},
+        {"[database]\nurl = \"x\"\n[api]\nlisten = \"8460\"\n",
+         "t.toml:4: api.listen: expected host:port"},
+        {"[database]\nurl = \"x\"\n[api]\nlisten = \"127.0.0.1:99999\"\n", "t.toml:4: api.listen"},
+        {"[database]\nurl = \"x\"\n[api]\nlisten = 8460\n",
+         "t.toml:4: api.listen: expected a string"},
+        {"[database]\nurl = \"x\"\n[api]\nenabled = \"yes\"\n", "t.toml:4: api.enabled"},
+        {"[database]\nurl = \"x\"\n[api]\nmax_body_bytes = \"1TiB\"\n",
+         "t.toml:4: api.max_body_bytes"},
+        {"[database]\nurl = \"x\"\n[api]\nmax_body_bytes = \"1GiB\"\n",
+         "t.toml:4: api.max_body_bytes: at most"},
     };
     for (const auto& r : rows) {
         CAPTURE(r.text);
@@ -62,6 +72,62 @@ TEST_CASE("bad configs name the file, the line and the key") {
         } catch (const ConfigError& e) {
             CHECK(std::string(e.what()).find(r.expected) != std::string::npos);
             CAPTURE(e.what());
+        }
+    }
+}
+
+TEST_CASE("the api section: defaults and parsed values") {
+    auto d = parse_config("[database]\nurl = \"x\"\n", "t.toml");
+    CHECK(d.api.enabled);
+    CHECK(d.api.host == "127.0.0.1");
+    CHECK(d.api.port == 8460);
+    CHECK(d.api.max_body_bytes == 1u << 20);
+    auto c = parse_config(
+        "[database]\nurl = \"x\"\n[api]\nenabled = false\nlisten = \"[::1]:9000\"\n"
+        "max_body_bytes = \"64KiB\"\n",
+        "t.toml");
+    CHECK_FALSE(c.api.enabled);
+    CHECK(c.api.host == "::1");
+    CHECK(c.api.port == 9000);
+    CHECK(c.api.max_body_bytes == 64u << 10);
+}
+
+TEST_CASE("listen addresses") {
+    struct Row {
+        const char* text;
+        const char* host;  // nullptr = rejected
+        unsigned port;
+    };
+    const Row rows[] = {
+        {"127.0.0.1:8460", "127.0.0.1", 8460},
+        {"0.0.0.0:1", "0.0.0.0", 1},
+        {"[::]:65535", "::", 65535},
+        {"[2001:db8::1]:80", "2001:db8::1", 80},
+        {"localhost:8460", "localhost", 8460},
+        {"gw-1.example.net:80", "gw-1.example.net", 80},
+        {"127.0.0.1", nullptr, 0},
+        {"127.0.0.1:0", nullptr, 0},
+        {"127.0.0.1:65536", nullptr, 0},
+        {"127.0.0.1:-1", nullptr, 0},
+        {"127.0.0.1:80x", nullptr, 0},
+        {":8460", nullptr, 0},
+        {"::1:8460", nullptr, 0},
+        {"[::1]", nullptr, 0},
+        {"[nope]:80", nullptr, 0},
+        {"[127.0.0.1]:80", nullptr, 0},
+        {"300.1.2.3:80", nullptr, 0},
+        {"a b:80", nullptr, 0},
+        {"-x:80", nullptr, 0},
+    };
+    for (const auto& r : rows) {
+        CAPTURE(r.text);
+        const auto parsed = parse_listen_address(r.text);
+        if (r.host == nullptr) {
+            CHECK_FALSE(parsed.has_value());
+        } else {
+            REQUIRE(parsed.has_value());
+            CHECK(parsed->host == r.host);
+            CHECK(parsed->port == r.port);
         }
     }
 }

@@ -1,0 +1,58 @@
+#include "api/cursor.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "api/base64.hpp"
+#include "api/validation.hpp"
+
+namespace ctquota::api {
+namespace {
+
+constexpr int kVersion = 1;
+constexpr std::size_t kMaxCursor = 2048;
+
+bool valid_kind(const std::string& kind, const std::string& cycle) {
+    if (kind == "subscribers") {
+        return cycle.empty();
+    }
+    return kind == "usage" && parse_date(cycle).has_value();
+}
+
+}  // namespace
+
+std::string encode_cursor(const Cursor& c) {
+    nlohmann::json j = {{"v", kVersion}, {"k", c.kind}, {"a", c.after}};
+    if (!c.cycle.empty()) {
+        j["c"] = c.cycle;
+    }
+    return base64url_encode(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+std::optional<Cursor> decode_cursor(std::string_view text) {
+    if (text.empty() || text.size() > kMaxCursor) {
+        return std::nullopt;
+    }
+    const auto raw = base64url_decode(text);
+    if (!raw) {
+        return std::nullopt;
+    }
+    const auto j = nlohmann::json::parse(*raw, nullptr, false);
+    if (!j.is_object() || j.size() > 4 || !j.contains("v") || j["v"] != kVersion ||
+        !j.contains("k") || !j["k"].is_string() || !j.contains("a") || !j["a"].is_string()) {
+        return std::nullopt;
+    }
+    Cursor c{j["k"].get<std::string>(), j["a"].get<std::string>(), ""};
+    if (j.contains("c")) {
+        if (!j["c"].is_string()) {
+            return std::nullopt;
+        }
+        c.cycle = j["c"].get<std::string>();
+    }
+    if (j.size() != (j.contains("c") ? 4u : 3u) || !valid_kind(c.kind, c.cycle) ||
+        c.after.empty() || !is_clean_text(c.after)) {
+        return std::nullopt;
+    }
+    return c;
+}
+
+}  // namespace ctquota::api

@@ -1,0 +1,25 @@
+#pragma once
+// The API's routes, grouped by resource. Handlers validate and translate; the
+// work is done by store/ (SQL) and core/ (cycles, addresses).
+
+#include "api/db_pool.hpp"
+#include "api/router.hpp"
+#include "app/metrics.hpp"
+#include "core/clock.hpp"
+
+namespace ctquota::api {
+
+struct Services {
+    DatabasePool& pool;
+    const core::Clock& clock;
+    app::Metrics& metrics;
+};
+
+void add_health_routes(Router& router, Services& services);
+void add_subscriber_routes(Router& router, Services& services);
+void add_usage_routes(Router& router, Services& services);
+
+// Every route of the API in one router.
+Router make_router(Services& services);
+
+}  // namespace ctquota::api

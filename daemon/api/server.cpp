@@ -1,0 +1,251 @@
+#include "api/server.hpp"
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "api/tokens.hpp"
+#include "store/token_store.hpp"
+
+namespace ctquota::api {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::size_t kLoggedPath = 200;
+
+TokenLookup lookup_in(DatabasePool& pool) {
+    return [&pool](const std::string& hash) -> std::optional<Principal> {
+        auto lease = pool.acquire();
+        const auto token = store::TokenStore(*lease).find_active(hash);
+        if (!token) {
+            return std::nullopt;
+        }
+        return Principal{token->id, token->name, parse_role(token->role).value_or(Role::Billing)};
+    };
+}
+
+std::string raw_path(const std::string& target) {
+    return target.substr(0, target.find('?'));
+}
+
+// Bytes a terminal or a log parser could trip over become '?'.
+std::string printable(std::string_view s) {
+    std::string out(s.substr(0, kLoggedPath));
+    for (auto& c : out) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u < 0x20 || u >= 0x7f) {
+            c = '?';
+        }
+    }
+    return s.size() > kLoggedPath ? out + "..." : out;
+}
+
+Request to_request(const httplib::Request& req, std::string body) {
+    Request r;
+    r.method = req.method;
+    r.path = raw_path(req.target);
+    r.query.insert(req.params.begin(), req.params.end());
+    for (const auto& [name, value] : req.headers) {
+        std::string lower = name;
+        for (auto& c : lower) {
+            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        }
+        r.headers.emplace(std::move(lower), value);
+    }
+    r.body = std::move(body);
+    return r;
+}
+
+Reply problem_reply(const Problem& p) {
+    return Reply{p.status, "application/problem+json", to_body(problem_json(p)), p.headers};
+}
+
+void write(httplib::Response& res, const Reply& reply) {
+    res.status = reply.status;
+    for (const auto& [name, value] : reply.headers) {
+        res.set_header(name, value);
+    }
+    if (!reply.content_type.empty()) {
+        res.set_content(reply.body, reply.content_type.c_str());
+    }
+}
+
+// Methods whose body httplib reads before routing; without a length or a
+// chunked encoding there is none, and httplib would wait for the connection to close.
+bool carries_body(const httplib::Request& req) {
+    const bool body_method = req.method == "POST" || req.method == "PUT" || req.method == "PATCH" ||
+                             req.method == "DELETE";
+    if (!body_method) {
+        return false;
+    }
+    return req.has_header("Transfer-Encoding") ||
+           (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
+}
+
+}  // namespace
+
+Server::Server(ServerOptions options, app::Metrics& metrics, const core::Clock& clock)
+    : options_(std::move(options)),
+      metrics_(metrics),
+      pool_(options_.database_url, options_.threads),
+      services_{pool_, clock, metrics},
+      auth_(lookup_in(pool_), clock, options_.token_cache_ttl),
+      router_(make_router(services_)),
+      http_(std::make_unique<httplib::Server>()) {
+    install_handlers();
+}
+
+Server::~Server() {
+    stop();
+}
+
+void Server::start() {
+    if (!http_->bind_to_port(options_.host, options_.port)) {
+        const int err = errno;
+        throw std::runtime_error("api.listen: cannot listen on " + options_.listen_text + ": " +
+                                 (err != 0 ? std::strerror(err) : "bind failed"));
+    }
+    thread_ = std::thread([this] { http_->listen_after_bind(); });
+    spdlog::info("REST API listening on {}", options_.listen_text);
+}
+
+void Server::stop() {
+    if (!thread_.joinable()) {
+        return;
+    }
+    http_->stop();
+    thread_.join();
+    spdlog::info("REST API stopped");
+}
+
+void Server::install_handlers() {
+    const auto threads = options_.threads;
+    http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    http_->set_payload_max_length(options_.max_body_bytes);
+    http_->set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+        if (carries_body(req)) {
+            return httplib::Server::HandlerResponse::Unhandled;
+        }
+        serve(req, res, "", std::nullopt);
+        return httplib::Server::HandlerResponse::Handled;
+    });
+    const httplib::Server::HandlerWithContentReader with_body =
+        [this](const httplib::Request& req, httplib::Response& res,
+               const httplib::ContentReader& read) {
+            std::string body;
+            std::optional<ApiError> error;
+            if (req.is_multipart_form_data()) {
+                // Drained, so the connection stays usable, and refused.
+                read([](const httplib::MultipartFormData&) { return true; },
+                     [](const char*, std::size_t) { return true; });
+                error = unsupported_media_type(req.get_header_value("Content-Type"));
+            } else {
+                bool too_big = false;
+                const bool ok = read([&](const char* data, std::size_t n) {
+                    too_big = body.size() + n > options_.max_body_bytes;
+                    if (!too_big) {
+                        body.append(data, n);
+                    }
+                    return !too_big;
+                });
+                if (too_big || res.status == 413) {
+                    error = payload_too_large(options_.max_body_bytes);
+                } else if (!ok) {
+                    error = bad_request(
+                        "the request body could not be read (broken chunked encoding, or the "
+                        "connection ended early)");
+                }
+            }
+            res.status = -1;
+            serve(req, res, std::move(body), std::move(error));
+        };
+    http_->Post(".*", with_body);
+    http_->Put(".*", with_body);
+    http_->Patch(".*", with_body);
+    http_->Delete(".*", with_body);
+    // Requests httplib refuses itself (a malformed request line, a URI too long).
+    const httplib::Server::HandlerWithResponse on_error = [this](const httplib::Request& req,
+                                                                 httplib::Response& res) {
+        if (!res.body.empty()) {
+            return httplib::Server::HandlerResponse::Unhandled;  // one of ours
+        }
+        const auto started = Clock::now();
+        Problem p{res.status,
+                  "http",
+                  status_title(res.status),
+                  "the server could not accept this HTTP request (status " +
+                      std::to_string(res.status) + ")",
+                  {},
+                  {}};
+        write(res, problem_reply(p));
+        record(req.method, raw_path(req.target), "unmatched", false, res.status, started);
+        return httplib::Server::HandlerResponse::Handled;
+    };
+    http_->set_error_handler(on_error);
+}
+
+void Server::serve(const httplib::Request& req, httplib::Response& res, std::string body,
+                   std::optional<ApiError> body_error) {
+    const auto started = Clock::now();
+    Request r = to_request(req, std::move(body));
+    std::string route = "unmatched";
+    bool quiet = false;
+    Reply reply;
+    try {
+        auto match = router_.match(r.method, r.path);
+        route = match.route->pattern;
+        quiet = match.route->quiet;
+        r.path_params = std::move(match.params);
+        if (match.route->access != Access::Public) {
+            r.principal = auth_.authenticate(r.header("authorization"), match.route->access);
+        }
+        if (body_error) {
+            throw *body_error;
+        }
+        reply = match.route->handler(r);
+    } catch (...) {
+        reply = reply_for_exception(r.method, r.path);
+    }
+    write(res, reply);
+    record(r.method, r.path, route, quiet, reply.status, started);
+}
+
+Reply Server::reply_for_exception(const std::string& method, const std::string& path) {
+    try {
+        throw;
+    } catch (const ApiError& e) {
+        return problem_reply(e.problem());
+    } catch (const store::ConflictError& e) {
+        return problem_reply(conflict(e.what()).problem());
+    } catch (const std::invalid_argument& e) {
+        return problem_reply(invalid_body({{"(body)", e.what()}}).problem());
+    } catch (const store::DatabaseError& e) {
+        ++metrics_.db_errors;
+        spdlog::warn("http {} {}: database error: {}", method, printable(path), e.what());
+        return problem_reply(
+            unavailable("the database is unreachable or failing; retry shortly").problem());
+    } catch (const std::exception& e) {
+        spdlog::error("http {} {}: internal error: {}", method, printable(path), e.what());
+        return problem_reply(Problem{500,
+                                     "internal",
+                                     status_title(500),
+                                     "the server failed to answer; its log has the details",
+                                     {},
+                                     {}});
+    }
+}
+
+void Server::record(const std::string& method, const std::string& path, const std::string& route,
+                    bool quiet, int status, Clock::time_point started) {
+    const auto latency =
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started);
+    metrics_.http.observe(route, status, latency);
+    spdlog::log(quiet ? spdlog::level::debug : spdlog::level::info, "http {} {} {} {:.2f}ms ({})",
+                printable(method), printable(path), status,
+                static_cast<double>(latency.count()) / 1000.0, route);
+}
+
+}  // namespace ctquota::api

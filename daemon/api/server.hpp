@@ -1,0 +1,71 @@
+#pragma once
+// api::Server: the REST API over cpp-httplib. It runs on its own threads (an
+// acceptor and a worker pool), borrows its own database connections, and
+// reads the daemon's state only through Metrics, so the netlink readers and
+// the flusher never wait for HTTP. This file and server.cpp are the only ones
+// that see the HTTP library.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "api/auth.hpp"
+#include "api/db_pool.hpp"
+#include "api/problem.hpp"
+#include "api/routes.hpp"
+#include "app/metrics.hpp"
+#include "core/clock.hpp"
+
+namespace httplib {
+class Server;
+struct Request;
+struct Response;
+}  // namespace httplib
+
+namespace ctquota::api {
+
+struct ServerOptions {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 8460;
+    std::string listen_text = "127.0.0.1:8460";  // as configured, for messages
+    std::uint64_t max_body_bytes = 1ull << 20;
+    std::string database_url;
+    std::size_t threads = 8;  // HTTP workers, and as many database connections
+    std::chrono::seconds token_cache_ttl{10};
+};
+
+class Server {
+  public:
+    Server(ServerOptions options, app::Metrics& metrics, const core::Clock& clock);
+    ~Server();
+    Server(const Server&) = delete;
+    Server& operator=(const Server&) = delete;
+
+    // Binds the listening socket (throws std::runtime_error naming the address
+    // when it cannot) and starts serving on a thread of its own.
+    void start();
+    // Stops accepting, lets requests in progress finish, joins the threads.
+    void stop();
+
+  private:
+    void install_handlers();
+    // One request, start to finish: route, authenticate, handle, respond, count, log.
+    void serve(const httplib::Request& req, httplib::Response& res, std::string body,
+               std::optional<ApiError> body_error);
+    Reply reply_for_exception(const std::string& method, const std::string& path);
+    void record(const std::string& method, const std::string& path, const std::string& route,
+                bool quiet, int status, std::chrono::steady_clock::time_point started);
+
+    ServerOptions options_;
+    app::Metrics& metrics_;
+    DatabasePool pool_;
+    Services services_;
+    Authenticator auth_;
+    Router router_;
+    std::unique_ptr<httplib::Server> http_;
+    std::thread thread_;
+};
+
+}  // namespace ctquota::api

@@ -1,0 +1,395 @@
+#!/usr/bin/env python3
+"""The REST API against a real ctquotad and a real PostgreSQL, through a real
+HTTP client: every route, the auth/role matrix, a table of malformed requests
+(each answered with a problem+json body and changing nothing), pagination
+that neither skips nor repeats while rows are inserted, CSV = JSON export,
+a database outage answered with 503 (never 500), and a clean stop on SIGTERM.
+
+Run as root with CTQUOTA_TEST_DB_URL and CTQUOTA_BIN set (CTest does both).
+The outer process builds the world (api_harness.ApiWorld) and runs this same
+file with --inside in the daemon's network namespace.
+"""
+
+import base64
+import csv
+import datetime
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import unittest
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from api_harness import ApiWorld, Client, Db, sh, wait_for  # noqa: E402
+import api_malformed  # noqa: E402
+
+SUBS = "/api/v1/subscribers"
+
+
+def env(name):
+    return os.environ[name]
+
+
+class ApiTestCase(unittest.TestCase):
+    maxDiff = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.db = Db(env("CTQAPI_DB_URL"))
+        cls.admin = Client(env("CTQAPI_ADMIN"))
+        cls.billing = Client(env("CTQAPI_BILLING"))
+        cls.anon = Client()
+
+    def assertProblem(self, r, status):
+        self.assertEqual(r.status, status, r)
+        self.assertTrue(r.content_type.startswith("application/problem+json"), r)
+        body = r.json()
+        self.assertTrue(body["type"].startswith("urn:ctquota:problem:"), body)
+        self.assertIsInstance(body["title"], str)
+        self.assertEqual(body["status"], status, body)
+        self.assertIsInstance(body["detail"], str)
+        self.assertGreater(len(body["detail"]), 10, body)
+        return body
+
+    def create(self, sub_id, *addresses):
+        r = self.admin.post(SUBS, {"id": sub_id, "addresses": list(addresses)})
+        self.assertEqual(r.status, 201, r)
+        return r.json()
+
+    def month_start(self, offset=0):
+        today = datetime.datetime.now(datetime.timezone.utc).date()
+        y, m = today.year, today.month + offset
+        while m < 1:
+            y, m = y - 1, m + 12
+        while m > 12:
+            y, m = y + 1, m - 12
+        return datetime.date(y, m, 1)
+
+    def add_usage(self, sub_id, gateway, up, down, upp, downp, month=0):
+        start = self.month_start(month).isoformat()
+        self.db.exec(
+            "INSERT INTO usage_period (subscriber_id, period_start, gateway_id, up_bytes, "
+            f"down_bytes, up_packets, down_packets) SELECT id, '{start} 00:00:00+00', '{gateway}', "
+            f"{up}, {down}, {upp}, {downp} FROM subscribers WHERE external_id = '{sub_id}'")
+
+    def page_all(self, client, path, limit, extra="", headers=None, between_pages=None):
+        """Follows next_cursor to the end; returns the pages' items."""
+        items, cursor, pages = [], None, 0
+        while True:
+            if between_pages and items:
+                between_pages(pages)
+            q = f"?limit={limit}{extra}" + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else "")
+            r = client.get(path + q, headers=headers)
+            self.assertEqual(r.status, 200, r)
+            body = r.json()
+            self.assertLessEqual(len(body["items"]), limit)
+            items += body["items"]
+            pages += 1
+            cursor = body["next_cursor"]
+            if cursor is None:
+                return items, pages
+
+
+class Health(ApiTestCase):
+    def test_healthz_readyz_metrics_need_no_token(self):
+        r = self.anon.get("/healthz")
+        self.assertEqual((r.status, r.json()), (200, {"status": "ok"}))
+        r = wait_for(lambda: (lambda x: x if x.status == 200 else None)(self.anon.get("/readyz")),
+                     timeout=15, what="/readyz to answer 200")
+        self.assertEqual(r.json()["checks"], {"database": "ok", "conntrack_reader": "running"})
+        self.anon.get("/api/v1/nosuch")
+        r = self.anon.get("/metrics")
+        self.assertEqual(r.status, 200)
+        self.assertTrue(r.content_type.startswith("text/plain"), r)
+        text = r.body.decode()
+        for needle in ('ctquota_http_requests_total{route="/healthz",code="200"}',
+                       'ctquota_http_requests_total{route="unmatched",code="404"}',
+                       'ctquota_http_request_seconds_bucket{route="/readyz",le="+Inf"}',
+                       "ctquota_events_read_total", "ctquota_flush_seconds_count",
+                       "ctquota_reader_running 1"):
+            self.assertIn(needle, text)
+
+    def test_head_answers_like_get_without_a_body(self):
+        r = self.anon.request("HEAD", "/healthz")
+        self.assertEqual((r.status, r.body), (200, b""))
+
+
+class Auth(ApiTestCase):
+    def test_role_matrix(self):
+        self.create("auth-read", "100.64.9.1")
+        bad_tokens = {
+            "missing": "",
+            "unknown": "ctq_" + base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("="),
+            "garbage": "not-a-token",
+            "basic scheme": None,
+        }
+        reads = [("GET", SUBS), ("GET", SUBS + "/auth-read"), ("GET", "/api/v1/usage")]
+        for name, token in bad_tokens.items():
+            for method, path in reads + [("POST", SUBS), ("DELETE", SUBS + "/auth-read")]:
+                with self.subTest(credential=name, method=method, path=path):
+                    headers = {"Authorization": "Basic YWRtaW46YWRtaW4="} if token is None else None
+                    client = Client(token) if token else self.anon
+                    body = json.dumps({"id": "auth-never"}).encode() if method == "POST" else None
+                    r = client.request(method, path, body=body, headers=headers)
+                    self.assertProblem(r, 401)
+                    self.assertEqual(r.headers.get("www-authenticate"), 'Bearer realm="ctquota"')
+        for client, name in ((self.billing, "billing"), (self.admin, "admin")):
+            for method, path in reads:
+                with self.subTest(role=name, path=path):
+                    self.assertEqual(client.request(method, path).status, 200)
+        before = self.db.fingerprint()
+        self.assertProblem(self.billing.post(SUBS, {"id": "auth-billing"}), 403)
+        self.assertProblem(self.billing.delete(SUBS + "/auth-read"), 403)
+        self.assertEqual(self.db.fingerprint(), before)
+        self.assertEqual(self.admin.post(SUBS, {"id": "auth-admin"}).status, 201)
+        self.assertEqual(self.admin.delete(SUBS + "/auth-admin").status, 204)
+
+    def test_revoked_token_is_refused(self):
+        token = sh([env("CTQUOTA_BIN"), "--config", env("CTQAPI_CONFIG"), "token", "create",
+                    "--role", "admin", "--name", "short-lived"]).stdout.strip()
+        self.assertRegex(token, r"^ctq_[A-Za-z0-9_-]{43}$")
+        token_id = self.db.query("SELECT max(id) FROM api_tokens")[0][0]
+        sh([env("CTQUOTA_BIN"), "--config", env("CTQAPI_CONFIG"), "token", "revoke", token_id])
+        self.assertProblem(Client(token).get(SUBS), 401)
+        stored = self.db.query(f"SELECT encode(token_sha256, 'hex') FROM api_tokens WHERE id = {token_id}")
+        self.assertNotIn(token, stored[0][0])  # only the hash is stored
+
+
+class Subscribers(ApiTestCase):
+    def test_create_read_remove(self):
+        r = self.admin.post(SUBS, {"id": "crud-1", "addresses": ["100.64.1.1", "2001:db8:1::/56"]})
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(r.headers["location"], SUBS + "/crud-1")
+        body = r.json()
+        self.assertEqual(body["addresses"], ["100.64.1.1/32", "2001:db8:1::/56"])
+        self.assertEqual(body["state"], {"state": "normal"})
+        self.assertEqual(body["cycle_start"], self.month_start().isoformat() + "T00:00:00Z")
+        self.assertEqual(body["cycle_end"], self.month_start(1).isoformat() + "T00:00:00Z")
+        self.assertEqual(self.billing.get(SUBS + "/crud-1").json(), body)
+        self.assertEqual(self.admin.delete(SUBS + "/crud-1").status, 204)
+        self.assertProblem(self.admin.get(SUBS + "/crud-1"), 404)
+        self.assertProblem(self.admin.delete(SUBS + "/crud-1"), 404)
+        # A removed subscriber may come back (its history is kept).
+        self.assertEqual(self.admin.post(SUBS, {"id": "crud-1", "addresses": ["100.64.1.1"]}).status, 201)
+
+    def test_current_usage_is_summed_over_gateways(self):
+        self.create("usage-1", "100.64.2.1")
+        self.add_usage("usage-1", "gw-a", 1000, 5000, 10, 50)
+        self.add_usage("usage-1", "gw-b", 1, 2, 3, 4)
+        self.add_usage("usage-1", "gw-a", 7777, 7777, 7, 7, month=-1)  # another cycle
+        body = self.billing.get(SUBS + "/usage-1").json()
+        self.assertEqual((body["up_bytes"], body["down_bytes"], body["up_packets"], body["down_packets"]),
+                         (1001, 5002, 13, 54))
+        self.assertRegex(body["updated_at"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+    def test_conflicts_change_nothing(self):
+        self.create("conflict-1", "100.64.3.0/24")
+        before = self.db.fingerprint()
+        self.assertProblem(self.admin.post(SUBS, {"id": "conflict-1"}), 409)
+        body = self.assertProblem(self.admin.post(SUBS, {"id": "conflict-2", "addresses": ["100.64.3.0/24"]}), 409)
+        self.assertIn("conflict-1", body["detail"])
+        self.assertEqual(self.db.fingerprint(), before)
+        self.assertProblem(self.admin.get(SUBS + "/conflict-2"), 404)
+        # A more specific prefix inside another subscriber's is allowed: the longest match wins.
+        self.create("conflict-3", "100.64.3.7")
+
+    def test_ids_with_reserved_characters(self):
+        sub_id = "acme/ä 1?x=%"
+        r = self.admin.post(SUBS, {"id": sub_id})
+        self.assertEqual(r.status, 201, r)
+        path = urllib.parse.unquote(r.headers["location"])
+        self.assertEqual(path, SUBS + "/" + sub_id)
+        r = self.billing.get(r.headers["location"])
+        self.assertEqual((r.status, r.json()["id"]), (200, sub_id))
+
+    def test_list_filters_and_pages(self):
+        for i in range(23):
+            self.create(f"list-{i:03d}")
+        items, pages = self.page_all(self.billing, SUBS, 5, "&q=LIST-")
+        ids = [x["id"] for x in items]
+        self.assertEqual(ids, [f"list-{i:03d}" for i in range(23)])
+        self.assertEqual(pages, 5)
+        r = self.billing.get(SUBS + "?q=list-01&limit=1000")
+        self.assertEqual([x["id"] for x in r.json()["items"]], [f"list-{i:03d}" for i in range(10, 20)])
+
+
+class Usage(ApiTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        for i in range(30):
+            r = cls.admin.post(SUBS, {"id": f"exp-{i:03d}", "addresses": [f"100.64.4.{i + 1}"]})
+            assert r.status == 201, r
+
+    def test_csv_matches_json(self):
+        for i in range(0, 30, 3):
+            self.add_usage(f"exp-{i:03d}", "gw-a", i * 1000, i * 3000, i, i * 3)
+        self.add_usage("exp-001", "gw-b", 2**40, 1, 1, 1)
+        rows, _ = self.page_all(self.billing, "/api/v1/usage", 7)
+        self.assertEqual(len({r["subscriber_id"] for r in rows}), len(rows))
+        by_id = {r["subscriber_id"]: r for r in rows}
+        self.assertEqual(by_id["exp-003"]["up_bytes"], 3000)
+        self.assertEqual(by_id["exp-001"]["up_bytes"], 2**40)
+        self.assertEqual(by_id["exp-002"]["up_bytes"], 0)  # exists, no traffic: zeros
+        csv_rows, cursor = [], None
+        while True:
+            q = "?limit=7" + (f"&cursor={cursor}" if cursor else "")
+            r = self.billing.get("/api/v1/usage" + q, headers={"Accept": "text/csv"})
+            self.assertEqual(r.status, 200, r)
+            self.assertTrue(r.content_type.startswith("text/csv"), r)
+            reader = csv.DictReader(io.StringIO(r.body.decode()))
+            self.assertEqual(reader.fieldnames[:2], ["subscriber_id", "cycle_start"])
+            csv_rows += list(reader)
+            cursor = r.headers.get("x-next-cursor")
+            if not cursor:
+                self.assertNotIn("link", r.headers)
+                break
+            self.assertIn('rel="next"', r.headers["link"])
+        self.assertEqual(len(csv_rows), len(rows))
+        for c, j in zip(csv_rows, rows):
+            self.assertEqual(c["subscriber_id"], j["subscriber_id"])
+            for k in ("up_bytes", "down_bytes", "up_packets", "down_packets"):
+                self.assertEqual(int(c[k]), j[k], (c, j))
+            self.assertEqual(c["updated_at"] or None, j["updated_at"])
+
+    def test_cycles(self):
+        self.add_usage("exp-010", "gw-a", 111, 222, 3, 4, month=-2)
+        old = self.month_start(-2)
+        for cycle in (old.isoformat(), (old + datetime.timedelta(days=17)).isoformat()):
+            r = self.billing.get(f"/api/v1/usage?cycle={cycle}")
+            body = r.json()
+            self.assertEqual(body["cycle_start"], old.isoformat() + "T00:00:00Z")
+            row = [x for x in body["items"] if x["subscriber_id"] == "exp-010"]
+            self.assertEqual(row[0]["up_bytes"], 111)
+        # A cursor belongs to its cycle.
+        cursor = self.billing.get("/api/v1/usage?limit=1").json()["next_cursor"]
+        self.assertProblem(self.billing.get(f"/api/v1/usage?cycle={old.isoformat()}&cursor={cursor}"), 400)
+        self.assertProblem(self.billing.get(f"{SUBS}?cursor={cursor}"), 400)
+
+
+class Pagination(ApiTestCase):
+    def test_no_skips_no_repeats_under_concurrent_inserts(self):
+        for i in range(0, 200, 2):
+            self.create(f"pg-{i:04d}")
+        self.db.exec("UPDATE usage_period SET up_bytes = up_bytes")  # warm
+        original = {f"pg-{i:04d}" for i in range(0, 200, 2)}
+        stop = threading.Event()
+        inserted = []
+
+        def insert(sub_id):
+            if self.admin.post(SUBS, {"id": sub_id}).status == 201:
+                inserted.append(sub_id)
+
+        def writer():  # in the background, at its own pace
+            n = 0
+            while not stop.is_set():
+                insert(f"pg-{(n * 37) % 200 + 1:04d}-w{n}")  # lands between existing ids
+                self.db.exec("UPDATE usage_period SET up_bytes = up_bytes + 1")
+                n += 1
+
+        def between_pages(page):  # and for certain: behind, just ahead of and far ahead of the cursor
+            for target in (0, page * 7 * 2, page * 7 * 2 + 3, 199):
+                insert(f"pg-{target:04d}-p{page}")
+
+        t = threading.Thread(target=writer)
+        t.start()
+        try:
+            subs, _ = self.page_all(self.billing, SUBS, 7, "&q=pg-", between_pages=between_pages)
+            usage, _ = self.page_all(self.billing, "/api/v1/usage", 7, between_pages=between_pages)
+        finally:
+            stop.set()
+            t.join()
+        self.assertGreater(len(inserted), 50, "rows should have been inserted during paging")
+        for name, ids in (("subscribers", [x["id"] for x in subs]),
+                          ("usage", [x["subscriber_id"] for x in usage if x["subscriber_id"].startswith("pg-")])):
+            with self.subTest(listing=name):
+                self.assertEqual(len(ids), len(set(ids)), "a row was repeated")
+                self.assertEqual(ids, sorted(ids), "pages out of order")
+                self.assertEqual(original - set(ids), set(), "a row was skipped")
+                self.assertEqual(set(ids) - original - set(inserted), set())
+
+
+class Malformed(ApiTestCase):
+    def test_malformed_requests(self):
+        self.create("mal-1", "100.64.5.1")
+        cases = api_malformed.cases(self)
+        self.assertGreaterEqual(len(cases), 50)
+        before = self.db.fingerprint()
+        checked = 0
+        for case in cases:
+            with self.subTest(case=case.name):
+                r = case.send(self.admin)
+                body = self.assertProblem(r, case.status)
+                for header in case.headers:
+                    self.assertIn(header, r.headers)
+                self.assertEqual(self.db.fingerprint(), before, "the request changed the database")
+                checked += 1
+        print(f"\n  malformed requests: {checked} of {len(cases)} answered as expected", file=sys.stderr)
+
+
+class Outage(ApiTestCase):
+    """Runs last: the database goes away and comes back."""
+
+    def test_database_outage_is_503_never_500(self):
+        base, name = env("CTQUOTA_TEST_DB_URL"), env("CTQAPI_DB_NAME")
+        self.admin.get(SUBS)  # the token is cached now
+        sh(["psql", base, "-qc", f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'])
+        sh(["psql", base, "-qc", f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"])
+        try:
+            self.assertProblem(self.admin.get(SUBS), 503)
+            self.assertProblem(self.admin.post(SUBS, {"id": "outage-1"}), 503)
+            # Traffic on lo gives the flusher something to write, and it fails.
+            r = wait_for(lambda: (lambda x: x if x.status == 503 else None)(self.anon.get("/readyz")),
+                         timeout=20, what="/readyz to report the outage")
+            self.assertEqual(self.assertProblem(r, 503)["checks"]["database"], "failing")
+        finally:
+            sh(["psql", base, "-qc", f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'])
+        wait_for(lambda: self.anon.get("/readyz").status == 200, timeout=40, what="/readyz to recover")
+        self.assertEqual(self.admin.get(SUBS).status, 200)
+
+
+def run_inside():
+    loader = unittest.TestLoader()
+    suite = unittest.TestSuite()
+    for case in (Health, Auth, Subscribers, Usage, Pagination, Malformed, Outage):
+        suite.addTests(loader.loadTestsFromTestCase(case))
+    result = unittest.TextTestRunner(verbosity=2).run(suite)
+    failed = len(result.failures) + len(result.errors)
+    print(f"inside: {result.testsRun - failed} passed, {failed} failed")
+    return 0 if result.wasSuccessful() else 1
+
+
+def main():
+    if "--inside" in sys.argv:
+        return run_inside()
+    if os.geteuid() != 0:
+        print("test_api.py needs root (a network namespace, nftables)", file=sys.stderr)
+        return 1
+    with ApiWorld() as world:
+        admin = world.cli("token", "create", "--role", "admin", "--name", "test-admin").stdout.strip()
+        billing = world.cli("token", "create", "--role", "billing").stdout.strip()
+        child_env = dict(os.environ, CTQAPI_DB_URL=world.url, CTQAPI_DB_NAME=world.dbname,
+                         CTQAPI_ADMIN=admin, CTQAPI_BILLING=billing, CTQAPI_CONFIG=world.config,
+                         CTQUOTA_BIN=world.binary)
+        rc = subprocess.run(["ip", "netns", "exec", world.ns, sys.executable, os.path.abspath(__file__),
+                             "--inside"], env=child_env).returncode
+        stop_rc = world.stop()
+        log = world.read_log()
+        stopped = stop_rc == 0 and "REST API stopped" in log
+        print("ctquotad " + ("stopped cleanly on SIGTERM" if stopped else
+                             f"did not stop cleanly on SIGTERM (exit code {stop_rc})"))
+        internal = "internal error" in log
+        if internal:
+            print("FAIL: the daemon logged an internal error (a 500)")
+        if rc != 0 or not stopped or internal:
+            print("---- ctquotad log (last 60 lines) ----\n" + "\n".join(log.splitlines()[-60:]))
+            return 1
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
