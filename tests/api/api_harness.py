@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -23,28 +22,11 @@ import uuid
 API_PORT = 8460
 
 
-def sh(argv, check=True, **kw):
-    r = subprocess.run(argv, check=False, text=True, capture_output=True, **kw)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
-    return r
-
-
-def wait_for(predicate, timeout, interval=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def build_url(base_url, dbname):
-    """The same libpq URL with another database name."""
-    head, sep, query = base_url.partition("?")
-    return head.rsplit("/", 1)[0] + "/" + dbname + sep + query
+# Shared with the netns suites: one sh(), one polling wait, one URL rewrite.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "netns"))
+from daemon_harness import build_url  # noqa: E402
+from nsproc import sh  # noqa: E402
+from nsproc import wait_until as wait_for  # noqa: E402
 
 
 class ApiWorld:
