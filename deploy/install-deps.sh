@@ -10,7 +10,7 @@ PACKAGES=(
   libpqxx-dev libpq-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev
   libspdlog-dev libfmt-dev doctest-dev libtomlplusplus-dev robin-map-dev
   postgresql-15 postgresql-client-15
-  nftables conntrack iproute2 procps iputils-ping socat python3 util-linux
+  nftables conntrack iproute2 procps iputils-ping socat python3 util-linux curl
 )
 
 missing=()

@@ -14,7 +14,7 @@ processes, namespaces, the database cluster.
         [--interval S] [--pg-url URL]
 
 With --duration the exit status says whether it worked: 0 when ctquotad
-stopped cleanly and every subscriber's usage grew.
+stopped cleanly, every subscriber's usage grew and the REST API lists it.
 """
 
 import argparse
@@ -113,6 +113,23 @@ level = "info"
         if not self.daemon.alive():
             raise RuntimeError(f"ctquotad did not start:{self.daemon.tail()}")
         T.log(f"ctquotad running (log: {self.daemon.log_path}); generating traffic")
+        self.token = self.cli("token", "create", "--role", "billing", "--name", "demo").stdout.strip()
+        T.wait_until(lambda: self.api_get("/readyz") is not None, 30, what="the API to be ready")
+        T.log("REST API (inside the gateway namespace), e.g.:\n"
+              f"  ip netns exec {self.topo.gw} curl -s -H 'Authorization: Bearer {self.token}' "
+              "http://127.0.0.1:8460/api/v1/usage")
+
+    def api_get(self, path):
+        """GET on the daemon's API from inside the gateway namespace; parsed JSON or None."""
+        code = ("import json,sys,urllib.request as u\n"
+                "r=u.Request('http://127.0.0.1:8460'+sys.argv[1],"
+                "headers={'Authorization':'Bearer '+sys.argv[2]})\n"
+                "print(u.urlopen(r,timeout=5).read().decode())\n")
+        r = self.topo.run_in(self.topo.gw, [T.PYTHON, "-c", code, path, self.token], check=False)
+        try:
+            return json.loads(r.stdout) if r.returncode == 0 else None
+        except ValueError:
+            return None
 
     def cli(self, *args):
         return T.sh([self.args.bin, "--config", self.config] + list(args))
@@ -267,6 +284,10 @@ def main():
         except KeyboardInterrupt:
             interrupted = True
             print("\nstopping (Ctrl-C or signal)", flush=True)
+        api = demo.api_get("/api/v1/usage?limit=100")  # the daemon still runs here
+        api_ok = api is not None and len(api.get("items", [])) == len(SUBSCRIBERS)
+        if not api_ok:
+            T.log(f"the REST API did not list every subscriber's usage: {api}")
         rc = demo.finish()
         final = demo.last
         grew = all(final.get(n, (0, 0))[0] > 0 and final.get(n, (0, 0))[1] > 0
@@ -274,7 +295,7 @@ def main():
         if not grew:
             T.log("some subscriber has no usage: "
                   + ", ".join(n for n, *_ in SUBSCRIBERS if not final.get(n, (0, 0))[0]))
-        status = 0 if rc == 0 and (grew or interrupted) else 1
+        status = 0 if rc == 0 and ((grew and api_ok) or interrupted) else 1
     except KeyboardInterrupt:
         print("\ninterrupted during set-up or shutdown: removing everything", flush=True)
         status = 130
