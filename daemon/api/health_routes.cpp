@@ -1,6 +1,8 @@
-// /healthz, /readyz and /metrics: public, cheap, and never touching the
-// database themselves (readiness reads the flags the daemon's threads keep).
+// /healthz, /readyz, /metrics and /api/v1/openapi.json: public, cheap, and
+// never touching the database themselves (readiness reads the flags the
+// daemon's threads keep; the OpenAPI document is compiled in).
 
+#include "api/openapi_document.hpp"
 #include "api/problem.hpp"
 #include "api/routes.hpp"
 
@@ -44,6 +46,9 @@ void add_health_routes(Router& router, Services& services) {
                                  services.metrics.render_prometheus(),
                                  {}};
                 }});
+    router.add({"GET", "/api/v1/openapi.json", Access::Public, false, [](const Request&) {
+                    return Reply{200, "application/json", std::string(openapi_document()), {}};
+                }});
 }
 
 Router make_router(Services& services) {
@@ -51,6 +56,8 @@ Router make_router(Services& services) {
     add_health_routes(router, services);
     add_subscriber_routes(router, services);
     add_usage_routes(router, services);
+    add_series_routes(router, services);
+    add_address_routes(router, services);
     return router;
 }
 

@@ -7,6 +7,18 @@ ApiError make(int status, const char* type, std::string detail) {
     return ApiError(Problem{status, type, status_title(status), std::move(detail), {}, {}});
 }
 
+ApiError field_errors(const char* type, std::string detail, std::vector<FieldError> errors) {
+    nlohmann::ordered_json list = nlohmann::ordered_json::array();
+    for (std::size_t i = 0; i < errors.size(); ++i) {
+        detail += (i != 0 ? "; " : "") + errors[i].field + ": " + errors[i].message;
+        list.push_back({{"field", errors[i].field}, {"message", errors[i].message}});
+    }
+    auto e = make(422, type, std::move(detail));
+    Problem p = e.problem();
+    p.extensions["errors"] = std::move(list);
+    return ApiError(std::move(p));
+}
+
 }  // namespace
 
 nlohmann::ordered_json problem_json(const Problem& p) {
@@ -60,16 +72,11 @@ ApiError bad_request(std::string detail) {
 }
 
 ApiError invalid_body(std::vector<FieldError> errors) {
-    std::string detail = "the request body is invalid: ";
-    nlohmann::ordered_json list = nlohmann::ordered_json::array();
-    for (std::size_t i = 0; i < errors.size(); ++i) {
-        detail += (i != 0 ? "; " : "") + errors[i].field + ": " + errors[i].message;
-        list.push_back({{"field", errors[i].field}, {"message", errors[i].message}});
-    }
-    auto e = make(422, "invalid-body", std::move(detail));
-    Problem p = e.problem();
-    p.extensions["errors"] = std::move(list);
-    return ApiError(std::move(p));
+    return field_errors("invalid-body", "the request body is invalid: ", std::move(errors));
+}
+
+ApiError invalid_query(std::vector<FieldError> errors) {
+    return field_errors("invalid-query", "the query parameters are invalid: ", std::move(errors));
 }
 
 ApiError unauthorized(std::string detail) {

@@ -40,6 +40,7 @@ struct FieldError {
 
 ApiError bad_request(std::string detail);                            // 400 malformed request
 ApiError invalid_body(std::vector<FieldError> errors);               // 422 with "errors"
+ApiError invalid_query(std::vector<FieldError> errors);              // 422 with "errors"
 ApiError unauthorized(std::string detail);                           // 401 + WWW-Authenticate
 ApiError forbidden(std::string detail);                              // 403
 ApiError not_found(std::string detail);                              // 404

@@ -18,6 +18,8 @@ struct Services {
 void add_health_routes(Router& router, Services& services);
 void add_subscriber_routes(Router& router, Services& services);
 void add_usage_routes(Router& router, Services& services);
+void add_series_routes(Router& router, Services& services);
+void add_address_routes(Router& router, Services& services);
 
 // Every route of the API in one router.
 Router make_router(Services& services);

@@ -1,10 +1,14 @@
-// /api/v1/subscribers: create, read (with the current cycle's usage), list, remove.
+// /api/v1/subscribers: create, read (with the current cycle's usage), list, replace the
+// address set (PUT; a "plan" field is refused with 422 until plans exist), remove.
 
+#include "api/address_input.hpp"
 #include "api/cursor.hpp"
 #include "api/problem.hpp"
+#include "api/route_helpers.hpp"
 #include "api/routes.hpp"
 #include "api/validation.hpp"
 #include "core/calendar.hpp"
+#include "store/binding_store.hpp"
 #include "store/subscriber_queries.hpp"
 #include "store/subscriber_store.hpp"
 
@@ -16,22 +20,6 @@ constexpr std::size_t kMaxLimit = 1000;
 constexpr const char* kCollection = "/api/v1/subscribers";
 
 using json = nlohmann::ordered_json;
-
-std::string percent_encode(const std::string& s) {
-    static constexpr char kHex[] = "0123456789ABCDEF";
-    std::string out;
-    for (const char c : s) {
-        const auto u = static_cast<unsigned char>(c);
-        if (std::isalnum(u) || c == '-' || c == '.' || c == '_' || c == '~') {
-            out += c;
-        } else {
-            out += '%';
-            out += kHex[u >> 4];
-            out += kHex[u & 0xf];
-        }
-    }
-    return out;
-}
 
 json subscriber_json(const store::SubscriberView& s) {
     return {{"id", s.external_id},
@@ -53,16 +41,6 @@ json detail_json(const store::SubscriberDetail& d, core::TimePoint cycle_start) 
     return out;
 }
 
-// A path id that cannot exist is answered like one that does not.
-const std::string& path_id(const Request& r) {
-    check_query(r.query, {});
-    const auto& id = r.param("id");
-    if (subscriber_id_problem(id)) {
-        throw not_found("no subscriber with this id (ids are 1-200 bytes of UTF-8 text)");
-    }
-    return id;
-}
-
 json find_or_404(Services& s, const std::string& id, core::TimePoint now) {
     const auto cycle = core::month_start_utc(now);
     auto lease = s.pool.acquire();
@@ -71,22 +49,6 @@ json find_or_404(Services& s, const std::string& id, core::TimePoint now) {
         throw not_found("no subscriber '" + id + "'");
     }
     return detail_json(*found, cycle);
-}
-
-// Bodies are read as JSON whatever they are labelled, except as something
-// JSON cannot be. curl -d labels JSON as a form; refusing that helps no one.
-void require_json(const Request& r) {
-    const auto type = r.header("content-type");
-    auto media = type.substr(0, type.find(';'));
-    for (auto& c : media) {
-        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
-    media.erase(media.find_last_not_of(' ') + 1);
-    const bool ok = type.empty() || media == "application/json" || media.ends_with("+json") ||
-                    media == "application/x-www-form-urlencoded" || media == "text/plain";
-    if (!ok) {
-        throw unsupported_media_type(type.substr(0, 100));
-    }
 }
 
 Reply create(Services& s, const Request& r) {
@@ -110,8 +72,30 @@ Reply create(Services& s, const Request& r) {
     return reply;
 }
 
+// Replaces the active address set; bindings kept stay untouched (their
+// history does not restart).
+Reply replace(Services& s, const Request& r) {
+    const auto& id = subscriber_path_id(r);
+    require_json(r);
+    const auto addresses = parse_address_set(parse_json_object(r.body), id);
+    const auto now = s.clock.now();
+    {
+        auto lease = s.pool.acquire();
+        try {
+            if (!store::BindingStore(*lease).replace(id, addresses, now)) {
+                throw not_found("no subscriber '" + id + "'");
+            }
+        } catch (const store::ConflictError& e) {
+            throw conflict(std::string(e.what()) +
+                           "; remove the address from the other "
+                           "subscriber first");
+        }
+    }
+    return json_reply(200, find_or_404(s, id, now));
+}
+
 Reply remove(Services& s, const Request& r) {
-    const auto& id = path_id(r);
+    const auto& id = subscriber_path_id(r);
     auto lease = s.pool.acquire();
     if (!store::SubscriberStore(*lease).remove(id, s.clock.now())) {
         throw not_found("no subscriber '" + id + "' (or it was removed already)");
@@ -162,8 +146,10 @@ void add_subscriber_routes(Router& router, Services& services) {
     router.add({"POST", kCollection, Access::Write, false,
                 [&s](const Request& r) { return create(s, r); }});
     router.add({"GET", item, Access::Read, false, [&s](const Request& r) {
-                    return json_reply(200, find_or_404(s, path_id(r), s.clock.now()));
+                    return json_reply(200, find_or_404(s, subscriber_path_id(r), s.clock.now()));
                 }});
+    router.add(
+        {"PUT", item, Access::Write, false, [&s](const Request& r) { return replace(s, r); }});
     router.add(
         {"DELETE", item, Access::Write, false, [&s](const Request& r) { return remove(s, r); }});
 }

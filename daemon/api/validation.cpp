@@ -12,6 +12,7 @@ namespace {
 
 constexpr std::size_t kMaxId = 200;  // as the CHECK in schema/001_initial.sql
 constexpr std::size_t kMaxAddresses = 1024;
+constexpr int kMaxYear = 2199;  // TimePoint (int64 nanoseconds) ends in 2262
 
 // Length of the UTF-8 sequence starting with `lead`, 0 when it cannot start one.
 int sequence_length(unsigned char lead) {
@@ -79,35 +80,8 @@ void read_id(const nlohmann::json& body, NewSubscriber& out, std::vector<FieldEr
 
 void read_addresses(const nlohmann::json& body, NewSubscriber& out,
                     std::vector<FieldError>& errors) {
-    if (!body.contains("addresses")) {
-        return;  // a subscriber may start without addresses and get them later
-    }
-    const auto& list = body["addresses"];
-    if (!list.is_array()) {
-        errors.push_back(
-            {"addresses", "expected an array of CIDR strings, got " + json_type(list)});
-        return;
-    }
-    if (list.size() > kMaxAddresses) {
-        errors.push_back({"addresses", "at most " + std::to_string(kMaxAddresses) + " addresses"});
-        return;
-    }
-    std::set<core::Prefix> seen;
-    for (std::size_t i = 0; i < list.size(); ++i) {
-        const std::string field = "addresses[" + std::to_string(i) + "]";
-        if (!list[i].is_string()) {
-            errors.push_back({field, "expected a CIDR string, got " + json_type(list[i])});
-            continue;
-        }
-        std::string why;
-        const auto prefix = parse_cidr(list[i].get<std::string>(), &why);
-        if (!prefix) {
-            errors.push_back({field, why});
-        } else if (!seen.insert(*prefix).second) {
-            errors.push_back({field, "duplicate of an earlier address"});
-        } else {
-            out.addresses.push_back(*prefix);
-        }
+    if (body.contains("addresses")) {  // a subscriber may start without addresses
+        out.addresses = parse_address_list(body["addresses"], errors);
     }
 }
 
@@ -184,6 +158,38 @@ std::optional<core::Prefix> parse_cidr(const std::string& text, std::string* why
     return prefix;
 }
 
+std::vector<core::Prefix> parse_address_list(const nlohmann::json& list,
+                                             std::vector<FieldError>& errors) {
+    std::vector<core::Prefix> out;
+    if (!list.is_array()) {
+        errors.push_back(
+            {"addresses", "expected an array of CIDR strings, got " + json_type(list)});
+        return out;
+    }
+    if (list.size() > kMaxAddresses) {
+        errors.push_back({"addresses", "at most " + std::to_string(kMaxAddresses) + " addresses"});
+        return out;
+    }
+    std::set<core::Prefix> seen;
+    for (std::size_t i = 0; i < list.size(); ++i) {
+        const std::string field = "addresses[" + std::to_string(i) + "]";
+        if (!list[i].is_string()) {
+            errors.push_back({field, "expected a CIDR string, got " + json_type(list[i])});
+            continue;
+        }
+        std::string why;
+        const auto prefix = parse_cidr(list[i].get<std::string>(), &why);
+        if (!prefix) {
+            errors.push_back({field, why});
+        } else if (!seen.insert(*prefix).second) {
+            errors.push_back({field, "duplicate of an earlier address"});
+        } else {
+            out.push_back(*prefix);
+        }
+    }
+    return out;
+}
+
 NewSubscriber parse_new_subscriber(const nlohmann::json& body) {
     NewSubscriber out;
     std::vector<FieldError> errors;
@@ -253,7 +259,7 @@ std::optional<core::TimePoint> parse_date(std::string_view text) {
     }
     const year_month_day ymd{year{parts[0]}, month{static_cast<unsigned>(parts[1])},
                              day{static_cast<unsigned>(parts[2])}};
-    if (!ymd.ok() || parts[0] < 1970) {
+    if (!ymd.ok() || parts[0] < 1970 || parts[0] > kMaxYear) {
         return std::nullopt;
     }
     return core::TimePoint{sys_days{ymd}};

@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "api/problem.hpp"
 #include "core/address.hpp"
 #include "core/clock.hpp"
 
@@ -32,6 +33,10 @@ struct NewSubscriber {
 };
 // {"id": "...", "addresses": ["cidr", ...]}; 422 listing every problem.
 NewSubscriber parse_new_subscriber(const nlohmann::json& body);
+// ["cidr", ...]: at most 1024, no duplicates; complaints go to `errors` as
+// "addresses" or "addresses[i]".
+std::vector<core::Prefix> parse_address_list(const nlohmann::json& list,
+                                             std::vector<FieldError>& errors);
 // A subscriber id as the store accepts it: 1..200 bytes of clean text.
 std::optional<std::string> subscriber_id_problem(const std::string& id);
 // A CIDR as a client may write it: "100.64.0.42", "100.64.0.0/10", "2001:db8::/56";
@@ -44,7 +49,8 @@ std::optional<std::string> query_value(const Query& query, const std::string& na
 // "limit": an integer in 1..max, `fallback` when absent; 400 otherwise.
 std::size_t parse_limit(const Query& query, std::size_t fallback, std::size_t max);
 
-// "YYYY-MM-DD" as a valid calendar date (years 1970..9999).
+// "YYYY-MM-DD" as a valid calendar date, years 1970..2199 (a TimePoint counts
+// nanoseconds in 64 bits, which ends in 2262).
 std::optional<core::TimePoint> parse_date(std::string_view text);
 std::string format_date(core::TimePoint t);
 // The billing cycle (calendar month, UTC) named by "current" or any date in it.

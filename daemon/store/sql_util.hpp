@@ -2,6 +2,7 @@
 // Helpers shared by the store's files: time conversion and array parameters.
 // Values travel as parameters only; nothing here builds SQL from input.
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -9,6 +10,7 @@
 
 #include <pqxx/pqxx>
 
+#include "core/address.hpp"
 #include "core/clock.hpp"
 #include "store/database.hpp"
 
@@ -62,6 +64,18 @@ std::string int_array(const std::vector<T>& values) {
     }
     out += '}';
     return out;
+}
+
+// A PostgreSQL cidr[] literal of distinct prefixes, passed as one text parameter.
+inline std::string prefix_array(std::vector<core::Prefix> prefixes) {
+    std::sort(prefixes.begin(), prefixes.end());
+    prefixes.erase(std::unique(prefixes.begin(), prefixes.end()), prefixes.end());
+    std::string out = "{";
+    for (std::size_t i = 0; i < prefixes.size(); ++i) {
+        // Canonical text from our own formatter: digits, dots, colons and a slash only.
+        out += (i != 0 ? "," : "") + prefixes[i].to_string();
+    }
+    return out + "}";
 }
 
 }  // namespace ctquota::store

@@ -114,4 +114,49 @@ std::vector<CycleUsage> SubscriberQueries::usage_page(core::TimePoint start, cor
     });
 }
 
+namespace {
+
+// date_trunc's field names; a fixed set, still passed as a parameter.
+const char* trunc_field(SeriesUnit unit) {
+    switch (unit) {
+        case SeriesUnit::Hour:
+            return "hour";
+        case SeriesUnit::Day:
+            return "day";
+        case SeriesUnit::Month:
+            return "month";
+    }
+    return "hour";
+}
+
+}  // namespace
+
+std::optional<std::vector<SeriesPoint>> SubscriberQueries::usage_series(
+    const std::string& external_id, core::TimePoint from, core::TimePoint to, SeriesUnit unit) {
+    using Result = std::optional<std::vector<SeriesPoint>>;
+    return in_transaction(db_, "reading a usage series", [&](pqxx::work& txn) -> Result {
+        const auto id = txn.exec_params(
+            "SELECT id FROM subscribers WHERE external_id = $1 AND removed_at IS NULL",
+            external_id);
+        if (id.empty()) {
+            return std::nullopt;
+        }
+        // Buckets in UTC whatever the session's TimeZone says.
+        const auto rows = txn.exec_params(
+            "SELECT " +
+                micros_of("date_trunc($4::text, u.hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'") +
+                " AS bucket, " + kUsageSums +
+                "NULL::bigint FROM usage_hourly u WHERE u.subscriber_id = $1 AND u.hour >= " +
+                ts(2) + " AND u.hour < " + ts(3) + " GROUP BY bucket ORDER BY bucket",
+            id[0][0].as<std::int64_t>(), to_micros(from), to_micros(to), trunc_field(unit));
+        std::vector<SeriesPoint> out;
+        out.reserve(rows.size());
+        for (const auto& r : rows) {
+            const auto sums = usage_of("", r, 1);
+            out.push_back({from_micros(r[0].as<std::int64_t>()), sums.usage});
+        }
+        return out;
+    });
+}
+
 }  // namespace ctquota::store

@@ -6,6 +6,7 @@
 // removed meanwhile never make a page skip or repeat another's rows.
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,6 +27,15 @@ struct CycleUsage {
     core::Usage usage;  // summed over gateways
     std::optional<core::TimePoint> updated_at;
 };
+
+// One bucket of a usage time series, summed over gateways.
+struct SeriesPoint {
+    core::TimePoint start{};
+    core::Usage usage;
+};
+
+// Buckets of usage_hourly: UTC hours, UTC days, or calendar months in UTC.
+enum class SeriesUnit : std::uint8_t { Hour, Day, Month };
 
 struct SubscriberDetail {
     SubscriberView subscriber;
@@ -48,6 +58,12 @@ class SubscriberQueries {
     // cycle [start, end) or existed during it (with zeros), in id order.
     std::vector<CycleUsage> usage_page(core::TimePoint start, core::TimePoint end,
                                        const std::string& after, std::size_t limit);
+
+    // The buckets in [from, to) that have usage, in time order (empty ones are
+    // left out); nullopt when there is no active subscriber `external_id`.
+    std::optional<std::vector<SeriesPoint>> usage_series(const std::string& external_id,
+                                                         core::TimePoint from, core::TimePoint to,
+                                                         SeriesUnit unit);
 
   private:
     Database& db_;

@@ -27,17 +27,6 @@ void validate_external_id(const std::string& id) {
     }
 }
 
-std::string prefix_array(std::vector<core::Prefix> prefixes) {
-    std::sort(prefixes.begin(), prefixes.end());
-    prefixes.erase(std::unique(prefixes.begin(), prefixes.end()), prefixes.end());
-    std::string out = "{";
-    for (std::size_t i = 0; i < prefixes.size(); ++i) {
-        // Canonical text from our own formatter: digits, dots, colons and a slash only.
-        out += (i != 0 ? "," : "") + prefixes[i].to_string();
-    }
-    return out + "}";
-}
-
 }  // namespace
 
 core::SubscriberId SubscriberStore::add(const std::string& external_id,

@@ -36,6 +36,22 @@ def get(name, path, status=400, **kw):
     return Case(name, "GET", path, None, status, **kw)
 
 
+def bind(name, body, status=422, sub="mal-1", **kw):
+    if not isinstance(body, (str, bytes)):
+        body = json.dumps(body)
+    return Case(name, "POST", f"{SUBS}/{sub}/addresses", body, status, **kw)
+
+
+def put(name, body, status=422, sub="mal-1", **kw):
+    if not isinstance(body, (str, bytes)):
+        body = json.dumps(body)
+    return Case(name, "PUT", f"{SUBS}/{sub}", body, status, **kw)
+
+
+def series(name, query, status=400, sub="mal-1"):
+    return get(name, f"{SUBS}/{sub}/usage{query}", status)
+
+
 def foreign_cursor():
     text = base64.urlsafe_b64encode(json.dumps({"v": 1, "k": "elsewhere", "a": "x"}).encode())
     return text.decode().rstrip("=")
@@ -110,7 +126,7 @@ def cases(test):
         get("cycle with time", "/api/v1/usage?cycle=2024-05-01T00:00:00Z"),
         # Paths and methods.
         Case("PATCH on the collection", "PATCH", SUBS, None, 405, expect_headers=("allow",)),
-        Case("PUT on a subscriber", "PUT", SUBS + "/mal-1", json.dumps({"id": "mal-1"}), 405,
+        Case("PATCH on a subscriber", "PATCH", SUBS + "/mal-1", json.dumps({"id": "mal-1"}), 405,
              expect_headers=("allow",)),
         Case("POST on a subscriber", "POST", SUBS + "/mal-1", json.dumps({"id": "mal-1"}), 405),
         Case("DELETE on the collection", "DELETE", SUBS, None, 405),
@@ -123,4 +139,52 @@ def cases(test):
         get("id not UTF-8", SUBS + "/%FF", 404),
         Case("DELETE of an unknown subscriber", "DELETE", SUBS + "/mal-nosuch", None, 404),
         Case("DELETE with a query parameter", "DELETE", SUBS + "/mal-1?force=1", None, 400),
+            # The usage series.
+        series("series: granularity week", "?granularity=week"),
+        series("series: from not a date", "?from=last-week"),
+        series("series: time without a zone", "?from=2024-05-01T12:00:00"),
+        series("series: from twice", "?from=2024-05-01&from=2024-05-02"),
+        series("series: unknown parameter", "?limit=10"),
+        series("series: year 9999", "?to=9999-12-31T00:00:00Z"),
+        get("cycle in year 3000", "/api/v1/usage?cycle=3000-01-01"),
+        series("series: from after to", "?from=2024-05-02&to=2024-05-01", 422),
+        series("series: too many points", "?granularity=hour&from=2020-01-01&to=2024-01-01", 422),
+        series("series: unknown subscriber", "", 404, sub="mal-nosuch"),
+        # Binding single addresses.
+        bind("bind: not JSON", "address=100.64.5.9", 400),
+        bind("bind: empty body", "", 400),
+        bind("bind: array body", ["100.64.5.9"]),
+        bind("bind: missing address", {}),
+        bind("bind: address is a number", {"address": 1684276489}),
+        bind("bind: not a CIDR", {"address": "100.64.5.9/40"}),
+        bind("bind: host bits set", {"address": "100.64.5.9/24"}),
+        bind("bind: valid_from not a time", {"address": "100.64.5.9", "valid_from": "now"}),
+        bind("bind: valid_from a number", {"address": "100.64.5.9", "valid_from": 1714564800}),
+        bind("bind: valid_from without a zone", {"address": "100.64.5.9", "valid_from": "2024-05-01T12:00:00"}),
+        bind("bind: unknown field", {"address": "100.64.5.9", "valid_until": "2030-01-01"}),
+        bind("bind: addresses instead of address", {"addresses": ["100.64.5.9"]}),
+        bind("bind: XML content type", "<address/>", 415, headers={"Content-Type": "application/xml"}),
+        bind("bind: another's address", {"address": "100.64.5.1"}, 409, sub="mal-2"),
+        bind("bind: unknown subscriber", {"address": "100.64.5.9"}, 404, sub="mal-nosuch"),
+        Case("bind: query parameter", "POST", SUBS + "/mal-1/addresses?force=1",
+             json.dumps({"address": "100.64.5.9"}), 400),
+        # Releasing them.
+        Case("release: not bound", "DELETE", SUBS + "/mal-1/addresses/100.64.5.9%2F32", None, 404),
+        Case("release: another's address", "DELETE", SUBS + "/mal-2/addresses/100.64.5.1%2F32", None, 404),
+        Case("release: not a CIDR", "DELETE", SUBS + "/mal-1/addresses/example.com", None, 404),
+        Case("release: unknown subscriber", "DELETE", SUBS + "/mal-nosuch/addresses/100.64.5.1", None, 404),
+        Case("release: broken escape", "DELETE", SUBS + "/mal-1/addresses/100.64.5.1%2", None, 400, raw=True),
+        Case("GET on the addresses collection", "GET", SUBS + "/mal-1/addresses", None, 405,
+             expect_headers=("allow",)),
+        # Replacing the set.
+        put("put: not JSON", "{addresses: []}", 400),
+        put("put: missing addresses", {"id": "mal-1"}),
+        put("put: plan (not available yet)", {"addresses": [], "plan": "home-100g"}),
+        put("put: id change", {"id": "mal-other", "addresses": []}),
+        put("put: unknown field", {"addresses": [], "state": "blocked"}),
+        put("put: bad CIDR", {"addresses": ["100.64.5.300"]}),
+        put("put: duplicate addresses", {"addresses": ["100.64.5.9", "100.64.5.9/32"]}),
+        put("put: another's address", {"addresses": ["100.64.5.1"]}, 409, sub="mal-2"),
+        put("put: unknown subscriber", {"addresses": []}, 404, sub="mal-nosuch"),
+        Case("PUT on the collection", "PUT", SUBS, json.dumps({"addresses": []}), 405),
     ]

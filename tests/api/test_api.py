@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """The REST API against a real ctquotad and a real PostgreSQL, through a real
-HTTP client: every route, the auth/role matrix, a table of malformed requests
-(each answered with a problem+json body and changing nothing), pagination
-that neither skips nor repeats while rows are inserted, CSV = JSON export,
-a database outage answered with 503 (never 500), and a clean stop on SIGTERM.
+HTTP client: every route (usage series and address bindings in
+api_bindings.py; the OpenAPI document against the routes served), the
+auth/role matrix, a table of malformed requests (each answered with a
+problem+json body and changing nothing), pagination that neither skips nor
+repeats while rows are inserted, CSV = JSON export, a database outage
+answered with 503 (never 500), and a clean stop on SIGTERM.
 
 Run as root with CTQUOTA_TEST_DB_URL and CTQUOTA_BIN set (CTest does both).
 The outer process builds the world (api_harness.ApiWorld) and runs this same
@@ -23,75 +25,10 @@ import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from api_harness import ApiWorld, Client, Db, sh, wait_for  # noqa: E402
+from api_harness import ApiWorld, Client, sh, wait_for  # noqa: E402
+from api_case import SUBS, ApiTestCase, env  # noqa: E402
+import api_bindings  # noqa: E402
 import api_malformed  # noqa: E402
-
-SUBS = "/api/v1/subscribers"
-
-
-def env(name):
-    return os.environ[name]
-
-
-class ApiTestCase(unittest.TestCase):
-    maxDiff = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.db = Db(env("CTQAPI_DB_URL"))
-        cls.admin = Client(env("CTQAPI_ADMIN"))
-        cls.billing = Client(env("CTQAPI_BILLING"))
-        cls.anon = Client()
-
-    def assertProblem(self, r, status):
-        self.assertEqual(r.status, status, r)
-        self.assertTrue(r.content_type.startswith("application/problem+json"), r)
-        body = r.json()
-        self.assertTrue(body["type"].startswith("urn:ctquota:problem:"), body)
-        self.assertIsInstance(body["title"], str)
-        self.assertEqual(body["status"], status, body)
-        self.assertIsInstance(body["detail"], str)
-        self.assertGreater(len(body["detail"]), 10, body)
-        return body
-
-    def create(self, sub_id, *addresses):
-        r = self.admin.post(SUBS, {"id": sub_id, "addresses": list(addresses)})
-        self.assertEqual(r.status, 201, r)
-        return r.json()
-
-    def month_start(self, offset=0):
-        today = datetime.datetime.now(datetime.timezone.utc).date()
-        y, m = today.year, today.month + offset
-        while m < 1:
-            y, m = y - 1, m + 12
-        while m > 12:
-            y, m = y + 1, m - 12
-        return datetime.date(y, m, 1)
-
-    def add_usage(self, sub_id, gateway, up, down, upp, downp, month=0):
-        start = self.month_start(month).isoformat()
-        self.db.exec(
-            "INSERT INTO usage_period (subscriber_id, period_start, gateway_id, up_bytes, "
-            f"down_bytes, up_packets, down_packets) SELECT id, '{start} 00:00:00+00', '{gateway}', "
-            f"{up}, {down}, {upp}, {downp} FROM subscribers WHERE external_id = '{sub_id}'")
-
-    def page_all(self, client, path, limit, extra="", headers=None, between_pages=None):
-        """Follows next_cursor to the end; returns the pages' items."""
-        items, cursor, pages = [], None, 0
-        while True:
-            if between_pages and items:
-                between_pages(pages)
-            q = f"?limit={limit}{extra}" + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else "")
-            r = client.get(path + q, headers=headers)
-            self.assertEqual(r.status, 200, r)
-            body = r.json()
-            self.assertLessEqual(len(body["items"]), limit)
-            items += body["items"]
-            pages += 1
-            cursor = body["next_cursor"]
-            if cursor is None:
-                return items, pages
-
 
 class Health(ApiTestCase):
     def test_healthz_readyz_metrics_need_no_token(self):
@@ -111,6 +48,20 @@ class Health(ApiTestCase):
                        "ctquota_events_read_total", "ctquota_flush_seconds_count",
                        "ctquota_reader_running 1"):
             self.assertIn(needle, text)
+
+    def test_openapi_document_lists_served_routes(self):
+        r = self.anon.get("/api/v1/openapi.json")
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(r.content_type.startswith("application/json"), r)
+        doc = r.json()
+        self.assertTrue(doc["openapi"].startswith("3.1."))
+        operations = [(m.upper(), p) for p, item in doc["paths"].items() for m in item if m != "parameters"]
+        self.assertEqual(len(operations), 13)
+        for method, path in operations:  # served: no token gets 401 (or 200/503 when public), never 404/405
+            with self.subTest(method=method, path=path):
+                concrete = path.replace("{id}", "openapi-x").replace("{cidr}", "100.64.99.1%2F32")
+                status = self.anon.request(method, concrete, body=b"{}" if method in ("POST", "PUT") else None).status
+                self.assertIn(status, (200, 401, 503))
 
     def test_head_answers_like_get_without_a_body(self):
         r = self.anon.request("HEAD", "/healthz")
@@ -315,6 +266,7 @@ class Pagination(ApiTestCase):
 class Malformed(ApiTestCase):
     def test_malformed_requests(self):
         self.create("mal-1", "100.64.5.1")
+        self.create("mal-2")
         cases = api_malformed.cases(self)
         self.assertGreaterEqual(len(cases), 50)
         before = self.db.fingerprint()
@@ -354,7 +306,8 @@ class Outage(ApiTestCase):
 def run_inside():
     loader = unittest.TestLoader()
     suite = unittest.TestSuite()
-    for case in (Health, Auth, Subscribers, Usage, Pagination, Malformed, Outage):
+    for case in (Health, Auth, Subscribers, Usage, api_bindings.Series, api_bindings.Addresses,
+                 api_bindings.Replace, Pagination, Malformed, Outage):
         suite.addTests(loader.loadTestsFromTestCase(case))
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     failed = len(result.failures) + len(result.errors)
