@@ -14,15 +14,10 @@
 
 using namespace ctquota;
 using namespace std::chrono_literals;
+using ctquota::dbtest::prefix;
 using ctquota::dbtest::ScratchDatabase;
 
 namespace {
-
-core::Prefix prefix(const char* text) {
-    auto p = core::Prefix::parse(text);
-    REQUIRE(p.has_value());
-    return *p;
-}
 
 core::TimePoint utc(int y, unsigned m, unsigned d, int h = 0) {
     using namespace std::chrono;
@@ -175,29 +170,11 @@ TEST_CASE("concurrent binds of one address to different subscribers: one wins") 
         store::SubscriberStore(scratch.db())
             .add("racer-" + std::to_string(i), {}, dbtest::now_us() - 1h);
     }
-    int created = 0;
-    int conflicts = 0;
-    std::mutex mu;
-    std::vector<std::thread> threads;
-    threads.reserve(kRacers);
-    for (int i = 0; i < kRacers; ++i) {
-        threads.emplace_back([&, i] {
-            store::Database db(scratch.url());
-            try {
-                store::BindingStore(db).bind("racer-" + std::to_string(i), prefix("100.64.9.9"),
-                                             dbtest::now_us());
-                std::lock_guard lock(mu);
-                ++created;
-            } catch (const store::ConflictError&) {
-                std::lock_guard lock(mu);
-                ++conflicts;
-            }
-        });
-    }
-    for (auto& t : threads) {
-        t.join();
-    }
-    CHECK(created == 1);
-    CHECK(conflicts == kRacers - 1);
+    const auto r = dbtest::race(scratch.url(), kRacers, [](int i, store::Database& db) {
+        store::BindingStore(db).bind("racer-" + std::to_string(i), prefix("100.64.9.9"),
+                                     dbtest::now_us());
+    });
+    CHECK(r.won == 1);
+    CHECK(r.conflicts == kRacers - 1);
     CHECK(scratch.count("subscriber_bindings") == 1);
 }

@@ -14,15 +14,10 @@
 
 using namespace ctquota;
 using namespace std::chrono_literals;
+using ctquota::dbtest::prefix;
 using ctquota::dbtest::ScratchDatabase;
 
 namespace {
-
-core::Prefix prefix(const char* text) {
-    auto p = core::Prefix::parse(text);
-    REQUIRE(p.has_value());
-    return *p;
-}
 
 const std::string kHashA(64, 'a');
 const std::string kHashB(64, 'b');
@@ -63,31 +58,13 @@ TEST_CASE("conflicts are ConflictError and change nothing") {
 
 TEST_CASE("two concurrent adds of one address: one wins, the other is a ConflictError") {
     ScratchDatabase scratch;
-    int conflicts = 0;
-    int added = 0;
-    std::mutex mu;
     constexpr int kRacers = 8;
-    std::vector<std::thread> threads;
-    threads.reserve(kRacers);
-    for (int i = 0; i < kRacers; ++i) {
-        threads.emplace_back([&, i] {
-            store::Database db(scratch.url());
-            try {
-                store::SubscriberStore(db).add("racer-" + std::to_string(i), {prefix("100.64.9.9")},
-                                               dbtest::now_us() - 1h);
-                std::lock_guard lock(mu);
-                ++added;
-            } catch (const store::ConflictError&) {
-                std::lock_guard lock(mu);
-                ++conflicts;
-            }
-        });
-    }
-    for (auto& t : threads) {
-        t.join();
-    }
-    CHECK(added == 1);
-    CHECK(conflicts == kRacers - 1);
+    const auto r = dbtest::race(scratch.url(), kRacers, [](int i, store::Database& db) {
+        store::SubscriberStore(db).add("racer-" + std::to_string(i), {prefix("100.64.9.9")},
+                                       dbtest::now_us() - 1h);
+    });
+    CHECK(r.won == 1);
+    CHECK(r.conflicts == kRacers - 1);
     CHECK(scratch.count("subscriber_bindings") == 1);
 }
 

@@ -6,12 +6,15 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <random>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "core/clock.hpp"
 #include "store/migrations.hpp"
+#include "store/subscriber_store.hpp"
 
 namespace ctquota::dbtest {
 namespace {
@@ -158,6 +161,37 @@ core::CheckpointEntry flow_entry(std::uint32_t n, std::uint64_t orig_bytes,
     key.start_ns = 1'700'000'000'000'000'000ull + n;
     return core::CheckpointEntry{
         key, {orig_bytes, orig_bytes / 1000 + 1}, {reply_bytes, reply_bytes / 1000 + 1}};
+}
+
+core::Prefix prefix(const char* text) {
+    auto p = core::Prefix::parse(text);
+    REQUIRE(p.has_value());
+    return *p;
+}
+
+RaceResult race(const std::string& url, int racers,
+                const std::function<void(int, store::Database&)>& attempt) {
+    RaceResult result;
+    std::mutex mu;
+    std::vector<std::thread> threads;
+    threads.reserve(static_cast<std::size_t>(racers));
+    for (int i = 0; i < racers; ++i) {
+        threads.emplace_back([&, i] {
+            store::Database db(url);
+            try {
+                attempt(i, db);
+                std::lock_guard lock(mu);
+                ++result.won;
+            } catch (const store::ConflictError&) {
+                std::lock_guard lock(mu);
+                ++result.conflicts;
+            }
+        });
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+    return result;
 }
 
 }  // namespace ctquota::dbtest

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -61,6 +62,18 @@ core::Usage usage(std::uint64_t up_bytes, std::uint64_t down_bytes, std::uint64_
 // A batch crediting `u` to each subscriber in the current month and hour.
 core::FlushBatch usage_batch(const std::vector<core::SubscriberId>& subscribers,
                              const core::Usage& u);
+// A prefix the test wrote; fails the test case if it does not parse.
+core::Prefix prefix(const char* text);
+
+// Runs attempt(i, db) in `racers` threads at once, each with a connection of
+// its own, and counts who got through and who got a store::ConflictError.
+struct RaceResult {
+    int won = 0;
+    int conflicts = 0;
+};
+RaceResult race(const std::string& url, int racers,
+                const std::function<void(int, store::Database&)>& attempt);
+
 // A checkpoint entry for a made-up IPv4 flow number `n`.
 core::CheckpointEntry flow_entry(std::uint32_t n, std::uint64_t orig_bytes,
                                  std::uint64_t reply_bytes);

@@ -7,15 +7,10 @@
 
 using namespace ctquota;
 using namespace std::chrono_literals;
+using ctquota::dbtest::prefix;
 using ctquota::dbtest::ScratchDatabase;
 
 namespace {
-
-core::Prefix prefix(const char* text) {
-    auto p = core::Prefix::parse(text);
-    REQUIRE(p.has_value());
-    return *p;
-}
 
 std::string invalid_argument_of(const std::function<void()>& fn) {
     try {
