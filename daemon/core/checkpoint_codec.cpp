@@ -12,7 +12,7 @@ constexpr char kMagic[4] = {'C', 'T', 'Q', 'L'};
 constexpr std::uint8_t kVersion = 1;
 constexpr std::size_t kHeaderSize = 4 + 1 + 1 + 2 + 4 + 4;
 constexpr std::size_t kKeySize = 4 + 2 + 1 + 1 + 16 + 16 + 2 + 2 + 8;
-constexpr std::size_t kUpsertSize = kKeySize + 4 * 8;
+constexpr std::size_t kUpsertSize = kKeySize + 4 * sizeof(std::uint64_t);
 
 class Writer {
   public:
