@@ -194,6 +194,7 @@ class AccountingEndToEnd(unittest.TestCase):
         self.daemon = Daemon(self.lab, poll=f"{int(POLL * 1000)}ms", flush=f"{int(FLUSH * 1000)}ms",
                              conntrack_extra='event_buffer_bytes = "32KiB"\n'
                                              'max_event_buffer_bytes = "64MiB"\n')
+        self.addCleanup(self.daemon.close)  # the replacement needs its own cleanup
         sources = self.lab.sub_v4[:10]
         counters = "".join(f"    ip saddr {a} counter\n" for a in sources)
         self.lab.run(self.lab.gw, ["nft", "-f", "-"], input=(
