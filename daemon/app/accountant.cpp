@@ -2,16 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include "core/calendar.hpp"
-
 namespace ctquota::app {
 
 Accountant::Accountant(const core::Clock& clock, SampleQueue& queue, Metrics& metrics)
-    : clock_(clock),
-      queue_(queue),
-      metrics_(metrics),
-      accounting_(clock,
-                  [](core::SubscriberId, core::TimePoint t) { return core::month_start_utc(t); }) {}
+    : clock_(clock), queue_(queue), metrics_(metrics), accounting_(clock) {}
 
 Accountant::~Accountant() {
     join();
@@ -26,6 +20,11 @@ void Accountant::restore_ledger(const std::vector<core::CheckpointEntry>& entrie
 void Accountant::set_index(std::shared_ptr<const core::SubscriberIndex> index) {
     std::lock_guard lock(mu_);
     accounting_.set_index(std::move(index));
+}
+
+void Accountant::set_policy(std::shared_ptr<const core::UsagePolicy> policy) {
+    std::lock_guard lock(mu_);
+    accounting_.set_policy(std::move(policy));
 }
 
 void Accountant::reserve_flows(std::size_t flows) {

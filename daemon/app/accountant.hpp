@@ -20,6 +20,7 @@ class Accountant {
 
     void restore_ledger(const std::vector<core::CheckpointEntry>& entries);
     void set_index(std::shared_ptr<const core::SubscriberIndex> index);
+    void set_policy(std::shared_ptr<const core::UsagePolicy> policy);
     void reserve_flows(std::size_t flows);
     void start();
     // Returns once the queue is closed and fully applied.

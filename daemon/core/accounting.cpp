@@ -16,10 +16,24 @@ Attribution attribute(const SubscriberIndex& index, const FlowSample& s, TimePoi
     return Attribution{};
 }
 
-Accounting::Accounting(const Clock& clock, PeriodFn period_of)
-    : clock_(clock),
-      usage_(std::move(period_of)),
-      index_(std::make_shared<const SubscriberIndex>()) {}
+Accounting::Accounting(const Clock& clock, std::shared_ptr<const UsagePolicy> policy)
+    : clock_(clock), index_(std::make_shared<const SubscriberIndex>()) {
+    set_policy(std::move(policy));
+}
+
+void Accounting::set_policy(std::shared_ptr<const UsagePolicy> policy) {
+    policy_ = policy ? std::move(policy) : std::make_shared<const CalendarMonthPolicy>();
+    periods_.clear();
+}
+
+const Period& Accounting::period_of(SubscriberId subscriber, TimePoint at) {
+    auto it = periods_.find(subscriber);
+    if (it != periods_.end() && it->second.contains(at)) {
+        return it->second;
+    }
+    auto [pos, inserted] = periods_.insert_or_assign(subscriber, policy_->period(subscriber, at));
+    return pos->second;
+}
 
 void Accounting::set_index(std::shared_ptr<const SubscriberIndex> index) {
     index_ = std::move(index);
@@ -59,7 +73,12 @@ void Accounting::apply(const FlowSample& sample, TimePoint now) {
         return;
     }
     const bool orig_up = a.direction == Direction::OrigIsUpload;
-    usage_.add(a.subscriber, now,
+    // The far end: where the subscriber sent to, or who opened the connection toward it.
+    const IpAddress& remote = orig_up ? sample.orig.dst : sample.orig.src;
+    const UsageClass cls = policy_->counts_everything()
+                               ? UsageClass::Counted
+                               : policy_->classify(a.subscriber, remote, now);
+    usage_.add(a.subscriber, now, period_of(a.subscriber, now), cls,
                orig_up ? Usage{r.orig_delta, r.reply_delta} : Usage{r.reply_delta, r.orig_delta});
 }
 

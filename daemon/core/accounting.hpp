@@ -10,6 +10,7 @@
 #include "core/flow_ledger.hpp"
 #include "core/subscriber_index.hpp"
 #include "core/usage_accumulator.hpp"
+#include "core/usage_policy.hpp"
 
 namespace ctquota::core {
 
@@ -45,9 +46,12 @@ struct AccountingStats {
 
 class Accounting {
   public:
-    Accounting(const Clock& clock, PeriodFn period_of);
+    // Without a policy: the calendar month in UTC, every byte counted.
+    explicit Accounting(const Clock& clock, std::shared_ptr<const UsagePolicy> policy = nullptr);
 
     void set_index(std::shared_ptr<const SubscriberIndex> index);
+    // Periods and classes of deltas from now on (plans changed).
+    void set_policy(std::shared_ptr<const UsagePolicy> policy);
     void apply(const FlowSample& sample);
     void apply(const FlowSample& sample, TimePoint now);  // one clock read per batch
     void dump_begin(std::uint64_t seq) { ledger_.dump_begin(seq); }
@@ -64,11 +68,16 @@ class Accounting {
     [[nodiscard]] std::size_t pending_buckets() const { return usage_.pending_buckets(); }
 
   private:
+    const Period& period_of(SubscriberId subscriber, TimePoint at);
+
     const Clock& clock_;
     FlowLedger ledger_;
     UsageAccumulator usage_;
     std::shared_ptr<const SubscriberIndex> index_;
     std::uint64_t index_generation_ = 1;
+    std::shared_ptr<const UsagePolicy> policy_;
+    // Each subscriber's current period: the policy is asked once per period, not per sample.
+    tsl::robin_map<SubscriberId, Period> periods_;
     AccountingStats stats_;
 };
 

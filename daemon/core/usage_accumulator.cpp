@@ -16,75 +16,119 @@ TimePoint hour_to_time(std::int64_t hour) {
     return TimePoint{std::chrono::nanoseconds{hour * kNanosPerHour}};
 }
 
+std::int64_t seconds_of(TimePoint t) {
+    return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
 TimePoint seconds_to_time(std::int64_t s) {
     return TimePoint{std::chrono::seconds{s}};
 }
 
+Counters minus(const Counters& a, const Counters& b) {
+    return Counters{a.bytes >= b.bytes ? a.bytes - b.bytes : 0,
+                    a.packets >= b.packets ? a.packets - b.packets : 0};
+}
+
 }  // namespace
+
+Usage minus(const Usage& a, const Usage& b) {
+    return Usage{minus(a.up, b.up), minus(a.down, b.down)};
+}
+
+void ClassifiedUsage::add(UsageClass cls, const Usage& u) {
+    usage += u;
+    if (cls == UsageClass::Free) {
+        free += u;
+    } else if (cls == UsageClass::ZeroRated) {
+        zero_rated += u;
+    }
+}
 
 std::size_t UsageAccumulator::BucketKeyHash::operator()(const BucketKey& k) const noexcept {
     std::uint64_t h = static_cast<std::uint64_t>(k.subscriber) * 0x9e3779b97f4a7c15ull;
     h ^= static_cast<std::uint64_t>(k.hour) + 0x7f4a7c15ull + (h << 6) + (h >> 2);
     h ^= static_cast<std::uint64_t>(k.period) + (h << 6) + (h >> 2);
+    h ^= static_cast<std::uint64_t>(k.cls) << 61;
     return static_cast<std::size_t>(h);
 }
 
-UsageAccumulator::UsageAccumulator(PeriodFn period_of, bool uniform_periods)
-    : period_of_(std::move(period_of)), uniform_periods_(uniform_periods) {}
-
-std::int64_t UsageAccumulator::period_seconds(SubscriberId subscriber, TimePoint at,
-                                              std::int64_t hour) {
-    if (uniform_periods_ && hour == memo_hour_) {
-        return memo_period_;
-    }
-    const auto start = period_of_(subscriber, at);
-    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(start.time_since_epoch());
-    if (uniform_periods_) {
-        memo_hour_ = hour;
-        memo_period_ = secs.count();
-    }
-    return secs.count();
+void UsageAccumulator::add_bucket(const BucketKey& key, std::int64_t period_end,
+                                  const Usage& usage) {
+    auto& bucket = buckets_[key];
+    bucket.usage += usage;
+    bucket.period_end = period_end;
 }
 
-void UsageAccumulator::add(SubscriberId subscriber, TimePoint at, const Usage& usage) {
-    const std::int64_t hour = hours_since_epoch(at);
-    const std::int64_t period = period_seconds(subscriber, at, hour);
-    buckets_[BucketKey{subscriber, hour, period}] += usage;
+void UsageAccumulator::add(SubscriberId subscriber, TimePoint at, const Period& period,
+                           UsageClass cls, const Usage& usage) {
+    add_bucket(BucketKey{subscriber, hours_since_epoch(at), seconds_of(period.start), cls},
+               seconds_of(period.end), usage);
 }
 
 void UsageAccumulator::add_unattributed(TimePoint at, const Usage& usage) {
-    buckets_[BucketKey{kUnattributed, hours_since_epoch(at), 0}] += usage;
+    add_bucket(BucketKey{kUnattributed, hours_since_epoch(at), 0, UsageClass::Counted}, 0, usage);
 }
 
 UsageBatch UsageAccumulator::take() {
     UsageBatch batch;
-    std::map<std::pair<SubscriberId, std::int64_t>, Usage> periods;
-    for (const auto& [key, usage] : buckets_) {
-        const TimePoint hour = hour_to_time(key.hour);
+    // One row per (subscriber, hour, period) and per (subscriber, period): the
+    // classes of a bucket are parts of the same row.
+    std::map<std::tuple<SubscriberId, std::int64_t, std::int64_t>, HourUsage> hours;
+    std::map<std::pair<SubscriberId, std::int64_t>, PeriodUsage> periods;
+    for (const auto& [key, bucket] : buckets_) {
         if (key.subscriber == kUnattributed) {
-            batch.unattributed.push_back(HourUsage{kUnattributed, hour, {}, usage});
+            HourUsage h;
+            h.subscriber = kUnattributed;
+            h.hour = hour_to_time(key.hour);
+            h.usage = bucket.usage;
+            batch.unattributed.push_back(h);
             continue;
         }
-        batch.hours.push_back(HourUsage{key.subscriber, hour, seconds_to_time(key.period), usage});
-        periods[{key.subscriber, key.period}] += usage;
+        auto& h = hours[{key.subscriber, key.hour, key.period}];
+        h.subscriber = key.subscriber;
+        h.hour = hour_to_time(key.hour);
+        h.period_start = seconds_to_time(key.period);
+        h.period_end = seconds_to_time(bucket.period_end);
+        h.add(key.cls, bucket.usage);
+        auto& p = periods[{key.subscriber, key.period}];
+        p.subscriber = key.subscriber;
+        p.period_start = h.period_start;
+        p.period_end = h.period_end;
+        p.add(key.cls, bucket.usage);
+    }
+    batch.hours.reserve(hours.size());
+    for (auto& [key, h] : hours) {
+        batch.hours.push_back(h);
     }
     batch.periods.reserve(periods.size());
-    for (const auto& [key, usage] : periods) {
-        batch.periods.push_back(PeriodUsage{key.first, seconds_to_time(key.second), usage});
+    for (auto& [key, p] : periods) {
+        batch.periods.push_back(p);
     }
     buckets_.clear();
     return batch;
 }
 
 void UsageAccumulator::merge_back(const UsageBatch& batch) {
-    // Hours carry everything the periods do; rebuild buckets from them.
+    // Hours carry everything the periods do; rebuild the buckets from them.
     for (const auto& h : batch.hours) {
-        const auto period =
-            std::chrono::duration_cast<std::chrono::seconds>(h.period_start.time_since_epoch());
-        buckets_[BucketKey{h.subscriber, hours_since_epoch(h.hour), period.count()}] += h.usage;
+        const BucketKey key{h.subscriber, hours_since_epoch(h.hour), seconds_of(h.period_start),
+                            UsageClass::Counted};
+        const auto end = seconds_of(h.period_end);
+        const Usage counted = minus(minus(h.usage, h.free), h.zero_rated);
+        if (counted != Usage{} || (h.free == Usage{} && h.zero_rated == Usage{})) {
+            add_bucket(key, end, counted);
+        }
+        if (h.free != Usage{}) {
+            add_bucket(BucketKey{key.subscriber, key.hour, key.period, UsageClass::Free}, end,
+                       h.free);
+        }
+        if (h.zero_rated != Usage{}) {
+            add_bucket(BucketKey{key.subscriber, key.hour, key.period, UsageClass::ZeroRated}, end,
+                       h.zero_rated);
+        }
     }
     for (const auto& h : batch.unattributed) {
-        buckets_[BucketKey{kUnattributed, hours_since_epoch(h.hour), 0}] += h.usage;
+        add_unattributed(h.hour, h.usage);
     }
 }
 

@@ -6,12 +6,12 @@
 #include <tsl/robin_map.h>
 
 #include <cstdint>
-#include <functional>
 #include <vector>
 
 #include "core/clock.hpp"
 #include "core/flow.hpp"
 #include "core/subscriber_index.hpp"
+#include "core/usage_policy.hpp"
 
 namespace ctquota::core {
 
@@ -26,20 +26,57 @@ struct Usage {
     bool operator==(const Usage&) const = default;
 };
 
-struct PeriodUsage {
-    SubscriberId subscriber = 0;
-    TimePoint period_start{};
-    Usage usage;
+// a - b for b a part of a (never below zero).
+Usage minus(const Usage& a, const Usage& b);
+
+// A total and the parts of it that do not count toward the quota.
+struct ClassifiedUsage {
+    Usage usage;       // everything
+    Usage free;        // the part inside free time windows
+    Usage zero_rated;  // the part to zero-rated destinations
+    ClassifiedUsage& operator+=(const ClassifiedUsage& o) {
+        usage += o.usage;
+        free += o.free;
+        zero_rated += o.zero_rated;
+        return *this;
+    }
+    void add(UsageClass cls, const Usage& u);
+    bool operator==(const ClassifiedUsage&) const = default;
 };
 
-struct HourUsage {
+struct PeriodUsage : ClassifiedUsage {
+    SubscriberId subscriber = 0;
+    TimePoint period_start{};
+    TimePoint period_end{};
+};
+
+struct HourUsage : ClassifiedUsage {
     SubscriberId subscriber = 0;  // kUnattributed for traffic that matched no subscriber
     TimePoint hour{};
     TimePoint period_start{};  // the billing period these bytes belong to
-    Usage usage;
+    TimePoint period_end{};
 };
 
 inline constexpr SubscriberId kUnattributed = -1;
+
+// Rows of usage that all counts (tests, benchmarks, tools).
+inline PeriodUsage period_usage(SubscriberId s, const Period& period, const Usage& u) {
+    PeriodUsage p;
+    p.usage = u;
+    p.subscriber = s;
+    p.period_start = period.start;
+    p.period_end = period.end;
+    return p;
+}
+inline HourUsage hour_usage(SubscriberId s, TimePoint hour, const Period& period, const Usage& u) {
+    HourUsage h;
+    h.usage = u;
+    h.subscriber = s;
+    h.hour = hour;
+    h.period_start = period.start;
+    h.period_end = period.end;
+    return h;
+}
 
 struct UsageBatch {
     std::vector<PeriodUsage> periods;     // attributed only
@@ -50,16 +87,10 @@ struct UsageBatch {
     }
 };
 
-// Maps (subscriber, time) to the start of the billing period containing it.
-using PeriodFn = std::function<TimePoint(SubscriberId, TimePoint)>;
-
 class UsageAccumulator {
   public:
-    // uniform_periods: the period does not depend on the subscriber (calendar month),
-    // so the period function is asked once per hour instead of once per sample.
-    explicit UsageAccumulator(PeriodFn period_of, bool uniform_periods = true);
-
-    void add(SubscriberId subscriber, TimePoint at, const Usage& usage);
+    void add(SubscriberId subscriber, TimePoint at, const Period& period, UsageClass cls,
+             const Usage& usage);
     void add_unattributed(TimePoint at, const Usage& usage);
 
     UsageBatch take();
@@ -73,22 +104,20 @@ class UsageAccumulator {
         SubscriberId subscriber = 0;
         std::int64_t hour = 0;    // hours since epoch
         std::int64_t period = 0;  // seconds since epoch
+        UsageClass cls = UsageClass::Counted;
         bool operator==(const BucketKey&) const = default;
     };
     struct BucketKeyHash {
         std::size_t operator()(const BucketKey& k) const noexcept;
     };
+    struct Bucket {
+        Usage usage;
+        std::int64_t period_end = 0;  // seconds since epoch
+    };
 
-    [[nodiscard]] std::int64_t period_seconds(SubscriberId subscriber, TimePoint at,
-                                              std::int64_t hour);
+    void add_bucket(const BucketKey& key, std::int64_t period_end, const Usage& usage);
 
-    PeriodFn period_of_;
-    tsl::robin_map<BucketKey, Usage, BucketKeyHash> buckets_;
-    // One-entry memo: the period function is called once per hour per subscriber
-    // class, not once per sample.
-    std::int64_t memo_hour_ = INT64_MIN;
-    std::int64_t memo_period_ = 0;
-    bool uniform_periods_ = true;
+    tsl::robin_map<BucketKey, Bucket, BucketKeyHash> buckets_;
 };
 
 }  // namespace ctquota::core

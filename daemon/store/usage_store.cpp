@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <map>
 #include <pqxx/pqxx>
 #include <tuple>
 
@@ -88,15 +89,62 @@ void upsert(pqxx::work& txn, const std::string& gateway, const std::string& tabl
                     int_array(c.down_bytes), int_array(c.up_packets), int_array(c.down_packets));
 }
 
+// Period rows: each (subscriber, period) once per batch (the accumulator's
+// take() groups them), with the cycle's end and the uncounted parts.
+void upsert_periods(pqxx::work& txn, const std::string& gateway,
+                    const std::vector<core::PeriodUsage>& periods) {
+    if (periods.empty()) {
+        return;
+    }
+    // Each key once (ON CONFLICT DO UPDATE may touch a row only once per statement).
+    std::map<std::pair<core::SubscriberId, std::int64_t>, core::PeriodUsage> unique;
+    for (const auto& p : periods) {
+        auto [it, inserted] = unique.try_emplace({p.subscriber, to_micros(p.period_start)}, p);
+        if (!inserted) {
+            static_cast<core::ClassifiedUsage&>(it->second) += p;
+        }
+    }
+    std::vector<std::int64_t> sub, start, end, ub, db, up, dp, fu, fd, zu, zd;
+    const auto i64 = [](std::uint64_t v) { return static_cast<std::int64_t>(v); };
+    for (const auto& [key, p] : unique) {
+        sub.push_back(p.subscriber);
+        start.push_back(to_micros(p.period_start));
+        end.push_back(to_micros(p.period_end));
+        ub.push_back(i64(p.usage.up.bytes));
+        db.push_back(i64(p.usage.down.bytes));
+        up.push_back(i64(p.usage.up.packets));
+        dp.push_back(i64(p.usage.down.packets));
+        fu.push_back(i64(p.free.up.bytes));
+        fd.push_back(i64(p.free.down.bytes));
+        zu.push_back(i64(p.zero_rated.up.bytes));
+        zd.push_back(i64(p.zero_rated.down.bytes));
+    }
+    txn.exec_params(
+        "INSERT INTO usage_period AS u (subscriber_id, period_start, gateway_id, period_end, "
+        "up_bytes, down_bytes, up_packets, down_packets, free_up_bytes, free_down_bytes, "
+        "zero_up_bytes, zero_down_bytes) "
+        "SELECT s, 'epoch'::timestamptz + t * interval '1 microsecond', $1, "
+        "'epoch'::timestamptz + e * interval '1 microsecond', ub, db, up, dp, fu, fd, zu, zd "
+        "FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], "
+        "$7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[]) "
+        "AS x(s, t, e, ub, db, up, dp, fu, fd, zu, zd) "
+        "ON CONFLICT (subscriber_id, period_start, gateway_id) DO UPDATE SET" +
+            std::string(kAddCounters) +
+            ", period_end = excluded.period_end, "
+            "free_up_bytes = u.free_up_bytes + excluded.free_up_bytes, "
+            "free_down_bytes = u.free_down_bytes + excluded.free_down_bytes, "
+            "zero_up_bytes = u.zero_up_bytes + excluded.zero_up_bytes, "
+            "zero_down_bytes = u.zero_down_bytes + excluded.zero_down_bytes",
+        gateway, int_array(sub), int_array(start), int_array(end), int_array(ub), int_array(db),
+        int_array(up), int_array(dp), int_array(fu), int_array(fd), int_array(zu), int_array(zd));
+}
+
 }  // namespace
 
 UsageStore::UsageStore(Database& db, std::string gateway_id)
     : db_(db), gateway_id_(std::move(gateway_id)), tokens_(std::random_device{}()) {}
 
 void UsageStore::flush(const core::FlushBatch& batch) {
-    const Columns periods(rows_of(batch.usage.periods, [](const core::PeriodUsage& p) {
-        return std::pair{p.subscriber, p.period_start};
-    }));
     const Columns hours(rows_of(batch.usage.hours, [](const core::HourUsage& h) {
         return std::pair{h.subscriber, h.hour};
     }));
@@ -116,8 +164,7 @@ void UsageStore::flush(const core::FlushBatch& batch) {
             "ON CONFLICT (gateway_id) DO UPDATE SET flush_token = excluded.flush_token, "
             "flushed_at = now()",
             gateway_id_, token);
-        upsert(txn, gateway_id_, "usage_period", "subscriber_id, period_start, gateway_id",
-               "s, t, $1, ub, db, up, dp", periods);
+        upsert_periods(txn, gateway_id_, batch.usage.periods);
         upsert(txn, gateway_id_, "usage_hourly", "subscriber_id, hour, gateway_id",
                "s, t, $1, ub, db, up, dp", hours);
         upsert(txn, gateway_id_, "usage_unattributed", "gateway_id, hour", "$1, t, ub, db, up, dp",

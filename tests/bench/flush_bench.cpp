@@ -57,8 +57,10 @@ int main(int argc, char** argv) {
             core::FlushBatch batch;
             for (auto id : ids) {
                 const core::Usage u{{1000u + static_cast<std::uint64_t>(round), 10}, {50000, 40}};
-                batch.usage.periods.push_back({id, core::month_start_utc(now), u});
-                batch.usage.hours.push_back({id, hour, core::month_start_utc(now), u});
+                const core::Period month{core::month_start_utc(now),
+                                         core::next_month_start_utc(now)};
+                batch.usage.periods.push_back(core::period_usage(id, month, u));
+                batch.usage.hours.push_back(core::hour_usage(id, hour, month, u));
             }
             batch.checkpoint.upserts.push_back({});
             const auto t0 = std::chrono::steady_clock::now();

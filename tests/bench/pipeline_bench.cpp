@@ -85,8 +85,7 @@ int main(int argc, char** argv) {
     std::vector<double> first, progress, destroy, overall;
     for (int r = 0; r < rounds; ++r) {
         auto flows = make_flows(subscribers, n_flows);
-        core::Accounting acc(
-            clock, [](core::SubscriberId, core::TimePoint t) { return core::month_start_utc(t); });
+        core::Accounting acc(clock);
         acc.set_index(index);
         acc.reserve_flows(n_flows);  // as the daemon does from nf_conntrack_max
         const auto t0 = Clock::now();

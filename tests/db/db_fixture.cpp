@@ -143,8 +143,9 @@ core::FlushBatch usage_batch(const std::vector<core::SubscriberId>& subscribers,
     const auto now = core::SystemClock{}.now();
     core::FlushBatch b;
     for (const auto s : subscribers) {
-        b.usage.periods.push_back({s, core::month_start_utc(now), u});
-        b.usage.hours.push_back({s, core::hour_start(now), core::month_start_utc(now), u});
+        const core::Period month{core::month_start_utc(now), core::next_month_start_utc(now)};
+        b.usage.periods.push_back(core::period_usage(s, month, u));
+        b.usage.hours.push_back(core::hour_usage(s, core::hour_start(now), month, u));
     }
     return b;
 }

@@ -44,7 +44,9 @@ TEST_CASE("usage_current: one row per subscriber with usage this month, summed o
     core::FlushBatch last_month;
     const auto previous = core::month_start_utc(dbtest::current_month() - 1s);
     for (const auto id : {alice, carol}) {
-        last_month.usage.periods.push_back({id, previous, dbtest::usage(1000, 1000, 1000, 1000)});
+        last_month.usage.periods.push_back(
+            core::period_usage(id, core::Period{previous, core::next_month_start_utc(previous)},
+                               dbtest::usage(1000, 1000, 1000, 1000)));
     }
     gw1.flush(last_month);
 

@@ -46,10 +46,11 @@ std::vector<core::SubscriberId> add_subscribers(store::SubscriberStore& store, i
 core::FlushBatch full_batch(const std::vector<core::SubscriberId>& ids, std::uint64_t scale) {
     auto b = dbtest::usage_batch(ids, dbtest::usage(100 * scale, 1000 * scale, scale, 2 * scale));
     const auto hour = core::hour_start(core::SystemClock{}.now());
-    b.usage.hours.push_back(
-        {ids[0], hour - 1h, core::month_start_utc(hour - 1h), dbtest::usage(7, 8, 1, 1)});
+    const core::Period month{core::month_start_utc(hour - 1h),
+                             core::next_month_start_utc(hour - 1h)};
+    b.usage.hours.push_back(core::hour_usage(ids[0], hour - 1h, month, dbtest::usage(7, 8, 1, 1)));
     b.usage.unattributed.push_back(
-        {core::kUnattributed, hour, core::month_start_utc(hour), dbtest::usage(5, 6, 1, 2)});
+        core::hour_usage(core::kUnattributed, hour, {}, dbtest::usage(5, 6, 1, 2)));
     b.checkpoint.upserts.push_back(dbtest::flow_entry(1, 100, 1000));
     return b;
 }

@@ -10,10 +10,6 @@ using namespace std::chrono;
 
 namespace {
 
-core::PeriodFn calendar() {
-    return [](core::SubscriberId, core::TimePoint t) { return core::month_start_utc(t); };
-}
-
 core::Binding bind(core::SubscriberId s, const char* prefix) {
     return core::Binding{s, *core::Prefix::parse(prefix), core::TimePoint{}, std::nullopt};
 }
@@ -32,7 +28,7 @@ core::Usage total_of(const core::UsageBatch& b, core::SubscriberId s) {
 
 TEST_CASE("attribution: pre-NAT source is upload, inbound is the other way round") {
     core::ManualClock clock(core::TimePoint{sys_days{2026y / 11 / 26}});
-    core::Accounting acc(clock, calendar());
+    core::Accounting acc(clock);
     acc.set_index(std::make_shared<core::SubscriberIndex>(std::vector{
         bind(1, "100.64.1.1/32"), bind(2, "2001:db8:0:2::/64"), bind(3, "100.64.1.3/32")}));
 
@@ -58,7 +54,7 @@ TEST_CASE("attribution: pre-NAT source is upload, inbound is the other way round
 
 TEST_CASE("a new index re-attributes flows already cached in the ledger") {
     core::ManualClock clock(core::TimePoint{sys_days{2026y / 11 / 26}});
-    core::Accounting acc(clock, calendar());
+    core::Accounting acc(clock);
     const auto f = flow(1, "100.64.1.1", 1000);
     acc.dump_begin(1);
     acc.apply(poll(f, 100, 1, 100, 1));  // nobody's yet
@@ -73,7 +69,7 @@ TEST_CASE("a new index re-attributes flows already cached in the ledger") {
 
 TEST_CASE("usage lands in the hour and period of the clock") {
     core::ManualClock clock(core::TimePoint{sys_days{2026y / 11 / 30} + 23h + 59min});
-    core::Accounting acc(clock, calendar());
+    core::Accounting acc(clock);
     acc.set_index(std::make_shared<core::SubscriberIndex>(std::vector{bind(1, "100.64.1.1/32")}));
     acc.apply(destroy(flow(1, "100.64.1.1", 1), 10, 1, 10, 1));
     clock.advance(2min);
@@ -81,4 +77,47 @@ TEST_CASE("usage lands in the hour and period of the clock") {
     auto batch = acc.take(false);
     REQUIRE(batch.usage.periods.size() == 2);
     REQUIRE(batch.usage.hours.size() == 2);
+}
+
+namespace {
+// Subscriber 1: cycle from the 15th, 198.18.9.0/24 zero-rated, free from 01:00 to 07:00 UTC.
+class FakePolicy final : public core::UsagePolicy {
+  public:
+    [[nodiscard]] core::Period period(core::SubscriberId, core::TimePoint) const override {
+        return core::Period{sys_days{2026y / 11 / 15}, sys_days{2026y / 12 / 15}};
+    }
+    [[nodiscard]] core::UsageClass classify(core::SubscriberId, const core::IpAddress& remote,
+                                            core::TimePoint t) const override {
+        const auto hour = floor<hours>(t - floor<days>(t)).count();
+        if (hour >= 1 && hour < 7) {
+            return core::UsageClass::Free;
+        }
+        return zero_.contains(remote) ? core::UsageClass::ZeroRated : core::UsageClass::Counted;
+    }
+
+  private:
+    core::Prefix zero_ = *core::Prefix::parse("198.18.9.0/24");
+};
+}  // namespace
+
+TEST_CASE("the usage policy sets the period and classifies by the far end and the time") {
+    core::ManualClock clock(core::TimePoint{sys_days{2026y / 11 / 26} + 12h});
+    core::Accounting acc(clock, std::make_shared<FakePolicy>());
+    acc.set_index(std::make_shared<core::SubscriberIndex>(std::vector{bind(1, "100.64.1.1/32")}));
+
+    acc.apply(destroy(flow(1, "100.64.1.1", 1000, "198.18.0.2"), 100, 1, 1000, 1));  // counted
+    acc.apply(destroy(flow(2, "100.64.1.1", 1001, "198.18.9.7"), 10, 1, 20, 1));     // zero-rated
+    // Opened from the zero-rated network toward the subscriber: the far end is the source.
+    acc.apply(destroy(flow(3, "198.18.9.8", 5555, "100.64.1.1"), 5, 1, 6, 1));
+    clock.set(core::TimePoint{sys_days{2026y / 11 / 27} + 3h});  // inside the free window
+    acc.apply(destroy(flow(4, "100.64.1.1", 1002, "198.18.9.7"), 1, 1, 2, 1));
+
+    auto batch = acc.take(false);
+    REQUIRE(batch.usage.periods.size() == 1);
+    const auto& p = batch.usage.periods[0];
+    CHECK(p.period_start == core::TimePoint{sys_days{2026y / 11 / 15}});
+    CHECK(p.period_end == core::TimePoint{sys_days{2026y / 12 / 15}});
+    CHECK(p.usage == core::Usage{{100 + 10 + 6 + 1, 4}, {1000 + 20 + 5 + 2, 4}});
+    CHECK(p.zero_rated == core::Usage{{10 + 6, 2}, {20 + 5, 2}});
+    CHECK(p.free == core::Usage{{1, 1}, {2, 1}});  // free wins over zero-rated
 }
