@@ -23,16 +23,6 @@ constexpr Unit kDurationUnits[] = {
     {"d", 86'400'000'000'000},
 };
 
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) {
-        s.remove_prefix(1);
-    }
-    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) {
-        s.remove_suffix(1);
-    }
-    return s;
-}
-
 // Reads a leading unsigned integer; returns the rest.
 std::optional<std::pair<std::uint64_t, std::string_view>> leading_number(std::string_view s) {
     std::uint64_t value = 0;
@@ -44,6 +34,16 @@ std::optional<std::pair<std::uint64_t, std::string_view>> leading_number(std::st
 }
 
 }  // namespace
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) {
+        s.remove_prefix(1);
+    }
+    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) {
+        s.remove_suffix(1);
+    }
+    return s;
+}
 
 std::optional<std::chrono::nanoseconds> parse_duration(std::string_view text) {
     auto rest = trim(text);

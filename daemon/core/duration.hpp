@@ -14,4 +14,7 @@ std::string format_duration(std::chrono::nanoseconds d);
 // "128MiB", "64 KiB", "1048576"; nullopt on anything else.
 std::optional<std::uint64_t> parse_byte_size(std::string_view text);
 
+// `s` without leading and trailing white space.
+std::string_view trim(std::string_view s);
+
 }  // namespace ctquota::core
