@@ -1,0 +1,265 @@
+#include "enforce/enforcer.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "enforce/enforcer_impl.hpp"
+
+namespace ctquota::enforce {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::chrono::microseconds since(Clock::time_point t0) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0);
+}
+
+void record(ReconcileReport& report, std::string message) {
+    spdlog::error("enforce: {}", message);
+    report.errors.push_back(std::move(message));
+}
+
+std::optional<std::uint32_t> classid_in(const SubscriberItems& items) {
+    if (items.tc_class) {
+        return items.tc_class->classid;
+    }
+    for (const auto& e : items.elements) {
+        if (e.set.starts_with("throttle_")) {
+            return parse_classid(e.value);
+        }
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+Enforcer::Impl::Impl(EnforceConfig c) : cfg(std::move(c)) {
+    if (cfg.subscriber_interface.empty()) {
+        spdlog::warn(
+            "enforce: [enforce] subscriber_interface is empty: no tc shaping; throttled "
+            "subscribers are policed by nftables in both directions (drops, less smooth)");
+    } else {
+        tc = std::make_unique<TcLink>(cfg.subscriber_interface);
+    }
+}
+
+void Enforcer::Impl::start() {
+    if (started) {
+        return;
+    }
+    const auto listing = nft.list_table(cfg.table);
+    const bool keep =
+        listing && nftjson::skeleton_in_place(*listing, cfg.table, cfg.forward_priority);
+    if (auto err = nft.run(
+            nftjson::Json{{"nftables", nftjson::skeleton(cfg.table, cfg.forward_priority, !keep)}});
+        !err.empty()) {
+        throw EnforceError("cannot create nftables table inet " + cfg.table + ": " + err);
+    }
+    if (tc) {
+        tc->ensure_root();
+    }
+    started = true;
+}
+
+void Enforcer::Impl::adopt(const Loaded& loaded) {
+    installed = loaded.items;
+    used_classids.clear();
+    for (const auto& [classid, rate] : loaded.classes) {
+        used_classids.insert(classid);
+    }
+    for (const auto& [id, items] : installed) {
+        if (auto c = classid_in(items)) {
+            used_classids.insert(*c);
+        }
+    }
+    allowed_installed = loaded.allowed;
+    for (const auto& chain : loaded.table.chains) {  // a chain without sets still counts
+        if (chain.starts_with("block_") && !allowed_installed.contains(chain.substr(6))) {
+            allowed_installed[chain.substr(6)] = {};
+        }
+    }
+    cache_valid = true;
+}
+
+// Leaf classes are spread over the shards by subscriber id: creating a class
+// costs the kernel a walk over its qdisc's classes (tc_bind_tclass).
+std::optional<std::uint32_t> Enforcer::Impl::allocate_classid(core::SubscriberId id) {
+    const auto shard = static_cast<std::uint32_t>(static_cast<std::uint64_t>(id) % kHtbShards);
+    const std::uint32_t major = (kHtbFirstShardMajor + shard) << 16;
+    auto& next = next_minor[shard];
+    for (unsigned tries = 0; tries < 0xFFFF; ++tries) {
+        next = next == 0xFFFF || next == 0 ? 1 : static_cast<std::uint16_t>(next + 1);
+        if (!used_classids.contains(major | next)) {
+            used_classids.insert(major | next);
+            return major | next;
+        }
+    }
+    return std::nullopt;
+}
+
+ModelContext Enforcer::Impl::context() const {
+    return ModelContext{tc != nullptr, cfg.arm_quota_below_bytes, &plans_with_chain};
+}
+
+SubscriberDelta Enforcer::Impl::plan_target(const SubscriberTarget& t, SubscriberItems& want) {
+    static const SubscriberItems kNone;
+    auto it = installed.find(t.id);
+    const SubscriberItems& have = it == installed.end() ? kNone : it->second;
+    const auto ctx = context();
+    auto classid = classid_in(have);
+    bool allocated = false;
+    if (needs_tc_class(t, ctx) && !classid) {
+        classid = allocate_classid(t.id);
+        allocated = true;
+        if (!classid) {
+            spdlog::error("enforce: subscriber {}: no free HTB class id left", t.id);
+        }
+    }
+    want = desired_items(t, ctx, classid);
+    if (allocated && classid && !want.tc_class) {
+        used_classids.erase(*classid);
+    }
+    return diff_items(t.id, have, want);
+}
+
+nlohmann::json Enforcer::Impl::plan_updates(ReconcileReport& report) {
+    plans_with_chain.clear();
+    for (const auto& [plan, list] : allowed) {
+        plans_with_chain.insert(plan);
+    }
+    nlohmann::json containers = nlohmann::json::array();
+    nlohmann::json contents = nlohmann::json::array();
+    for (const auto& [plan, list] : allowed) {
+        auto it = allowed_installed.find(plan);
+        if (it != allowed_installed.end() && it->second == list) {
+            continue;
+        }
+        nftjson::plan_containers(containers, cfg.table, plan);
+        nftjson::plan_contents(contents, cfg.table, plan, list);
+    }
+    if (!containers.empty()) {
+        ++report.nft_transactions;
+        report.nft_commands += containers.size();
+        if (auto err = nft.run(nlohmann::json{{"nftables", containers}}); !err.empty()) {
+            record(report, "creating the always-allowed sets/chains of the plans: " + err);
+            return nlohmann::json::array();
+        }
+    }
+    return contents;
+}
+
+Enforcer::Enforcer(EnforceConfig config)
+    : config_(config), impl_(std::make_unique<Impl>(std::move(config))) {}
+
+Enforcer::~Enforcer() = default;
+
+void Enforcer::set_allowed(std::map<std::string, std::vector<core::Prefix>> allowed_by_plan) {
+    impl_->allowed.clear();
+    for (auto& [plan, list] : allowed_by_plan) {
+        auto normal = without_nested(std::move(list));
+        if (!normal.empty()) {
+            impl_->allowed[plan] = std::move(normal);
+        }
+    }
+}
+
+ReconcileReport Enforcer::apply(const std::vector<SubscriberTarget>& changes) {
+    const auto t0 = Clock::now();
+    ReconcileReport report;
+    impl_->start();
+    if (!impl_->cache_valid) {
+        impl_->adopt(load_kernel(impl_->nft, impl_->tc.get(), config_.table));
+    }
+    const auto before = impl_->plan_updates(report);
+    std::vector<SubscriberDelta> deltas;
+    std::map<core::SubscriberId, SubscriberItems> wants;
+    impl_->release_moved_prefixes(changes, deltas, wants);
+    for (const auto& t : changes) {
+        SubscriberItems want;
+        auto d = impl_->plan_target(t, want);
+        if (!d.empty()) {
+            wants[t.id] = std::move(want);
+            deltas.push_back(std::move(d));
+        }
+    }
+    impl_->execute(deltas, wants, before, report);
+    report.elapsed = since(t0);
+    return report;
+}
+
+ReconcileReport Enforcer::reconcile(const std::vector<SubscriberTarget>& desired) {
+    const auto t0 = Clock::now();
+    ReconcileReport report;
+    impl_->start();
+    auto loaded = load_kernel(impl_->nft, impl_->tc.get(), config_.table);
+    impl_->adopt(loaded);
+    const auto before = impl_->plan_updates(report);
+    std::vector<SubscriberDelta> deltas = loaded.orphans;
+    std::map<core::SubscriberId, SubscriberItems> wants;
+    std::set<core::SubscriberId> listed;
+    for (const auto& t : desired) {
+        listed.insert(t.id);
+        SubscriberItems want;
+        auto d = impl_->plan_target(t, want);
+        if (!d.empty()) {
+            wants[t.id] = std::move(want);
+            deltas.push_back(std::move(d));
+        }
+    }
+    for (const auto& [id, items] : loaded.items) {
+        if (!listed.contains(id)) {
+            wants[id] = {};
+            deltas.push_back(diff_items(id, items, {}));
+        }
+    }
+    impl_->execute(deltas, wants, before, report);
+    // Plans no longer configured: their chains and sets go once nothing jumps there.
+    nlohmann::json stale = nlohmann::json::array();
+    for (const auto& [plan, list] : impl_->allowed_installed) {
+        if (!impl_->allowed.contains(plan)) {
+            nftjson::delete_plan(stale, config_.table, plan);
+        }
+    }
+    if (!stale.empty()) {
+        ++report.nft_transactions;
+        report.nft_commands += stale.size();
+        if (auto err = impl_->nft.run(nlohmann::json{{"nftables", stale}}); !err.empty()) {
+            record(report, "deleting the chains of plans no longer configured: " + err);
+        }
+        impl_->cache_valid = false;
+    }
+    report.elapsed = since(t0);
+    return report;
+}
+
+ReconcileReport Enforcer::remove(const std::vector<core::SubscriberId>& ids) {
+    std::vector<SubscriberTarget> targets;
+    for (auto id : ids) {
+        SubscriberTarget t;
+        t.id = id;
+        targets.push_back(std::move(t));
+    }
+    return apply(targets);
+}
+
+KernelState Enforcer::read_back() {
+    impl_->start();
+    return to_kernel_state(load_kernel(impl_->nft, impl_->tc.get(), config_.table));
+}
+
+void Enforcer::teardown() {
+    impl_->nft.run(nlohmann::json{
+        {"nftables", {{{"delete", {{"table", {{"family", "inet"}, {"name", config_.table}}}}}}}}});
+    if (impl_->tc) {
+        impl_->tc->remove_root();
+    }
+    impl_->started = false;
+    impl_->cache_valid = false;
+    impl_->installed.clear();
+    impl_->used_classids.clear();
+    impl_->allowed_installed.clear();
+}
+
+}  // namespace ctquota::enforce

@@ -1,0 +1,115 @@
+#pragma once
+// enforce::Enforcer: makes the kernel carry each subscriber's desired state
+// (normal / throttled / blocked, plus an optional kernel quota) in one
+// nftables table `inet <table>` (libnftables, JSON, one transaction per
+// batch) and in tc HTB classes on the subscriber-facing interface (netlink
+// via libmnl, one batch per call). Reads the kernel back to reconcile.
+// Never touches other nftables tables, never flushes the ruleset, never
+// shells out to nft/tc.
+//
+// Error policy: a rejected nft transaction or tc message is retried once per
+// subscriber in isolation so that the others still apply; what still fails
+// is reported in ReconcileReport::errors (naming the subscriber and the
+// operation) and counted, never thrown. Only an unusable kernel (no
+// libnftables context, no netlink socket, table cannot be created) throws
+// EnforceError.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/address.hpp"
+#include "core/plan.hpp"
+#include "core/policy.hpp"
+#include "core/subscriber_index.hpp"
+
+namespace ctquota::enforce {
+
+class EnforceError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+struct SubscriberTarget {  // desired kernel state of one subscriber
+    core::SubscriberId id = 0;
+    std::vector<core::Prefix> prefixes;  // its active bindings (v4 and v6)
+    core::DesiredState state;            // Normal entries are simply absent from the kernel
+    std::string plan;                    // picks the always-allowed destinations when blocked
+    std::optional<std::uint64_t> kernel_quota_bytes;  // Normal/Throttled near a block tier
+    core::CountedDirections counts = core::CountedDirections::Both;
+};
+
+struct EnforceConfig {                 // from [enforce] in the config
+    std::string table = "ctquota";     // nftables table `inet <table>`
+    std::string subscriber_interface;  // empty: no tc shaping (throttle = nft policing both ways)
+    bool delete_conntrack_on_block = true;
+    std::uint64_t arm_quota_below_bytes = 0;  // arm when bytes left < this (0: always)
+    int forward_priority = -5;                // forward hook priority (filter = 0)
+};
+
+// What the kernel carries for one subscriber, parsed back from nftables and tc.
+struct KernelSubscriber {
+    core::SubscriberId id = 0;
+    std::vector<core::Prefix> prefixes;  // every prefix found in one of our maps
+    core::StateKind kind = core::StateKind::Normal;
+    core::Rate rate;          // Throttled: down from the HTB class (or nft limit), up from nft
+    std::string block_chain;  // Blocked: "block" or "block_<plan>"
+    std::optional<std::uint64_t> quota_bytes;  // armed kernel quota
+    std::uint64_t quota_used_bytes = 0;        // consumed so far (the kernel's counter)
+    std::optional<std::uint32_t> tc_classid;   // HTB leaf class <shard>:<minor>
+};
+
+struct KernelState {
+    bool table_present = false;
+    std::map<core::SubscriberId, KernelSubscriber> subscribers;
+    std::map<std::string, std::vector<core::Prefix>> allowed_by_plan;
+    std::size_t tc_classes = 0;  // HTB leaf classes on the subscriber interface
+};
+
+struct ReconcileReport {
+    std::size_t subscribers_changed = 0;
+    std::size_t nft_commands = 0;
+    std::size_t nft_transactions = 0;
+    std::size_t tc_messages = 0;
+    std::size_t conntrack_deleted = 0;
+    std::vector<std::string>
+        errors;  // "subscriber 42: set HTB class 2:2a rate …: Invalid argument"
+    std::chrono::microseconds elapsed{0};
+    [[nodiscard]] bool ok() const { return errors.empty(); }
+};
+
+class Enforcer {
+  public:
+    explicit Enforcer(EnforceConfig config);
+    ~Enforcer();
+    Enforcer(const Enforcer&) = delete;
+    Enforcer& operator=(const Enforcer&) = delete;
+
+    // always_allowed per plan; installed with the next reconcile/apply.
+    void set_allowed(std::map<std::string, std::vector<core::Prefix>> allowed_by_plan);
+    // Full reconcile: read back, then make the kernel equal to `desired`
+    // (entries not listed are removed); only the difference is changed.
+    ReconcileReport reconcile(const std::vector<SubscriberTarget>& desired);
+    // Incremental: only these subscribers (Normal = remove); one nft
+    // transaction + one tc netlink batch. Trusts what it installed before.
+    ReconcileReport apply(const std::vector<SubscriberTarget>& changes);
+    ReconcileReport remove(const std::vector<core::SubscriberId>& ids);
+    KernelState read_back();  // what the kernel has now, parsed
+    // Deletes the table and the HTB root qdisc (tests, uninstall).
+    void teardown();
+
+    [[nodiscard]] const EnforceConfig& config() const { return config_; }
+
+    struct Impl;
+
+  private:
+    EnforceConfig config_;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ctquota::enforce

@@ -1,0 +1,65 @@
+#pragma once
+// Enforcer internals shared by enforcer.cpp (changes) and readback.cpp
+// (parsing the kernel into per-subscriber items). Not a public header.
+
+#include <array>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "enforce/enforcer.hpp"
+#include "enforce/kernel_model.hpp"
+#include "enforce/nft_json.hpp"
+#include "enforce/nft_session.hpp"
+#include "enforce/tc_netlink.hpp"
+
+namespace ctquota::enforce {
+
+using PlanPrefixes = std::map<std::string, std::vector<core::Prefix>>;
+
+// The kernel, read back and grouped by owner.
+struct Loaded {
+    nftjson::ParsedTable table;
+    std::map<std::uint32_t, std::uint64_t> classes;  // HTB leaf classid -> rate bit/s
+    std::map<core::SubscriberId, SubscriberItems> items;
+    std::vector<SubscriberDelta> orphans;  // items no subscriber owns: to delete
+    PlanPrefixes allowed;                  // allow sets found, per plan
+};
+
+Loaded load_kernel(NftSession& nft, TcLink* tc, const std::string& table);
+KernelState to_kernel_state(const Loaded& loaded);
+std::string describe(const SubscriberDelta& d);
+
+struct Enforcer::Impl {
+    EnforceConfig cfg;
+    NftSession nft;
+    std::unique_ptr<TcLink> tc;
+    bool started = false;
+    bool cache_valid = false;
+    std::map<core::SubscriberId, SubscriberItems> installed;
+    std::set<std::uint32_t> used_classids;
+    std::array<std::uint16_t, kHtbShards> next_minor{};
+    PlanPrefixes allowed;            // desired, normalised, non-empty lists only
+    PlanPrefixes allowed_installed;  // what the kernel has (as far as we know)
+    std::set<std::string> plans_with_chain;
+
+    explicit Impl(EnforceConfig c);
+    void start();
+    void adopt(const Loaded& loaded);
+    std::optional<std::uint32_t> allocate_classid(core::SubscriberId id);
+    ModelContext context() const;
+    SubscriberDelta plan_target(const SubscriberTarget& t, SubscriberItems& want);
+    void release_moved_prefixes(const std::vector<SubscriberTarget>& changes,
+                                std::vector<SubscriberDelta>& deltas,
+                                std::map<core::SubscriberId, SubscriberItems>& wants);
+    // Plan chains/sets that differ from `allowed`: containers run now (own
+    // transaction), contents returned for the main transaction.
+    nlohmann::json plan_updates(ReconcileReport& report);
+    void execute(std::vector<SubscriberDelta>& deltas,
+                 std::map<core::SubscriberId, SubscriberItems>& wants, const nlohmann::json& before,
+                 ReconcileReport& report);
+};
+
+}  // namespace ctquota::enforce

@@ -1,0 +1,182 @@
+// The change path of the Enforcer: one tc batch (classes first), one nft
+// transaction (per-subscriber retries when it is rejected), class deletions,
+// conntrack deletion for new blocks, then the cache of what is installed.
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "enforce/conntrack_flush.hpp"
+#include "enforce/enforcer_impl.hpp"
+
+namespace ctquota::enforce {
+namespace {
+
+void record(ReconcileReport& report, std::string message) {
+    spdlog::error("enforce: {}", message);
+    report.errors.push_back(std::move(message));
+}
+
+}  // namespace
+
+// A prefix that now belongs to one of `changes` but is still installed for a
+// subscriber not in `changes` (a dynamic address moved): that subscriber's
+// elements for it go first, or the map would refuse the new owner's.
+void Enforcer::Impl::release_moved_prefixes(const std::vector<SubscriberTarget>& changes,
+                                            std::vector<SubscriberDelta>& deltas,
+                                            std::map<core::SubscriberId, SubscriberItems>& wants) {
+    std::set<core::SubscriberId> listed;
+    std::map<core::Prefix, core::SubscriberId> wanted;
+    for (const auto& t : changes) {
+        listed.insert(t.id);
+        for (const auto& p : t.prefixes) {
+            wanted.emplace(p, t.id);
+        }
+    }
+    for (const auto& [id, items] : installed) {
+        if (listed.contains(id)) {
+            continue;
+        }
+        SubscriberDelta d;
+        d.id = id;
+        SubscriberItems kept = items;
+        std::erase_if(kept.elements, [&](const Element& e) {
+            auto it = wanted.find(e.key);
+            if (it == wanted.end()) {
+                return false;
+            }
+            d.del_elements.push_back(e);
+            return true;
+        });
+        if (!d.del_elements.empty()) {
+            spdlog::info("enforce: {} moved from subscriber {} to subscriber {}",
+                         d.del_elements.front().key.to_string(), id,
+                         wanted.at(d.del_elements.front().key));
+            wants[id] = std::move(kept);
+            deltas.push_back(std::move(d));
+        }
+    }
+}
+
+void Enforcer::Impl::execute(std::vector<SubscriberDelta>& deltas,
+                             std::map<core::SubscriberId, SubscriberItems>& wants,
+                             const nlohmann::json& before, ReconcileReport& report) {
+    std::set<core::SubscriberId> failed;
+    auto who = [](core::SubscriberId id) {
+        return id == 0 ? std::string("unowned entries") : "subscriber " + std::to_string(id);
+    };
+    // 1. HTB classes first: nft may point at them once they exist.
+    std::vector<TcOp> sets;
+    std::vector<core::SubscriberId> set_owner;
+    for (const auto& d : deltas) {
+        for (const auto& c : d.tc_set) {
+            sets.push_back(TcOp{TcOp::Kind::Set, c.classid, c.rate_bps, who(d.id)});
+            set_owner.push_back(d.id);
+        }
+    }
+    if (tc && !sets.empty()) {
+        auto r = tc->run(sets);
+        report.tc_messages += r.messages;
+        for (const auto& [i, msg] : r.errors) {
+            record(report, sets[i].who + ": set HTB class " + classid_text(sets[i].classid) +
+                               " rate " + std::to_string(sets[i].rate_bps) + " bit/s on " +
+                               cfg.subscriber_interface + ": " + msg);
+            failed.insert(set_owner[i]);
+        }
+    }
+    // 2. One nft transaction for everything; on rejection, each subscriber alone.
+    nftjson::Batch batch(cfg.table);
+    for (const auto& d : deltas) {
+        batch.add(d);
+    }
+    std::set<core::SubscriberId> nft_failed;
+    if (batch.commands() > 0 || !before.empty()) {
+        ++report.nft_transactions;
+        report.nft_commands += batch.commands() + before.size();
+        if (auto err = nft.run(batch.build(before)); !err.empty()) {
+            spdlog::warn(
+                "enforce: nft transaction of {} commands rejected ({}); retrying per "
+                "subscriber",
+                batch.commands() + before.size(), err);
+            if (!before.empty()) {
+                ++report.nft_transactions;
+                if (auto e2 = nft.run(nlohmann::json{{"nftables", before}}); !e2.empty()) {
+                    record(report, "updating the always-allowed sets of the plans: " + e2);
+                }
+            }
+            for (const auto& d : deltas) {
+                if (d.nft_commands() == 0) {
+                    continue;
+                }
+                nftjson::Batch one(cfg.table);
+                one.add(d);
+                ++report.nft_transactions;
+                if (auto e3 = nft.run(one.build()); !e3.empty()) {
+                    record(report, who(d.id) + ": " + describe(d) + ": " + e3);
+                    nft_failed.insert(d.id);
+                }
+            }
+        }
+    }
+    // 3. Classes nothing points at any more.
+    std::vector<TcOp> dels;
+    for (const auto& d : deltas) {
+        if (nft_failed.contains(d.id)) {
+            continue;
+        }
+        for (auto classid : d.tc_del) {
+            dels.push_back(TcOp{TcOp::Kind::Delete, classid, 0, who(d.id)});
+        }
+    }
+    if (tc && !dels.empty()) {
+        auto r = tc->run(dels);
+        report.tc_messages += r.messages;
+        for (const auto& [i, msg] : r.errors) {
+            if (msg != std::strerror(ENOENT)) {
+                record(report, dels[i].who + ": delete HTB class " + classid_text(dels[i].classid) +
+                                   ": " + msg);
+            }
+        }
+        for (std::size_t i = 0; i < dels.size(); ++i) {
+            used_classids.erase(dels[i].classid);
+        }
+    }
+    // 4. Established connections of newly blocked subscribers.
+    std::vector<core::Prefix> blocked;
+    for (const auto& d : deltas) {
+        if (!nft_failed.contains(d.id)) {
+            blocked.insert(blocked.end(), d.newly_blocked.begin(), d.newly_blocked.end());
+        }
+    }
+    if (cfg.delete_conntrack_on_block && !blocked.empty()) {
+        auto r = delete_conntrack_entries(blocked);
+        report.conntrack_deleted += r.deleted;
+        if (!r.error.empty()) {
+            record(report, "deleting conntrack entries of blocked subscribers: " + r.error);
+        }
+    }
+    // 5. Remember what is installed now.
+    for (const auto& d : deltas) {
+        if (d.id == 0) {
+            continue;
+        }
+        if (nft_failed.contains(d.id) || failed.contains(d.id)) {
+            cache_valid = false;  // re-read before the next change
+            continue;
+        }
+        auto& want = wants[d.id];
+        if (want.empty()) {
+            installed.erase(d.id);
+        } else {
+            installed[d.id] = std::move(want);
+        }
+    }
+    if (!before.empty() && nft_failed.empty()) {
+        for (const auto& [plan, list] : allowed) {
+            allowed_installed[plan] = list;
+        }
+    }
+    report.subscribers_changed += deltas.size();
+}
+
+}  // namespace ctquota::enforce

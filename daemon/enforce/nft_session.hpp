@@ -1,0 +1,32 @@
+#pragma once
+// One libnftables context: JSON in, JSON out, errors captured as text.
+// No `nft` process is ever spawned.
+
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+struct nft_ctx;
+
+namespace ctquota::enforce {
+
+class NftSession {
+  public:
+    NftSession();
+    ~NftSession();
+    NftSession(const NftSession&) = delete;
+    NftSession& operator=(const NftSession&) = delete;
+
+    // Runs one JSON command document as one transaction; returns the error
+    // text, or an empty string on success.
+    std::string run(const nlohmann::json& commands);
+    std::string run(const std::string& json_text);
+    // `list table inet <table>`; nullopt when the table does not exist.
+    std::optional<nlohmann::json> list_table(const std::string& table);
+
+  private:
+    nft_ctx* ctx_ = nullptr;
+};
+
+}  // namespace ctquota::enforce

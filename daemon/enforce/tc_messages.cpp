@@ -1,0 +1,147 @@
+#include "enforce/tc_messages.hpp"
+
+#include <arpa/inet.h>
+#include <libmnl/libmnl.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+
+namespace ctquota::enforce {
+namespace {
+
+tc_ratespec ratespec(std::uint64_t bytes_per_second) {
+    tc_ratespec r{};
+    r.linklayer = TC_LINKLAYER_ETHERNET;  // no rate table needed
+    r.rate = static_cast<std::uint32_t>(std::min<std::uint64_t>(bytes_per_second, ~0u));
+    return r;
+}
+
+std::uint32_t ticks_for(std::uint64_t burst_bytes, std::uint64_t bytes_per_second) {
+    // The kernel keeps buffer times in 64 ns "ticks" (PSCHED_SHIFT 6).
+    const auto ns = burst_bytes * 1'000'000'000ull / std::max<std::uint64_t>(bytes_per_second, 1);
+    return static_cast<std::uint32_t>(std::min<std::uint64_t>(ns >> 6, ~0u));
+}
+
+}  // namespace
+
+nlmsghdr* put_header(std::vector<char>& buf, std::uint16_t type, std::uint16_t flags,
+                     std::uint32_t seq) {
+    const std::size_t offset = buf.size();
+    buf.resize(offset + 1024);  // more than one class message needs
+    auto* nlh = mnl_nlmsg_put_header(buf.data() + offset);
+    nlh->nlmsg_type = type;
+    nlh->nlmsg_flags = flags;
+    nlh->nlmsg_seq = seq;
+    return nlh;
+}
+
+void finish(std::vector<char>& buf, const nlmsghdr* nlh) {
+    const auto start = reinterpret_cast<const char*>(nlh) - buf.data();
+    buf.resize(static_cast<std::size_t>(start) + MNL_ALIGN(nlh->nlmsg_len));
+}
+
+tcmsg* put_tcmsg(nlmsghdr* nlh, int ifindex, std::uint32_t handle, std::uint32_t parent) {
+    auto* t = static_cast<tcmsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(tcmsg)));
+    t->tcm_family = AF_UNSPEC;
+    t->tcm_ifindex = ifindex;
+    t->tcm_handle = handle;
+    t->tcm_parent = parent;
+    return t;
+}
+
+void put_htb_class(std::vector<char>& buf, int ifindex, std::uint32_t classid, std::uint32_t parent,
+                   std::uint64_t rate_bps, std::uint16_t flags, std::uint32_t seq) {
+    auto* nlh = put_header(buf, RTM_NEWTCLASS, flags, seq);
+    put_tcmsg(nlh, ifindex, classid, parent);
+    mnl_attr_put_strz(nlh, TCA_KIND, "htb");
+    auto* nest = mnl_attr_nest_start(nlh, TCA_OPTIONS);
+    const std::uint64_t bps = rate_bps / 8;
+    const std::uint64_t burst = bps / 100 + 1600;  // 10 ms at the rate plus one packet
+    tc_htb_opt opt{};
+    opt.rate = ratespec(bps);
+    opt.ceil = ratespec(bps);
+    opt.buffer = ticks_for(burst, bps);
+    opt.cbuffer = ticks_for(burst, bps);
+    opt.quantum = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(bps / 10, 1600, 200000));
+    mnl_attr_put(nlh, TCA_HTB_PARMS, sizeof opt, &opt);
+    if (bps > 0xFFFFFFFFull) {
+        mnl_attr_put_u64(nlh, TCA_HTB_RATE64, bps);
+        mnl_attr_put_u64(nlh, TCA_HTB_CEIL64, bps);
+    }
+    mnl_attr_nest_end(nlh, nest);
+    finish(buf, nlh);
+}
+
+void put_htb_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t handle, std::uint32_t parent,
+                   std::uint16_t flags, std::uint32_t seq) {
+    auto* nlh = put_header(buf, RTM_NEWQDISC, flags, seq);
+    put_tcmsg(nlh, ifindex, handle, parent);
+    mnl_attr_put_strz(nlh, TCA_KIND, "htb");
+    auto* nest = mnl_attr_nest_start(nlh, TCA_OPTIONS);
+    tc_htb_glob glob{};
+    glob.version = 3;
+    glob.rate2quantum = 10;
+    glob.defcls = 0;  // no default class: unclassified packets bypass shaping
+    mnl_attr_put(nlh, TCA_HTB_INIT, sizeof glob, &glob);
+    mnl_attr_nest_end(nlh, nest);
+    finish(buf, nlh);
+}
+
+// eBPF (sched_cls, not direct-action): returns the class id 1:(M-1) for
+// skb->priority M:<minor>. Priority 0 (everything not throttled) yields
+// 0:ffff, which HTB does not know: the packet goes out unshaped.
+int load_shard_program() {
+    const bpf_insn program[] = {
+        {BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_1,
+         static_cast<__s16>(offsetof(__sk_buff, priority)), 0},
+        {BPF_ALU64 | BPF_RSH | BPF_K, BPF_REG_0, 0, 0, 16},
+        {BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_0, 0, 0, 0xFFFF},
+        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+    };
+    static const char kLicense[] = "GPL";
+    bpf_attr attr{};
+    attr.prog_type = BPF_PROG_TYPE_SCHED_CLS;
+    attr.insn_cnt = static_cast<__u32>(std::size(program));
+    attr.insns = reinterpret_cast<std::uintptr_t>(program);
+    attr.license = reinterpret_cast<std::uintptr_t>(kLicense);
+    std::strncpy(attr.prog_name, "ctquota_shard", sizeof attr.prog_name - 1);
+    return static_cast<int>(syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof attr));
+}
+
+void put_shard_filter(std::vector<char>& buf, int ifindex, int prog_fd, std::uint32_t seq) {
+    auto* nlh = put_header(buf, RTM_NEWTFILTER, NLM_F_REQUEST | NLM_F_CREATE, seq);
+    auto* t = put_tcmsg(nlh, ifindex, 1, kMajor);
+    t->tcm_info = TC_H_MAKE(1u << 16, htons(ETH_P_ALL));
+    mnl_attr_put_strz(nlh, TCA_KIND, "bpf");
+    auto* nest = mnl_attr_nest_start(nlh, TCA_OPTIONS);
+    mnl_attr_put_u32(nlh, TCA_BPF_FD, static_cast<std::uint32_t>(prog_fd));
+    mnl_attr_put_strz(nlh, TCA_BPF_NAME, "ctquota_shard");
+    mnl_attr_nest_end(nlh, nest);
+    finish(buf, nlh);
+}
+
+void append_class_message(std::vector<char>& buf, int ifindex, const TcOp& op, std::uint32_t seq,
+                          bool ack) {
+    const std::uint16_t ack_flag = ack ? NLM_F_ACK : 0;
+    const std::uint32_t parent = TC_H_MAJ(op.classid);  // the shard's qdisc
+    if (op.kind == TcOp::Kind::Delete) {
+        auto* nlh = put_header(buf, RTM_DELTCLASS, NLM_F_REQUEST | ack_flag, seq);
+        put_tcmsg(nlh, ifindex, op.classid, parent);
+        finish(buf, nlh);
+        return;
+    }
+    // Without NLM_F_EXCL: creates the class, or changes it when it exists.
+    put_htb_class(buf, ifindex, op.classid, parent, op.rate_bps,
+                  NLM_F_REQUEST | NLM_F_CREATE | ack_flag, seq);
+}
+
+}  // namespace ctquota::enforce

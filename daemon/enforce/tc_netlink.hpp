@@ -1,0 +1,75 @@
+#pragma once
+// HTB on the subscriber-facing interface through rtnetlink (libmnl).
+//
+//   root htb 1: (no default class: unclassified traffic goes out unshaped)
+//     class 1:<k+1> (100 Gbit/s)  -> htb <k+2>:  k = 0..kHtbShards-1 (shards)
+//       class <k+2>:<minor>  one leaf per throttled subscriber, rate = ceil
+//
+// nftables sets skb->priority to the leaf's class id. The root has one
+// classic-BPF filter mapping priority major M to shard class 1:<M-1>; inside
+// the shard HTB finds the leaf by skb->priority itself (no per-subscriber
+// filter). Why shards: creating (or deleting) a class makes the kernel walk
+// every class of that qdisc (tc_bind_tclass), so one flat qdisc costs
+// O(n^2) for n classes (10k classes: ~4 s of kernel CPU here).
+// Class changes go in batches (one sendmsg, errors matched to their message
+// by sequence number) and are read back with an RTM_GETTCLASS dump.
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+struct mnl_socket;
+
+namespace ctquota::enforce {
+
+inline constexpr std::uint32_t kHtbShards = 64;
+inline constexpr std::uint32_t kHtbFirstShardMajor = 2;
+
+struct TcOp {
+    enum class Kind : std::uint8_t { Set, Delete } kind = Kind::Set;
+    std::uint32_t classid = 0;  // leaf <shard major>:<minor>
+    std::uint64_t rate_bps = 0;
+    std::string who;  // for error messages, e.g. "subscriber 42"
+};
+
+struct TcResult {
+    std::size_t messages = 0;
+    std::vector<std::pair<std::size_t, std::string>> errors;  // index into ops, message
+};
+
+// Pure message building (golden-testable): appends one RTM_NEWTCLASS /
+// RTM_DELTCLASS to `buf`.
+void append_class_message(std::vector<char>& buf, int ifindex, const TcOp& op, std::uint32_t seq,
+                          bool ack);
+
+class TcLink {
+  public:
+    explicit TcLink(std::string interface);
+    ~TcLink();
+    TcLink(const TcLink&) = delete;
+    TcLink& operator=(const TcLink&) = delete;
+
+    // Idempotent: keeps an existing htb 1: root (replaces any other root
+    // qdisc), then makes sure the shard classes, qdiscs and the filter exist.
+    void ensure_root();
+    void remove_root();
+    std::map<std::uint32_t, std::uint64_t> dump_classes();  // leaf classid -> rate (bit/s)
+    TcResult run(const std::vector<TcOp>& ops);
+    [[nodiscard]] int ifindex() const { return ifindex_; }
+
+  private:
+    std::string interface_;
+    int ifindex_ = 0;
+    mnl_socket* nl_ = nullptr;
+    std::uint32_t seq_ = 0;
+    std::uint32_t portid_ = 0;
+
+    int transact(std::vector<char>& buf);  // single request with ACK; returns -errno or 0
+    // Sends messages with sequence numbers first_seq..seq_ in one sendmsg (the
+    // last one asks for an ACK); returns (index, error) of the failed ones.
+    std::vector<std::pair<std::size_t, int>> send_batch(std::vector<char>& buf,
+                                                        std::uint32_t first_seq);
+};
+
+}  // namespace ctquota::enforce

@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""Enforcement with real traffic: subscribers (sub) -- gateway (gw: the
+Enforcer through enforce_driver, HTB on gw's sub0) -- servers (srv), built by
+tests/netns/topology.py with namespace names ctqh2-<pid>-<n>-<role> (removed
+on exit, also on failure). Checks, all against the real kernel:
+
+  1. reconcile: read back equals desired; a second reconcile changes nothing;
+     stale entries (an element and a tc class nobody owns) are removed;
+     reconcile([]) empties the table.
+  2. throttle: download measured within +-20% of the HTB rate (IPv4, IPv6);
+     upload (nft policing) reported and checked within +-20%.
+  3. block: an established transfer stops, its conntrack entries are gone,
+     new connections fail (v4 and v6), the plan's always-allowed server still
+     answers; unblocking restores access.
+  4. kernel quota: bytes passing after the limit, with the quota armed vs
+     not armed (block applied 1 s after the limit was crossed, as a daemon
+     polling every second would).
+Prints one JSON line of measurements at the end.
+  CTQUOTA_ENFORCE_DRIVER=path/to/enforce_driver python3 enforce_traffic.py
+"""
+
+import json
+import os
+import socket
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "netns"))
+
+from nsproc import PYTHON, log, sh, wait_until  # noqa: E402
+from topology import LongTcp, Topology  # noqa: E402
+import nsproc  # noqa: E402
+
+DRIVER = os.environ.get("CTQUOTA_ENFORCE_DRIVER", "/work/build-h2/tests/enforce/enforce_driver")
+ALLOWED_V4, ALLOWED_V6 = "198.18.0.53", "2001:db8:ffff::53"
+ALLOWED = {"prepaid": [ALLOWED_V4 + "/32", ALLOWED_V6 + "/128"]}
+results = {}
+
+
+class EnforceLab(Topology):
+    """The shared topology, under this suite's namespace prefix ctqh2."""
+
+    def __init__(self):
+        super().__init__(n_v4=6, n_v6=2)
+        with nsproc._counter_lock:
+            nsproc._counter += 1
+            self.id = f"ctqh2-{os.getpid()}-{nsproc._counter}"
+        self.sub, self.gw, self.srv = (f"{self.id}-{r}" for r in ("sub", "gw", "srv"))
+
+    def add_netns(self, role):
+        name = f"{self.id}-{role}"
+        sh(["ip", "netns", "add", name])
+        self.namespaces.append(name)
+        return name
+
+
+def enforce(lab, op, targets=(), **config):
+    req = {"config": {"subscriber_interface": "sub0", **config}, "allowed": ALLOWED,
+           "targets": list(targets)}
+    r = lab.run_in(lab.gw, [DRIVER, op], input=json.dumps(req), check=False)
+    lines = r.stdout.strip().splitlines()
+    out = json.loads(lines[-1]) if lines else {}
+    if r.returncode != 0 or out.get("errors") or "fatal" in out:
+        raise RuntimeError(f"enforce_driver {op} failed: {out or r.stderr}")
+    return out
+
+
+def kernel(lab):
+    return enforce(lab, "read")
+
+
+def sub(id_, prefixes, state="normal", **kw):
+    return {"id": id_, "prefixes": prefixes, "state": state, **kw}
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    log(f"ok: {what}")
+
+
+def rate_of(tcp, key, t_from, t_to=None):
+    """Bytes/s of progress[key] between t_from and t_to (client clock)."""
+    pts = [x for x in tcp.proc.lines if isinstance(x, dict) and x.get("event") == "progress"]
+    pts = [p for p in pts if p["t"] >= t_from and (t_to is None or p["t"] <= t_to)]
+    if len(pts) < 2:
+        raise RuntimeError(f"too few progress reports for {key}")
+    return (pts[-1][key] - pts[0][key]) / (pts[-1]["t"] - pts[0]["t"])
+
+
+def transfer(lab, src, dst=None, down=0, up=0, duration=6.0):
+    t = LongTcp(lab, src, up_rate=up, down_rate=down, duration=duration)
+    if dst:
+        t.dst = dst
+        t.argv[t.argv.index("--dst") + 1] = dst
+    return t.start()
+
+
+def can_connect(lab, src, dst, timeout=2.0):
+    code = ("import socket,sys\n"
+            f"s=socket.socket(socket.AF_INET6 if ':' in {dst!r} else socket.AF_INET)\n"
+            f"s.bind(({src!r},0)); s.settimeout({timeout})\n"
+            f"try:\n s.connect(({dst!r},{lab.tcp_port})); print('yes')\n"
+            "except OSError: print('no')\n")
+    r = lab.run_in(lab.sub, [PYTHON, "-c", code], timeout=timeout + 10)
+    return r.stdout.strip() == "yes"
+
+
+def test_reconcile(lab):
+    a, b, c = lab.sub_v4[0], lab.sub_v4[1], lab.sub_v4[2]
+    desired = [sub(1, [a, lab.sub_v6_prefixes[0]], "throttled", down_bps=8_000_000,
+                   up_bps=2_000_000),
+               sub(2, [b], "blocked", plan="prepaid"),
+               sub(3, [c], quota=5_000_000, counts="down")]
+    r1 = enforce(lab, "reconcile", desired)
+    check(r1["changed"] == 3, "reconcile installs 3 subscribers")
+    k = kernel(lab)["subscribers"]
+    check(k["1"]["state"] == "throttled" and k["1"]["down_bps"] == 8_000_000
+          and k["1"]["up_bps"] == 2_000_000, "read back: throttle 8/2 Mbit/s")
+    check(k["2"]["state"] == "blocked" and k["2"]["block_chain"] == "block_prepaid",
+          "read back: blocked through the plan's chain")
+    check(k["3"]["quota"] == 5_000_000, "read back: armed quota")
+    tc = lab.run_in(lab.gw, ["tc", "class", "show", "dev", "sub0"]).stdout.splitlines()
+    leaf = [x for x in tc if x.startswith(f"class htb {k['1']['tc_class']} ")]
+    check(leaf and " rate 8Mbit ceil 8Mbit " in leaf[0], f"tc class show: {leaf}")
+    r2 = enforce(lab, "reconcile", desired)
+    check(r2["changed"] == 0 and r2["nft_commands"] == 0 and r2["tc_messages"] == 0,
+          "second reconcile changes nothing")
+    lab.run_in(lab.gw, ["nft", "add", "element", "inet", "ctquota", "blocked_v4",
+                        '{ 100.64.9.9 comment "999" : jump block }'])
+    lab.run_in(lab.gw, ["tc", "class", "add", "dev", "sub0", "parent", "2:", "classid", "2:fff",
+                        "htb", "rate", "1mbit"])
+    r3 = enforce(lab, "reconcile", desired)
+    k = kernel(lab)
+    check("999" not in k["subscribers"] and k["tc_classes"] == 1,
+          f"stale element and class removed ({r3['changed']} changed)")
+    ruleset = json.loads(lab.run_in(lab.gw, ["nft", "-j", "list", "ruleset"]).stdout)
+    check(any("table" in x and x["table"]["name"] == "natgw" for x in ruleset["nftables"]),
+          "the gateway's other table is untouched")
+    enforce(lab, "reconcile", [])
+    k = kernel(lab)
+    check(not k["subscribers"] and k["tc_classes"] == 0, "reconcile([]) empties the kernel")
+    results["reconcile_idempotent"] = True
+
+
+def test_throttle(lab):
+    for fam, src, prefix in (("v4", lab.sub_v4[3], lab.sub_v4[3]),
+                             ("v6", lab.sub_v6[0], lab.sub_v6_prefixes[0])):
+        rate_bps = 8_000_000
+        enforce(lab, "apply", [sub(10, [prefix], "throttled", down_bps=rate_bps)])
+        t = transfer(lab, src, down=3_000_000, duration=6)
+        t.wait_done()
+        got = rate_of(t, "received", 1.5) * 8
+        results[f"throttle_down_{fam}_bps"] = round(got)
+        check(abs(got - rate_bps) <= 0.2 * rate_bps,
+              f"{fam} download {got / 1e6:.2f} Mbit/s within 20% of 8 Mbit/s")
+        enforce(lab, "apply", [sub(10, [prefix])])
+    # Upload: nft policing (limit object).
+    up_bps = 4_000_000
+    enforce(lab, "apply", [sub(11, [lab.sub_v4[3]], "throttled", up_bps=up_bps)])
+    t = transfer(lab, lab.sub_v4[3], up=2_000_000, duration=8)
+    t.wait_done()
+    got = rate_of(t, "sent", 3.0) * 8
+    results["throttle_up_v4_bps"] = round(got)
+    check(abs(got - up_bps) <= 0.2 * up_bps,
+          f"upload {got / 1e6:.2f} Mbit/s within 20% of 4 Mbit/s")
+    enforce(lab, "apply", [sub(11, [lab.sub_v4[3]])])
+
+
+def test_block(lab):
+    src, src6 = lab.sub_v4[4], lab.sub_v6[1]
+    me = sub(20, [src, lab.sub_v6_prefixes[1]], "blocked", plan="prepaid")
+    t = transfer(lab, src, down=300_000, duration=30)
+    wait_until(lambda: t.progress()[1] > 100_000, 10, what="transfer running")
+    r = enforce(lab, "apply", [me])
+    check(r["conntrack_deleted"] >= 1, f"block deleted {r['conntrack_deleted']} conntrack entries")
+    time.sleep(1.0)
+    before = t.progress()[1]
+    time.sleep(2.0)
+    after = t.progress()[1]
+    results["blocked_bytes_after_block"] = after - before
+    check(after - before < 10_000, f"established transfer stopped ({after - before} B in 2 s)")
+    ct = lab.conntrack("-L", "-s", src, check=False).stdout
+    check(f"src={src} " not in ct, "no conntrack entry of the blocked subscriber left")
+    check(not can_connect(lab, src, lab.srv_v4), "blocked: new IPv4 connection fails")
+    check(not can_connect(lab, src6, lab.srv_v6), "blocked: new IPv6 connection fails")
+    check(can_connect(lab, src, ALLOWED_V4), "blocked: always-allowed IPv4 server reachable")
+    check(can_connect(lab, src6, ALLOWED_V6), "blocked: always-allowed IPv6 server reachable")
+    enforce(lab, "apply", [sub(20, me["prefixes"])])
+    check(can_connect(lab, src, lab.srv_v4), "unblocked: connections work again")
+    t.proc.stop()
+
+
+def quota_run(lab, armed, limit, src):
+    me = sub(30, [src], quota=limit, counts="down")
+    enforce(lab, "apply", [me] if armed else [sub(30, [src])])
+    t = transfer(lab, src, down=4_000_000, duration=10)
+    # The daemon learns of the crossing at its next poll; say instantly, then
+    # it needs 1 s to apply the block.
+    wait_until(lambda: t.progress()[1] >= limit or
+               (armed and t.progress()[1] > 0.9 * limit), 15, what="limit reached")
+    if armed:  # the kernel stopped it; wait until nothing moves
+        time.sleep(1.0)
+    else:
+        time.sleep(1.0)
+    enforce(lab, "apply", [sub(30, [src], "blocked")])
+    time.sleep(1.0)
+    final = t.progress()[1]
+    used = kernel(lab)["subscribers"].get("30", {}).get("quota_used")
+    t.proc.stop()
+    enforce(lab, "apply", [sub(30, [src])])
+    return final, used
+
+
+def test_quota(lab):
+    limit = 3_000_000
+    src = lab.sub_v4[5]
+    final_armed, _ = quota_run(lab, True, limit, src)
+    final_unarmed, _ = quota_run(lab, False, limit, src)
+    results["quota_limit_bytes"] = limit
+    results["quota_overshoot_armed_bytes"] = final_armed - limit
+    results["quota_overshoot_unarmed_bytes"] = final_unarmed - limit
+    check(final_armed <= limit * 1.02, f"armed quota: {final_armed} B delivered for a "
+          f"{limit} B limit (overshoot {final_armed - limit} B)")
+    check(final_unarmed > final_armed, f"not armed: {final_unarmed} B delivered "
+          f"(overshoot {final_unarmed - limit} B)")
+
+
+def main():
+    if not os.path.exists(DRIVER):
+        log(f"enforce_driver not found at {DRIVER}; set CTQUOTA_ENFORCE_DRIVER")
+        return 2
+    with EnforceLab() as lab:
+        for addr in (f"{ALLOWED_V4}/24", f"{ALLOWED_V6}/64"):
+            lab.run_in(lab.srv, ["ip", "address", "add", addr, "dev", "eth0", "nodad"]
+                       if ":" in addr else ["ip", "address", "add", addr, "dev", "eth0"])
+        test_reconcile(lab)
+        test_throttle(lab)
+        test_block(lab)
+        test_quota(lab)
+        enforce(lab, "teardown")
+        out = lab.run_in(lab.gw, ["nft", "list", "tables"]).stdout
+        check("ctquota" not in out and "natgw" in out, "teardown removes only our table")
+    print(json.dumps(results), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+// The Enforcer against the real kernel, in the test binary's own network
+// namespace (main.cpp): nftables and tc are read back through the Enforcer
+// and cross-checked with nft(8)/tc(8) output.
+#include <doctest/doctest.h>
+
+#include <array>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "enforce/enforcer.hpp"
+
+using namespace ctquota;
+using namespace ctquota::enforce;
+
+namespace {
+
+core::Prefix P(const char* text) {
+    return *core::Prefix::parse(text);
+}
+
+std::string run(const std::string& command) {
+    std::string out;
+    std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(("{ " + command + "; } 2>&1").c_str(), "r"),
+                                               pclose);
+    std::array<char, 4096> buf{};
+    while (pipe && fgets(buf.data(), buf.size(), pipe.get()) != nullptr) {
+        out += buf.data();
+    }
+    return out;
+}
+
+EnforceConfig config(bool shaping = true) {
+    EnforceConfig c;
+    c.table = "ctqh2test";
+    c.subscriber_interface = shaping ? "ctqh2a" : "";
+    return c;
+}
+
+SubscriberTarget blocked(core::SubscriberId id, std::vector<core::Prefix> p,
+                         std::string plan = {}) {
+    SubscriberTarget t;
+    t.id = id;
+    t.prefixes = std::move(p);
+    t.state.kind = core::StateKind::Blocked;
+    t.plan = std::move(plan);
+    return t;
+}
+
+SubscriberTarget throttled(core::SubscriberId id, std::vector<core::Prefix> p, std::uint64_t down,
+                           std::uint64_t up) {
+    SubscriberTarget t;
+    t.id = id;
+    t.prefixes = std::move(p);
+    t.state.kind = core::StateKind::Throttled;
+    t.state.rate = core::Rate{down, up};
+    return t;
+}
+
+struct Fresh {  // every test starts from an empty table and no qdisc
+    Fresh() {
+        run("nft delete table inet ctqh2test; tc qdisc del dev ctqh2a root");
+        run("nft add table inet someoneelse");
+    }
+};
+
+}  // namespace
+
+TEST_CASE_FIXTURE(Fresh, "apply installs what read_back reports, and other tables stay") {
+    Enforcer e(config());
+    e.set_allowed({{"prepaid", {P("198.18.0.53"), P("2001:db8:ffff::53")}}});
+    auto r = e.apply({blocked(1, {P("100.64.1.1"), P("2001:db8:0:1::/64")}, "prepaid"),
+                      throttled(2, {P("100.64.1.2")}, 8'000'000, 1'000'000)});
+    CHECK(r.ok());
+    CHECK(r.subscribers_changed == 2);
+    CHECK(r.nft_transactions == 2);  // plan containers, then everything else
+    auto k = e.read_back();
+    REQUIRE(k.subscribers.size() == 2);
+    CHECK(k.subscribers.at(1).kind == core::StateKind::Blocked);
+    CHECK(k.subscribers.at(1).block_chain == "block_prepaid");
+    CHECK(k.subscribers.at(1).prefixes ==
+          std::vector<core::Prefix>{P("100.64.1.1"), P("2001:db8:0:1::/64")});
+    CHECK(k.subscribers.at(2).kind == core::StateKind::Throttled);
+    CHECK(k.subscribers.at(2).rate == core::Rate{8'000'000, 1'000'000});
+    REQUIRE(k.subscribers.at(2).tc_classid);
+    CHECK(k.tc_classes == 1);
+    CHECK(k.allowed_by_plan.at("prepaid").size() == 2);
+    const auto tc = run("tc class show dev ctqh2a");
+    CHECK(tc.find("rate 8Mbit ceil 8Mbit") != std::string::npos);
+    const auto nft = run("nft list table inet ctqh2test");
+    CHECK(nft.find("100.64.1.1 comment \"1\" : jump block_prepaid") != std::string::npos);
+    CHECK(run("nft list tables").find("someoneelse") != std::string::npos);
+}
+
+TEST_CASE_FIXTURE(Fresh, "reconcile is idempotent, repairs drift and removes stale entries") {
+    std::vector<SubscriberTarget> desired = {blocked(1, {P("100.64.1.1")}),
+                                             throttled(2, {P("100.64.1.2")}, 2'000'000, 0),
+                                             throttled(3, {P("100.64.1.3")}, 0, 512'000)};
+    desired[0].kernel_quota_bytes = 1000;  // blocked: no quota
+    SubscriberTarget q;
+    q.id = 4;
+    q.prefixes = {P("100.64.1.4")};
+    q.kernel_quota_bytes = 10'000;
+    desired.push_back(q);
+    {
+        Enforcer e(config());
+        CHECK(e.reconcile(desired).subscribers_changed == 4);
+    }
+    Enforcer e(config());  // a restarted daemon: learns everything from the kernel
+    auto again = e.reconcile(desired);
+    CHECK(again.ok());
+    CHECK(again.subscribers_changed == 0);
+    CHECK(again.nft_commands == 0);
+    CHECK(again.tc_messages == 0);
+
+    // Drift: an element nobody owns, a class nobody uses, a subscriber's element lost.
+    run("nft add element inet ctqh2test blocked_v4 '{ 100.64.9.9 : jump block }'");
+    run("tc class add dev ctqh2a parent 5: classid 5:77 htb rate 1mbit");
+    run("nft delete element inet ctqh2test blocked_v4 '{ 100.64.1.1 }'");
+    auto repair = e.reconcile(desired);
+    CHECK(repair.ok());
+    CHECK(repair.subscribers_changed == 2);  // subscriber 1 + the unowned entries
+    auto k = e.read_back();
+    CHECK(k.subscribers.size() == 4);
+    CHECK(k.subscribers.at(1).kind == core::StateKind::Blocked);
+    CHECK(k.subscribers.at(4).quota_bytes == 10'000);
+    CHECK(k.tc_classes == 1);
+    CHECK(run("nft list table inet ctqh2test").find("100.64.9.9") == std::string::npos);
+    CHECK(e.reconcile(desired).subscribers_changed == 0);
+
+    CHECK(e.reconcile({}).subscribers_changed == 4);
+    k = e.read_back();
+    CHECK(k.subscribers.empty());
+    CHECK(k.tc_classes == 0);
+}
+
+TEST_CASE_FIXTURE(Fresh, "rate changes keep the HTB class; unthrottle deletes it") {
+    Enforcer e(config());
+    CHECK(e.apply({throttled(9, {P("100.64.2.9")}, 2'000'000, 1'000'000)}).ok());
+    const auto classid = e.read_back().subscribers.at(9).tc_classid;
+    CHECK(e.apply({throttled(9, {P("100.64.2.9")}, 4'000'000, 2'000'000)}).ok());
+    auto k = e.read_back();
+    CHECK(k.subscribers.at(9).tc_classid == classid);
+    CHECK(k.subscribers.at(9).rate == core::Rate{4'000'000, 2'000'000});
+    CHECK(e.remove({9}).ok());
+    k = e.read_back();
+    CHECK(k.subscribers.empty());
+    CHECK(k.tc_classes == 0);
+}
+
+TEST_CASE_FIXTURE(Fresh, "a rejected change names its subscriber; the others still apply") {
+    Enforcer e(config());
+    // 100.64.3.5 lies inside subscriber 1's /24: the interval map refuses the overlap.
+    auto r = e.apply({blocked(1, {P("100.64.3.0/24")}), blocked(2, {P("100.64.3.5")}),
+                      throttled(3, {P("100.64.4.1")}, 1'000'000, 0)});
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0].find("subscriber ") == 0);
+    CHECK(r.errors[0].find("blocked_v4") != std::string::npos);
+    auto k = e.read_back();
+    CHECK(k.subscribers.size() == 2);
+    CHECK(k.subscribers.contains(3));
+}
+
+TEST_CASE_FIXTURE(Fresh, "without a subscriber interface throttles police both ways") {
+    Enforcer e(config(false));
+    CHECK(e.apply({throttled(5, {P("100.64.5.5")}, 3'000'000, 1'000'000)}).ok());
+    auto k = e.read_back();
+    CHECK(k.subscribers.at(5).rate == core::Rate{3'000'000, 1'000'000});
+    CHECK_FALSE(k.subscribers.at(5).tc_classid);
+    CHECK(run("nft list map inet ctqh2test down_limit_v4").find("down_5") != std::string::npos);
+}
+
+TEST_CASE_FIXTURE(Fresh, "teardown removes our table and qdisc only") {
+    Enforcer e(config());
+    CHECK(e.apply({throttled(1, {P("100.64.1.1")}, 1'000'000, 0)}).ok());
+    e.teardown();
+    CHECK(run("nft list tables").find("ctqh2test") == std::string::npos);
+    CHECK(run("nft list tables").find("someoneelse") != std::string::npos);
+    CHECK(run("tc qdisc show dev ctqh2a").find("htb") == std::string::npos);
+}
+
+TEST_CASE_FIXTURE(Fresh, "an address that moves to another subscriber is released first") {
+    Enforcer e(config());
+    CHECK(e.apply({blocked(1, {P("100.64.6.6"), P("100.64.6.7")})}).ok());
+    // Only the new owner is in the change list (its binding changed).
+    auto r = e.apply({throttled(2, {P("100.64.6.6")}, 1'000'000, 0)});
+    CHECK(r.ok());
+    auto k = e.read_back();
+    CHECK(k.subscribers.at(1).prefixes == std::vector<core::Prefix>{P("100.64.6.7")});
+    CHECK(k.subscribers.at(2).kind == core::StateKind::Throttled);
+    CHECK(
+        e.reconcile({blocked(1, {P("100.64.6.7")}), throttled(2, {P("100.64.6.6")}, 1'000'000, 0)})
+            .subscribers_changed == 0);
+}
+
+TEST_CASE_FIXTURE(Fresh, "a second start keeps the skeleton's rules; a foreign rule is replaced") {
+    const auto handles = [] { return run("nft -a list chain inet ctqh2test forward"); };
+    {
+        Enforcer e(config());
+        CHECK(e.apply({blocked(1, {P("100.64.1.1")})}).ok());
+    }
+    const auto first = handles();
+    REQUIRE(first.find("# handle") != std::string::npos);
+    {
+        Enforcer e(config());
+        CHECK(e.apply({blocked(1, {P("100.64.1.1")})}).ok());
+    }
+    CHECK(handles() == first);  // not flushed and re-added
+    run("nft add rule inet ctqh2test forward counter");
+    {
+        Enforcer e(config());
+        CHECK(e.apply({blocked(1, {P("100.64.1.1")})}).ok());
+    }
+    const auto refilled = handles();
+    CHECK(refilled.find("counter") == std::string::npos);
+    CHECK(refilled != first);
+}

@@ -1,0 +1,260 @@
+// Pure parts of enforce/: desired kernel items, their difference, the nft
+// JSON parser on output captured from libnftables 1.0.6 / kernel 6.18, and
+// the tc class message bytes. No kernel needed.
+#include <doctest/doctest.h>
+#include <linux/rtnetlink.h>
+
+#include "enforce/kernel_model.hpp"
+#include "enforce/nft_json.hpp"
+#include "enforce/tc_netlink.hpp"
+
+using namespace ctquota;
+using namespace ctquota::enforce;
+
+namespace {
+
+core::Prefix P(const char* text) {
+    return *core::Prefix::parse(text);
+}
+
+SubscriberTarget target(core::StateKind kind, core::Rate rate = {},
+                        std::optional<std::uint64_t> quota = std::nullopt,
+                        core::CountedDirections counts = core::CountedDirections::Both) {
+    SubscriberTarget t;
+    t.id = 7;
+    t.prefixes = {P("100.64.1.7"), P("2001:db8:0:7::/64")};
+    t.state.kind = kind;
+    t.state.rate = rate;
+    t.kernel_quota_bytes = quota;
+    t.counts = counts;
+    return t;
+}
+
+std::vector<std::string> sets_of(const SubscriberItems& items) {
+    std::vector<std::string> out;
+    for (const auto& e : items.elements) {
+        out.push_back(e.set + "=" + e.value);
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("desired items per state (table-driven)") {
+    const std::set<std::string> plans{"prepaid"};
+    struct Row {
+        const char* description;
+        SubscriberTarget target;
+        bool shaping;
+        std::uint64_t arm_below;
+        std::vector<std::string> elements;
+        std::size_t limits;
+        bool quota;
+        bool tc_class;
+    };
+    auto blocked_prepaid = target(core::StateKind::Blocked);
+    blocked_prepaid.plan = "prepaid";
+    auto blocked_other = target(core::StateKind::Blocked);
+    blocked_other.plan = "home";
+    const std::vector<Row> rows = {
+        {"normal without quota: nothing",
+         target(core::StateKind::Normal),
+         true,
+         0,
+         {},
+         0,
+         false,
+         false},
+        {"blocked, plan with allowed list: its chain",
+         blocked_prepaid,
+         true,
+         0,
+         {"blocked_v4=block_prepaid", "blocked_v6=block_prepaid"},
+         0,
+         false,
+         false},
+        {"blocked, plan without allowed list: plain block",
+         blocked_other,
+         true,
+         0,
+         {"blocked_v4=block", "blocked_v6=block"},
+         0,
+         false,
+         false},
+        {"blocked ignores the kernel quota",
+         target(core::StateKind::Blocked, {}, 100),
+         true,
+         0,
+         {"blocked_v4=block", "blocked_v6=block"},
+         0,
+         false,
+         false},
+        {"throttled with HTB: class + up limit",
+         target(core::StateKind::Throttled, {2'000'000, 1'000'000}),
+         true,
+         0,
+         {"throttle_v4=2:1", "throttle_v6=2:1", "up_limit_v4=up_7", "up_limit_v6=up_7"},
+         1,
+         false,
+         true},
+        {"throttled without HTB: policing both ways",
+         target(core::StateKind::Throttled, {2'000'000, 1'000'000}),
+         false,
+         0,
+         {"down_limit_v4=down_7", "down_limit_v6=down_7", "up_limit_v4=up_7", "up_limit_v6=up_7"},
+         2,
+         false,
+         false},
+        {"quota counting both directions",
+         target(core::StateKind::Normal, {}, 5000, core::CountedDirections::Both),
+         true,
+         0,
+         {"quota_down_v4=q_7", "quota_down_v6=q_7", "quota_up_v4=q_7", "quota_up_v6=q_7"},
+         0,
+         true,
+         false},
+        {"quota counting downloads only",
+         target(core::StateKind::Normal, {}, 5000, core::CountedDirections::Down),
+         true,
+         0,
+         {"quota_down_v4=q_7", "quota_down_v6=q_7"},
+         0,
+         true,
+         false},
+        {"quota not armed above arm_quota_below_bytes",
+         target(core::StateKind::Normal, {}, 5000),
+         true,
+         5000,
+         {},
+         0,
+         false,
+         false},
+        {"quota armed below arm_quota_below_bytes",
+         target(core::StateKind::Normal, {}, 4999),
+         true,
+         5000,
+         {"quota_down_v4=q_7", "quota_down_v6=q_7", "quota_up_v4=q_7", "quota_up_v6=q_7"},
+         0,
+         true,
+         false},
+    };
+    for (const auto& row : rows) {
+        CAPTURE(row.description);
+        ModelContext ctx{row.shaping, row.arm_below, &plans};
+        const auto items = desired_items(row.target, ctx, std::uint32_t{0x20001});
+        CHECK(sets_of(items) == row.elements);
+        CHECK(items.limits.size() == row.limits);
+        CHECK(items.quota.has_value() == row.quota);
+        CHECK(items.tc_class.has_value() == row.tc_class);
+    }
+}
+
+TEST_CASE("rates round to what the kernel keeps") {
+    ModelContext ctx{true, 0, nullptr};
+    const auto items =
+        desired_items(target(core::StateKind::Throttled, {2'000'003, 1'000'007}), ctx, 0x20001u);
+    REQUIRE(items.tc_class);
+    CHECK(items.tc_class->rate_bps == 2'000'000);  // HTB stores bytes/s
+    CHECK(items.limits.at(0).bytes_per_second == 125'000);
+    CHECK(items.limits.at(0).burst_bytes == limit_burst_bytes(125'000));
+}
+
+TEST_CASE("nested prefixes are dropped (nft rejects overlapping intervals)") {
+    auto out = without_nested({P("100.64.1.7"), P("100.64.1.0/24"), P("2001:db8::/32"),
+                               P("2001:db8:0:7::/64"), P("100.65.0.1")});
+    CHECK(out ==
+          std::vector<core::Prefix>{P("100.64.1.0/24"), P("100.65.0.1"), P("2001:db8::/32")});
+}
+
+TEST_CASE("diff: nothing, rate change, throttle to block") {
+    ModelContext ctx{true, 0, nullptr};
+    const auto slow =
+        desired_items(target(core::StateKind::Throttled, {2'000'000, 1'000'000}), ctx, 0x20001u);
+    CHECK(diff_items(7, slow, slow).empty());
+
+    const auto faster =
+        desired_items(target(core::StateKind::Throttled, {4'000'000, 2'000'000}), ctx, 0x20001u);
+    auto d = diff_items(7, slow, faster);
+    CHECK(d.tc_set.size() == 1);  // class changed in place, same id
+    CHECK(d.tc_del.empty());
+    CHECK(d.del_objects.size() == 1);  // a limit cannot be updated: replaced ...
+    CHECK(d.add_limits.size() == 1);
+    CHECK(d.del_elements.size() == 2);  // ... with the elements naming it
+    CHECK(d.add_elements.size() == 2);
+    CHECK(d.newly_blocked.empty());
+
+    const auto blocked = desired_items(target(core::StateKind::Blocked), ctx, std::nullopt);
+    d = diff_items(7, slow, blocked);
+    CHECK(d.tc_del == std::vector<std::uint32_t>{0x20001u});
+    CHECK(d.del_elements.size() == 4);
+    CHECK(d.add_elements.size() == 2);
+    CHECK(d.newly_blocked.size() == 2);
+    CHECK(diff_items(7, blocked, {}).nft_commands() == 2);
+}
+
+TEST_CASE("class ids as nft and tc print them") {
+    CHECK(classid_text(0x2001a) == "2:1a");
+    CHECK(parse_classid("2:1a") == 0x2001au);
+    CHECK(parse_classid("41:ffff") == 0x41ffffu);
+    CHECK_FALSE(parse_classid("2:0"));
+    CHECK_FALSE(parse_classid("2"));
+    CHECK_FALSE(parse_classid("x:1"));
+}
+
+TEST_CASE("libnftables list output parses into owned elements and objects") {
+    // Captured from `list table` (libnftables 1.0.6, kernel 6.18), shortened.
+    const auto out = nftjson::Json::parse(R"({"nftables": [
+      {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+      {"table": {"family": "inet", "name": "ctquota", "handle": 1}},
+      {"limit": {"family": "inet", "name": "up_2", "table": "ctquota", "handle": 4, "rate": 125000,
+                 "per": "second", "inv": true, "rate_unit": "bytes", "burst": 16,
+                 "burst_unit": "kbytes"}},
+      {"quota": {"family": "inet", "name": "q_2", "table": "ctquota", "handle": 5,
+                 "bytes": 5000000, "used": 1234, "inv": true}},
+      {"map": {"family": "inet", "name": "blocked_v6", "table": "ctquota", "type": "ipv6_addr",
+               "handle": 7, "map": "verdict", "flags": ["interval"],
+               "elem": [[{"elem": {"val": {"prefix": {"addr": "2001:db8:0:1::", "len": 64}},
+                                   "comment": "1"}}, {"jump": {"target": "block_prepaid"}}]]}},
+      {"map": {"family": "inet", "name": "throttle_v4", "table": "ctquota", "type": "ipv4_addr",
+               "handle": 8, "map": "classid", "flags": ["interval"],
+               "elem": [[{"elem": {"val": "100.64.1.2", "comment": "2"}}, "4:1"],
+                        ["100.64.9.9", "4:2"]]}},
+      {"set": {"family": "inet", "name": "allow_prepaid_v4", "table": "ctquota",
+               "type": "ipv4_addr", "handle": 9, "flags": ["interval"], "elem": ["198.18.0.53"]}},
+      {"chain": {"family": "inet", "table": "ctquota", "name": "block_prepaid", "handle": 2}}
+    ]})");
+    const auto t = nftjson::parse_table(out);
+    CHECK(t.present);
+    CHECK(t.limits.at("up_2").burst_bytes == 16384);
+    CHECK(t.limits.at("up_2").bytes_per_second == 125000);
+    CHECK(t.quotas.at("q_2").second == 1234);
+    const auto& b = t.maps.at("blocked_v6").at(0);
+    CHECK(b.key == P("2001:db8:0:1::/64"));
+    CHECK(b.value == "block_prepaid");
+    CHECK(b.owner == 1);
+    const auto& th = t.maps.at("throttle_v4");
+    CHECK(th.at(0).owner == 2);
+    CHECK(th.at(0).key == P("100.64.1.2/32"));
+    CHECK_FALSE(th.at(1).owner);  // no comment: nobody's, reconcile deletes it
+    CHECK(t.allow_sets.at("allow_prepaid_v4") == std::vector<core::Prefix>{P("198.18.0.53")});
+    CHECK(t.chains.contains("block_prepaid"));
+}
+
+TEST_CASE("HTB class messages") {
+    std::vector<char> buf;
+    append_class_message(buf, 5, TcOp{TcOp::Kind::Set, 0x30002, 8'000'000, "s"}, 77, true);
+    append_class_message(buf, 5, TcOp{TcOp::Kind::Delete, 0x30003, 0, "s"}, 78, false);
+    const auto* first = reinterpret_cast<const nlmsghdr*>(buf.data());
+    CHECK(first->nlmsg_type == RTM_NEWTCLASS);
+    CHECK(first->nlmsg_seq == 77);
+    CHECK((first->nlmsg_flags & NLM_F_ACK) != 0);
+    CHECK((first->nlmsg_flags & NLM_F_EXCL) == 0);  // create or change
+    const auto* tcm = reinterpret_cast<const tcmsg*>(NLMSG_DATA(first));
+    CHECK(tcm->tcm_ifindex == 5);
+    CHECK(tcm->tcm_handle == 0x30002u);
+    CHECK(tcm->tcm_parent == 0x30000u);  // the shard's qdisc
+    const auto* second =
+        reinterpret_cast<const nlmsghdr*>(buf.data() + NLMSG_ALIGN(first->nlmsg_len));
+    CHECK(second->nlmsg_type == RTM_DELTCLASS);
+    CHECK(NLMSG_ALIGN(first->nlmsg_len) + second->nlmsg_len <= buf.size());
+}
