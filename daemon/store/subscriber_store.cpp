@@ -163,24 +163,26 @@ std::string SubscriberStore::bindings_fingerprint() {
 
 std::optional<UsageTotals> SubscriberStore::current_usage(const std::string& external_id,
                                                           core::TimePoint now) {
-    const auto period = core::month_start_utc(now);
+    // The subscriber's cycle containing `now` (each flush records its end);
+    // without usage yet, the calendar month stands in for the cycle start.
     return in_transaction(db_, "reading usage", [&](pqxx::work& txn) -> std::optional<UsageTotals> {
         const auto rows = txn.exec_params(
             "SELECT coalesce(sum(u.up_bytes), 0)::bigint, "
             "coalesce(sum(u.down_bytes), 0)::bigint, coalesce(sum(u.up_packets), 0)::bigint, "
             "coalesce(sum(u.down_packets), 0)::bigint, " +
-                micros_of("max(u.updated_at)") +
+                micros_of("max(u.updated_at)") + ", " + micros_of("min(u.period_start)") +
                 " FROM subscribers s LEFT JOIN usage_period u ON u.subscriber_id = s.id "
-                "  AND u.period_start = " +
-                ts(2) + " WHERE s.external_id = $1 GROUP BY s.id",
-            external_id, to_micros(period));
+                "  AND u.period_start <= " +
+                ts(2) + " AND u.period_end > " + ts(2) + " WHERE s.external_id = $1 GROUP BY s.id",
+            external_id, to_micros(now));
         if (rows.empty()) {
             return std::nullopt;
         }
         const auto& r = rows[0];
         UsageTotals t;
         t.external_id = external_id;
-        t.cycle_start = period;
+        t.cycle_start =
+            r[5].is_null() ? core::month_start_utc(now) : from_micros(r[5].as<std::int64_t>());
         t.usage.up = {r[0].as<std::uint64_t>(), r[2].as<std::uint64_t>()};
         t.usage.down = {r[1].as<std::uint64_t>(), r[3].as<std::uint64_t>()};
         if (!r[4].is_null()) {

@@ -22,7 +22,8 @@ TEST_CASE("usage_current: documented columns with stable names and types") {
     CHECK(columns ==
           std::vector<std::string>{"subscriber_id text", "cycle_start timestamp with time zone",
                                    "up_bytes bigint", "down_bytes bigint", "up_packets bigint",
-                                   "down_packets bigint", "updated_at timestamp with time zone"});
+                                   "down_packets bigint", "updated_at timestamp with time zone",
+                                   "cycle_end timestamp with time zone", "plan text"});
     CHECK(scratch.scalar("SELECT count(*) FROM pg_views WHERE viewname = 'usage_current'") == 1);
     CHECK(scratch.scalar("SELECT length(obj_description('usage_current'::regclass, 'pg_class'))") >
           20);
@@ -77,4 +78,30 @@ TEST_CASE("usage_current: one row per subscriber with usage this month, summed o
     REQUIRE(carol_then.has_value());
     CHECK(carol_then->usage == dbtest::usage(1000, 1000, 1000, 1000));
     CHECK(carol_then->cycle_start == previous);
+}
+
+TEST_CASE("usage_current: a plan's own cycle (not the calendar month) is the current one") {
+    ScratchDatabase scratch;
+    store::SubscriberStore subscribers(scratch.db());
+    store::UsageStore gw(scratch.db(), "gw-1");
+    const auto now = dbtest::now_us();
+    const auto erin = subscribers.add("erin", {}, now);
+    // A 30-day cycle that started 10 days ago, and the one before it.
+    const core::Period current{now - 240h, now + 480h};
+    const core::Period before{current.start - 720h, current.start};
+    core::FlushBatch batch;
+    batch.usage.periods.push_back(core::period_usage(erin, current, dbtest::usage(5, 50, 1, 2)));
+    batch.usage.periods.push_back(core::period_usage(erin, before, dbtest::usage(7, 70, 1, 2)));
+    gw.flush(batch);
+    const auto rows = scratch.query(
+        "SELECT down_bytes, extract(epoch FROM cycle_start)::bigint, "
+        "extract(epoch FROM cycle_end)::bigint FROM usage_current WHERE subscriber_id = 'erin'");
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0][0].as<std::int64_t>() == 50);
+    CHECK(rows[0][1].as<std::int64_t>() == core::to_unix_seconds(current.start));
+    CHECK(rows[0][2].as<std::int64_t>() == core::to_unix_seconds(current.end));
+    const auto totals = subscribers.current_usage("erin", now);
+    REQUIRE(totals.has_value());
+    CHECK(totals->usage == dbtest::usage(5, 50, 1, 2));
+    CHECK(totals->cycle_start == current.start);
 }

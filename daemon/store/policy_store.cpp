@@ -1,0 +1,149 @@
+#include "store/policy_store.hpp"
+
+#include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
+
+#include "store/sql_util.hpp"
+
+namespace ctquota::store {
+namespace {
+
+std::uint64_t u64(const pqxx::field& f) {
+    return f.is_null() ? 0 : f.as<std::uint64_t>();
+}
+
+void read_usage(pqxx::work& txn, const std::vector<CycleKey>& keys,
+                std::unordered_map<core::SubscriberId, PolicyInputs>& out) {
+    std::vector<std::int64_t> ids;
+    std::vector<std::int64_t> starts;
+    for (const auto& k : keys) {
+        ids.push_back(k.id);
+        starts.push_back(to_micros(k.cycle_start));
+    }
+    const auto rows = txn.exec_params(
+        "SELECT u.subscriber_id, sum(u.up_bytes), sum(u.down_bytes), sum(u.free_up_bytes), "
+        "sum(u.free_down_bytes), sum(u.zero_up_bytes), sum(u.zero_down_bytes) "
+        "FROM unnest($1::bigint[], $2::bigint[]) AS k(id, start_us) "
+        "JOIN usage_period u ON u.subscriber_id = k.id AND u.period_start = 'epoch'::timestamptz "
+        "+ k.start_us * interval '1 microsecond' GROUP BY u.subscriber_id",
+        int_array(ids), int_array(starts));
+    for (const auto& r : rows) {
+        auto& usage = out[r[0].as<core::SubscriberId>()].usage;
+        usage.up_bytes = u64(r[1]);
+        usage.down_bytes = u64(r[2]);
+        usage.free_up_bytes = u64(r[3]);
+        usage.free_down_bytes = u64(r[4]);
+        usage.zero_up_bytes = u64(r[5]);
+        usage.zero_down_bytes = u64(r[6]);
+    }
+    const auto overrides = txn.exec_params(
+        "SELECT o.subscriber_id, o.quota_bytes FROM unnest($1::bigint[], $2::bigint[]) AS "
+        "k(id, start_us) JOIN quota_overrides o ON o.subscriber_id = k.id AND o.cycle_start = "
+        "'epoch'::timestamptz + k.start_us * interval '1 microsecond'",
+        int_array(ids), int_array(starts));
+    for (const auto& r : overrides) {
+        out[r[0].as<core::SubscriberId>()].quota_override = r[1].as<std::uint64_t>();
+    }
+}
+
+void read_topups(pqxx::work& txn, const std::vector<core::SubscriberId>& ids, core::TimePoint now,
+                 std::unordered_map<core::SubscriberId, PolicyInputs>& out) {
+    const auto rows = txn.exec_params(
+        "SELECT subscriber_id, bytes, " + micros_of("created_at") + ", " + micros_of("expires_at") +
+            " FROM topups WHERE subscriber_id = ANY($1::bigint[]) AND expires_at > " + ts(2),
+        int_array(ids), to_micros(now));
+    for (const auto& r : rows) {
+        out[r[0].as<core::SubscriberId>()].topups.push_back(
+            core::TopUp{r[1].as<std::uint64_t>(), from_micros(r[2].as<std::int64_t>()),
+                        from_micros(r[3].as<std::int64_t>())});
+    }
+}
+
+}  // namespace
+
+std::vector<PolicySubscriber> PolicyStore::subscribers(const std::vector<core::SubscriberId>& only,
+                                                       core::TimePoint now) {
+    return in_transaction(db_, "reading subscribers for the policy engine", [&](pqxx::work& txn) {
+        const auto rows = txn.exec_params(
+            "SELECT s.id, s.external_id, coalesce(s.plan, ''), " + micros_of("s.created_at") +
+                ", coalesce(array_agg(b.prefix::text ORDER BY b.prefix) FILTER (WHERE b.id IS NOT "
+                "NULL), '{}') FROM subscribers s LEFT JOIN subscriber_bindings b ON "
+                "b.subscriber_id = s.id AND b.valid_from <= " +
+                ts(2) + " AND (b.valid_until IS NULL OR b.valid_until > " + ts(2) +
+                ") WHERE s.removed_at IS NULL AND (cardinality($1::bigint[]) = 0 OR s.id = "
+                "ANY($1::bigint[])) GROUP BY s.id ORDER BY s.id",
+            int_array(only), to_micros(now));
+        std::vector<PolicySubscriber> out;
+        out.reserve(rows.size());
+        for (const auto& r : rows) {
+            PolicySubscriber s;
+            s.id = r[0].as<core::SubscriberId>();
+            s.external_id = r[1].as<std::string>();
+            s.plan = r[2].as<std::string>();
+            s.created_at = from_micros(r[3].as<std::int64_t>());
+            auto array = r[4].as_array();
+            for (auto item = array.get_next(); item.first != pqxx::array_parser::done;
+                 item = array.get_next()) {
+                if (item.first == pqxx::array_parser::string_value) {
+                    if (auto p = core::Prefix::parse(item.second)) {
+                        s.prefixes.push_back(*p);
+                    }
+                }
+            }
+            out.push_back(std::move(s));
+        }
+        return out;
+    });
+}
+
+std::unordered_map<core::SubscriberId, PolicyInputs> PolicyStore::inputs(
+    const std::vector<CycleKey>& keys, core::TimePoint now) {
+    return in_transaction(db_, "reading usage for the policy engine", [&](pqxx::work& txn) {
+        std::unordered_map<core::SubscriberId, PolicyInputs> out;
+        std::vector<core::SubscriberId> ids;
+        for (const auto& k : keys) {
+            out[k.id];
+            ids.push_back(k.id);
+        }
+        if (!keys.empty()) {
+            read_usage(txn, keys, out);
+            read_topups(txn, ids, now, out);
+        }
+        return out;
+    });
+}
+
+}  // namespace ctquota::store
+
+namespace ctquota::store {
+
+std::vector<std::int64_t> PolicyStore::record(const std::vector<PolicyDecision>& decisions,
+                                              const WebhookOutbox* outbox) {
+    return in_transaction(db_, "recording enforcement decisions", [&](pqxx::work& txn) {
+        std::vector<std::int64_t> ids;
+        for (const auto& d : decisions) {
+            StateStore::upsert(txn, d.state);
+            for (const auto& e : d.events) {
+                const auto id = EventStore::insert(txn, e);
+                ids.push_back(id);
+                if (outbox == nullptr) {
+                    continue;
+                }
+                WebhookEvent w;
+                w.event_id = id;
+                w.kind = e.kind;
+                w.subscriber_id = d.external_id;
+                w.at = e.at.value_or(core::TimePoint{});
+                w.from_state = e.from_state;
+                w.to_state = e.to_state;
+                w.reason = e.reason;
+                w.counted_bytes = e.counted_bytes;
+                w.allowance_bytes = e.allowance_bytes;
+                outbox->enqueue(txn, webhook_payload(w));
+            }
+        }
+        return ids;
+    });
+}
+
+}  // namespace ctquota::store
