@@ -5,12 +5,13 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake pkg-config git clang-format clang-tidy
+  build-essential cmake pkg-config git clang-format clang-tidy libhowardhinnant-date-dev tzdata
   libnetfilter-conntrack-dev libmnl-dev libnftables-dev
   libpqxx-dev libpq-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev
   libspdlog-dev libfmt-dev doctest-dev libtomlplusplus-dev robin-map-dev
   postgresql-15 postgresql-client-15
-  nftables conntrack iproute2 procps iputils-ping socat python3 util-linux curl
+  nftables conntrack iproute2 procps iputils-ping socat python3 util-linux curl wrk openssl
+  chromium
 )
 
 missing=()

@@ -3,6 +3,7 @@
 #include "api/problem.hpp"
 #include "api/series.hpp"
 #include "api/validation.hpp"
+#include "core/plan.hpp"
 
 namespace ctquota::api {
 namespace {
@@ -58,27 +59,47 @@ NewBinding parse_new_binding(const nlohmann::json& body) {
     return out;
 }
 
-std::vector<core::Prefix> parse_address_set(const nlohmann::json& body,
-                                            const std::string& path_id) {
+std::optional<std::string> parse_plan_field(const nlohmann::json& value,
+                                            std::vector<FieldError>& errors) {
+    if (value.is_null()) {
+        return std::nullopt;
+    }
+    if (!value.is_string()) {
+        errors.push_back(
+            {"plan", std::string("expected a plan name or null, got ") + value.type_name()});
+        return std::nullopt;
+    }
+    const auto name = value.get<std::string>();
+    if (!core::valid_plan_name(name)) {
+        errors.push_back({"plan", "'" + name.substr(0, 64) +
+                                      "' is not a plan name ([a-z0-9][a-z0-9._-]{0,62}); "
+                                      "GET /api/v1/plans lists the plans"});
+        return std::nullopt;
+    }
+    return name;
+}
+
+SubscriberUpdate parse_subscriber_update(const nlohmann::json& body, const std::string& path_id) {
     std::vector<FieldError> errors;
+    SubscriberUpdate out;
     for (const auto& [key, value] : body.items()) {
         if (key == "plan") {
-            errors.push_back({key, "plans are not available yet; leave plan out"});
+            out.plan_given = true;
+            out.plan = parse_plan_field(value, errors);
         } else if (key == "id" && (!value.is_string() || value.get<std::string>() != path_id)) {
             errors.push_back({key,
                               "a subscriber's id cannot change; leave id out or repeat the "
                               "one in the path"});
-        } else if (key != "id" && key != "addresses") {
-            errors.push_back({key, "unknown field (allowed: addresses, id)"});
+        } else if (key == "addresses") {
+            out.addresses = parse_address_list(value, errors);
+        } else if (key != "id") {
+            errors.push_back({key, "unknown field (allowed: addresses, id, plan)"});
         }
     }
-    std::vector<core::Prefix> out;
-    if (!body.contains("addresses")) {
+    if (!body.contains("addresses") && !body.contains("plan")) {
         errors.push_back({"addresses",
-                          "required: the complete list of the subscriber's addresses "
-                          "([] for none)"});
-    } else {
-        out = parse_address_list(body["addresses"], errors);
+                          "required unless plan is given: the complete list of the subscriber's "
+                          "addresses ([] for none)"});
     }
     if (!errors.empty()) {
         throw invalid_body(std::move(errors));

@@ -1,5 +1,7 @@
 #include "api/cursor.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <nlohmann/json.hpp>
 
 #include "api/base64.hpp"
@@ -11,9 +13,19 @@ namespace {
 constexpr int kVersion = 1;
 constexpr std::size_t kMaxCursor = 2048;
 
-bool valid_kind(const std::string& kind, const std::string& cycle) {
+// Events and top-ups page on their (positive, decimal) row id.
+bool positive_integer(const std::string& text) {
+    return !text.empty() && text.size() <= 18 && text[0] != '0' &&
+           std::all_of(text.begin(), text.end(),
+                       [](char c) { return std::isdigit(static_cast<unsigned char>(c)) != 0; });
+}
+
+bool valid_kind(const std::string& kind, const std::string& cycle, const std::string& after) {
     if (kind == "subscribers") {
         return cycle.empty();
+    }
+    if (kind == "events" || kind == "topups") {
+        return cycle.empty() && positive_integer(after);
     }
     return kind == "usage" && parse_date(cycle).has_value();
 }
@@ -48,7 +60,7 @@ std::optional<Cursor> decode_cursor(std::string_view text) {
         }
         c.cycle = j["c"].get<std::string>();
     }
-    if (j.size() != (j.contains("c") ? 4u : 3u) || !valid_kind(c.kind, c.cycle) ||
+    if (j.size() != (j.contains("c") ? 4u : 3u) || !valid_kind(c.kind, c.cycle, c.after) ||
         c.after.empty() || !is_clean_text(c.after)) {
         return std::nullopt;
     }

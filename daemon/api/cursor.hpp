@@ -11,8 +11,8 @@
 namespace ctquota::api {
 
 struct Cursor {
-    std::string kind;   // "subscribers" or "usage"
-    std::string after;  // the last external id of the previous page (non-empty)
+    std::string kind;   // "subscribers", "usage", "events" or "topups"
+    std::string after;  // the last external id (events, top-ups: row id) of the previous page
     std::string cycle;  // "YYYY-MM-DD" (usage only; empty otherwise)
     bool operator==(const Cursor&) const = default;
 };

@@ -58,6 +58,10 @@ Router make_router(Services& services) {
     add_usage_routes(router, services);
     add_series_routes(router, services);
     add_address_routes(router, services);
+    add_plan_routes(router, services);
+    add_quota_routes(router, services);
+    add_topup_routes(router, services);
+    add_event_routes(router, services);
     return router;
 }
 

@@ -2,6 +2,8 @@
 // The API's routes, grouped by resource. Handlers validate and translate; the
 // work is done by store/ (SQL) and core/ (cycles, addresses).
 
+#include <filesystem>
+
 #include "api/db_pool.hpp"
 #include "api/router.hpp"
 #include "app/metrics.hpp"
@@ -20,8 +22,16 @@ void add_subscriber_routes(Router& router, Services& services);
 void add_usage_routes(Router& router, Services& services);
 void add_series_routes(Router& router, Services& services);
 void add_address_routes(Router& router, Services& services);
+void add_plan_routes(Router& router, Services& services);
+void add_quota_routes(Router& router, Services& services);
+void add_topup_routes(Router& router, Services& services);
+void add_event_routes(Router& router, Services& services);
 
 // Every route of the API in one router.
 Router make_router(Services& services);
+
+// The web page's files under `web_dir` (web_routes.cpp; index.html also at /).
+// Not part of make_router: the page is a client of the API, not in its document.
+void add_web_routes(Router& router, const std::filesystem::path& web_dir);
 
 }  // namespace ctquota::api

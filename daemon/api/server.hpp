@@ -6,6 +6,7 @@
 // that see the HTTP library.
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -34,6 +35,9 @@ struct ServerOptions {
     std::string database_url;
     std::size_t threads = 8;  // HTTP workers, and as many database connections
     std::chrono::seconds token_cache_ttl{10};
+    std::string tls_cert;  // PEM files; both set: HTTPS only, neither: plain HTTP
+    std::string tls_key;
+    std::filesystem::path web_dir;  // the web page's files; empty: no page
 };
 
 class Server {

@@ -1,14 +1,17 @@
-// /api/v1/subscribers: create, read (with the current cycle's usage), list, replace the
-// address set (PUT; a "plan" field is refused with 422 until plans exist), remove.
+// /api/v1/subscribers: create, read (with the current cycle's usage, allowance
+// and enforced state), list (filtered by id, plan or state), replace the
+// address set and/or the plan (PUT), remove.
 
 #include "api/address_input.hpp"
 #include "api/cursor.hpp"
+#include "api/policy_view.hpp"
 #include "api/problem.hpp"
 #include "api/route_helpers.hpp"
 #include "api/routes.hpp"
 #include "api/validation.hpp"
 #include "core/calendar.hpp"
 #include "store/binding_store.hpp"
+#include "store/plan_store.hpp"
 #include "store/subscriber_queries.hpp"
 #include "store/subscriber_store.hpp"
 
@@ -24,37 +27,69 @@ using json = nlohmann::ordered_json;
 json subscriber_json(const store::SubscriberView& s) {
     return {{"id", s.external_id},
             {"addresses", s.addresses},
-            {"created_at", core::iso8601_utc(s.created_at)}};
+            {"created_at", core::iso8601_utc(s.created_at)},
+            {"plan", s.plan ? json(*s.plan) : json()}};
 }
 
-json detail_json(const store::SubscriberDetail& d, core::TimePoint cycle_start) {
+json detail_json(const store::SubscriberDetail& d, core::TimePoint now) {
     json out = subscriber_json(d.subscriber);
     const auto& u = d.cycle.usage;
-    out["cycle_start"] = core::iso8601_utc(cycle_start);
-    out["cycle_end"] = core::iso8601_utc(core::next_month_start_utc(cycle_start));
+    const auto eval = evaluate_detail(d, now);
+    out["cycle_start"] = core::iso8601_utc(d.span.start);
+    out["cycle_end"] = core::iso8601_utc(d.span.end);
     out["up_bytes"] = u.up.bytes;
     out["down_bytes"] = u.down.bytes;
     out["up_packets"] = u.up.packets;
     out["down_packets"] = u.down.packets;
+    out["counted_bytes"] = eval.counted_bytes;
+    out["quota_bytes"] = optional_number(eval.allowance_bytes);
+    out["remaining_bytes"] = optional_number(eval.remaining_bytes);
     out["updated_at"] = d.cycle.updated_at ? json(core::iso8601_utc(*d.cycle.updated_at)) : json();
-    out["state"] = {{"state", "normal"}};  // until plans and enforcement exist
+    out["state"] = state_json(d);
     return out;
 }
 
 json find_or_404(Services& s, const std::string& id, core::TimePoint now) {
-    const auto cycle = core::month_start_utc(now);
     auto lease = s.pool.acquire();
-    const auto found = store::SubscriberQueries(*lease).find(id, now, cycle);
+    const auto found = store::SubscriberQueries(*lease).find(id, now, cycle_finder(now));
     if (!found) {
         throw not_found("no subscriber '" + id + "'");
     }
-    return detail_json(*found, cycle);
+    return detail_json(*found, now);
+}
+
+// 422 naming "plan" when it does not exist.
+void require_plan(Services& s, const std::optional<std::string>& plan) {
+    if (!plan) {
+        return;
+    }
+    auto lease = s.pool.acquire();
+    if (!store::PlanStore(*lease).get(*plan)) {
+        throw invalid_body({{"plan", "there is no plan '" + *plan +
+                                         "' (GET /api/v1/plans lists them; PUT "
+                                         "/api/v1/plans/{name} creates one)"}});
+    }
+}
+
+// Sets the plan of an existing subscriber; a plan that vanished meanwhile is a 422 too.
+void assign_plan(Services& s, const std::string& id, const std::optional<std::string>& plan) {
+    auto lease = s.pool.acquire();
+    try {
+        if (!store::PlanStore(*lease).assign(id, plan)) {
+            throw not_found("no subscriber '" + id + "'");
+        }
+    } catch (const store::ConflictError&) {
+        throw;
+    } catch (const std::invalid_argument& e) {
+        throw invalid_body({{"plan", e.what()}});
+    }
 }
 
 Reply create(Services& s, const Request& r) {
     check_query(r.query, {});
     require_json(r);
     const auto input = parse_new_subscriber(parse_json_object(r.body));
+    require_plan(s, input.plan);
     const auto now = s.clock.now();
     {
         auto lease = s.pool.acquire();
@@ -66,23 +101,29 @@ Reply create(Services& s, const Request& r) {
                            "id");
         }
     }
+    // Also without a plan: a removed subscriber coming back keeps its row, not its old plan.
+    assign_plan(s, input.id, input.plan);
     Reply reply = json_reply(201, find_or_404(s, input.id, now));
     reply.headers.emplace_back("Location",
                                std::string(kCollection) + "/" + percent_encode(input.id));
     return reply;
 }
 
-// Replaces the active address set; bindings kept stay untouched (their
-// history does not restart).
+// Replaces the active address set (bindings kept stay untouched: their
+// history does not restart) and/or the plan. The plan is checked first, and
+// set after the addresses, so a refused request changes nothing.
 Reply replace(Services& s, const Request& r) {
     const auto& id = subscriber_path_id(r);
     require_json(r);
-    const auto addresses = parse_address_set(parse_json_object(r.body), id);
+    const auto update = parse_subscriber_update(parse_json_object(r.body), id);
+    if (update.plan_given) {
+        require_plan(s, update.plan);
+    }
     const auto now = s.clock.now();
-    {
+    if (update.addresses) {
         auto lease = s.pool.acquire();
         try {
-            if (!store::BindingStore(*lease).replace(id, addresses, now)) {
+            if (!store::BindingStore(*lease).replace(id, *update.addresses, now)) {
                 throw not_found("no subscriber '" + id + "'");
             }
         } catch (const store::ConflictError& e) {
@@ -90,6 +131,9 @@ Reply replace(Services& s, const Request& r) {
                            "; remove the address from the other "
                            "subscriber first");
         }
+    }
+    if (update.plan_given) {
+        assign_plan(s, id, update.plan);
     }
     return json_reply(200, find_or_404(s, id, now));
 }
@@ -118,12 +162,22 @@ std::string cursor_after(const Query& query) {
 }
 
 Reply list(Services& s, const Request& r) {
-    check_query(r.query, {"q", "limit", "cursor"});
+    check_query(r.query, {"q", "plan", "state", "limit", "cursor"});
     const auto limit = parse_limit(r.query, kDefaultLimit, kMaxLimit);
     const auto after = cursor_after(r.query);
-    const auto q = query_value(r.query, "q").value_or("");
+    store::SubscriberFilter filter{query_value(r.query, "q").value_or(""),
+                                   query_value(r.query, "plan").value_or(""),
+                                   query_value(r.query, "state").value_or("")};
+    if (query_value(r.query, "plan") && !core::valid_plan_name(filter.plan)) {
+        throw bad_request("plan must be a plan name ([a-z0-9][a-z0-9._-]{0,62}), got '" +
+                          filter.plan.substr(0, 64) + "'");
+    }
+    if (query_value(r.query, "state") && !core::state_from_string(filter.state)) {
+        throw bad_request("state must be normal, throttled or blocked, got '" +
+                          filter.state.substr(0, 32) + "'");
+    }
     auto lease = s.pool.acquire();
-    auto rows = store::SubscriberQueries(*lease).page(q, after, limit + 1, s.clock.now());
+    auto rows = store::SubscriberQueries(*lease).page(filter, after, limit + 1, s.clock.now());
     json next;
     if (rows.size() > limit) {
         rows.resize(limit);

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <set>
 
+#include "api/address_input.hpp"
 #include "api/problem.hpp"
 #include "core/calendar.hpp"
 
@@ -57,10 +58,10 @@ std::string json_type(const nlohmann::json& j) {
 }
 
 void check_fields(const nlohmann::json& body, std::vector<FieldError>& errors) {
-    static const std::set<std::string> kKnown = {"id", "addresses"};
+    static const std::set<std::string> kKnown = {"id", "addresses", "plan"};
     for (const auto& [key, value] : body.items()) {
         if (!kKnown.contains(key)) {
-            errors.push_back({key, "unknown field (allowed: id, addresses)"});
+            errors.push_back({key, "unknown field (allowed: id, addresses, plan)"});
         }
     }
 }
@@ -196,6 +197,9 @@ NewSubscriber parse_new_subscriber(const nlohmann::json& body) {
     check_fields(body, errors);
     read_id(body, out, errors);
     read_addresses(body, out, errors);
+    if (body.contains("plan")) {
+        out.plan = parse_plan_field(body["plan"], errors);
+    }
     if (!errors.empty()) {
         throw invalid_body(std::move(errors));
     }

@@ -30,8 +30,10 @@ nlohmann::json parse_json_object(std::string_view body);
 struct NewSubscriber {
     std::string id;
     std::vector<core::Prefix> addresses;
+    std::optional<std::string> plan;  // checked for syntax only; the route checks it exists
 };
-// {"id": "...", "addresses": ["cidr", ...]}; 422 listing every problem.
+// {"id": "...", "addresses": ["cidr", ...], "plan": "name" (optional)}; 422
+// listing every problem.
 NewSubscriber parse_new_subscriber(const nlohmann::json& body);
 // ["cidr", ...]: at most 1024, no duplicates; complaints go to `errors` as
 // "addresses" or "addresses[i]".

@@ -87,6 +87,98 @@ bool as_bool(const std::string& src, const toml::node& n, const std::string& key
     return n.as_boolean()->get();
 }
 
+// A file the daemon must read at start-up (a TLS certificate, a secret);
+// checked here so a typo is a config error naming the key, not a late failure.
+std::string readable_file(const std::string& src, const toml::node& n, const std::string& key) {
+    const auto path = as_string(src, n, key);
+    std::error_code ec;
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream buf;
+    buf << in.rdbuf();
+    if (path.empty() || !in || std::filesystem::is_directory(path, ec)) {
+        fail(src, n, key, "cannot read \"" + path + "\"");
+    }
+    return buf.str();
+}
+
+std::filesystem::path as_readable_path(const std::string& src, const toml::node& n,
+                                       const std::string& key) {
+    readable_file(src, n, key);
+    return as_string(src, n, key);
+}
+
+std::string trim_line_end(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) {
+        s.pop_back();
+    }
+    return s;
+}
+
+bool is_webhook_url(std::string_view url) {
+    for (std::string_view scheme : {"http://", "https://"}) {
+        if (url.starts_with(scheme)) {
+            const auto rest = url.substr(scheme.size());
+            return !rest.empty() && rest.front() != '/' && rest.front() != ':' &&
+                   std::none_of(rest.begin(), rest.end(), [](char ch) {
+                       return std::isspace(static_cast<unsigned char>(ch)) || ch == '#';
+                   });
+        }
+    }
+    return false;
+}
+
+std::vector<std::string> as_webhook_urls(const std::string& src, const toml::node& n,
+                                         const std::string& key) {
+    if (!n.is_array()) {
+        fail(src, n, key, "expected an array of URLs like [\"https://billing.example.net/hook\"]");
+    }
+    std::vector<std::string> urls;
+    for (const auto& item : *n.as_array()) {
+        const auto url = as_string(src, item, key);
+        if (!is_webhook_url(url) || url.size() > 2000) {
+            fail(src, item, key, "expected an http:// or https:// URL, got \"" + url + "\"");
+        }
+        urls.push_back(url);
+    }
+    return urls;
+}
+
+void set_secret(Config& c, const std::string& src, const toml::node& n, const std::string& key) {
+    if (!c.webhooks.secret_file.empty()) {
+        fail(src, n, key, "set either secret or secret_file, not both");
+    }
+    c.webhooks.secret = as_string(src, n, key);
+}
+
+void set_secret_file(Config& c, const std::string& src, const toml::node& n,
+                     const std::string& key) {
+    if (!c.webhooks.secret.empty()) {
+        fail(src, n, key, "set either secret or secret_file, not both");
+    }
+    c.webhooks.secret_file = as_string(src, n, key);
+    c.webhooks.secret = trim_line_end(readable_file(src, n, key));
+    if (c.webhooks.secret.empty()) {
+        fail(src, n, key, "the file is empty");
+    }
+}
+
+// nftables table names and interface names: letters, digits, '_', '-', '.'
+// (an interface name is at most 15 characters; it may be empty: no shaping).
+std::string as_enforce_name(const std::string& src, const toml::node& n, const std::string& key,
+                            std::size_t max_length, bool may_be_empty = false) {
+    auto text = as_string(src, n, key);
+    const bool ok_chars = std::all_of(text.begin(), text.end(), [](char ch) {
+        return std::isalnum(static_cast<unsigned char>(ch)) != 0 || ch == '_' || ch == '-' ||
+               ch == '.';
+    });
+    if (!ok_chars || text.size() > max_length || (text.empty() && !may_be_empty)) {
+        fail(src, n, key,
+             "expected " + std::string(may_be_empty ? "" : "a non-empty ") + "name of at most " +
+                 std::to_string(max_length) + " letters, digits, '_', '-' or '.'");
+    }
+    return text;
+}
+
 using Setter =
     std::function<void(Config&, const std::string&, const toml::node&, const std::string&)>;
 
@@ -128,7 +220,61 @@ const std::map<std::string, std::map<std::string, Setter>>& schema() {
            [](Config& c, auto& s, auto& n, auto& k) { c.api.enabled = as_bool(s, n, k); }},
           {"listen", [](Config& c, auto& s, auto& n, auto& k) { set_listen(c, s, n, k); }},
           {"max_body_bytes", [](Config& c, auto& s, auto& n,
-                                auto& k) { c.api.max_body_bytes = as_body_limit(s, n, k); }}}},
+                                auto& k) { c.api.max_body_bytes = as_body_limit(s, n, k); }},
+          {"tls_cert", [](Config& c, auto& s, auto& n,
+                          auto& k) { c.api.tls_cert = as_readable_path(s, n, k); }},
+          {"tls_key",
+           [](Config& c, auto& s, auto& n, auto& k) { c.api.tls_key = as_readable_path(s, n, k); }},
+          {"web_dir",
+           [](Config& c, auto& s, auto& n, auto& k) { c.api.web_dir = as_string(s, n, k); }}}},
+        {"webhooks",
+         {{"urls", [](Config& c, auto& s, auto& n,
+                      auto& k) { c.webhooks.urls = as_webhook_urls(s, n, k); }},
+          {"secret", [](Config& c, auto& s, auto& n, auto& k) { set_secret(c, s, n, k); }},
+          {"secret_file",
+           [](Config& c, auto& s, auto& n, auto& k) { set_secret_file(c, s, n, k); }},
+          {"timeout",
+           [](Config& c, auto& s, auto& n, auto& k) { c.webhooks.timeout = as_duration(s, n, k); }},
+          {"max_backoff", [](Config& c, auto& s, auto& n,
+                             auto& k) { c.webhooks.max_backoff = as_duration(s, n, k); }}}},
+        {"policies",
+         {{"dir", [](Config& c, auto& s, auto& n,
+                     auto& k) { c.policies.dir = as_string(s, n, k); }},
+          {"reconcile_interval",
+           [](Config& c, auto& s, auto& n, auto& k) {
+               c.policies.reconcile_interval = as_duration(s, n, k);
+           }}}},
+        {"testing",
+         {{"clock_offset_file",
+           [](Config& c, auto& s, auto& n, auto& k) {
+               c.testing.clock_offset_file = as_string(s, n, k);
+           }}}},
+        {"enforce",
+         {{"enabled",
+           [](Config& c, auto& s, auto& n, auto& k) { c.enforce.enabled = as_bool(s, n, k); }},
+          {"table", [](Config& c, auto& s, auto& n,
+                       auto& k) { c.enforce.table = as_enforce_name(s, n, k, 64); }},
+          {"subscriber_interface",
+           [](Config& c, auto& s, auto& n, auto& k) {
+               c.enforce.subscriber_interface = as_enforce_name(s, n, k, 15, true);
+           }},
+          {"delete_conntrack_on_block",
+           [](Config& c, auto& s, auto& n, auto& k) {
+               c.enforce.delete_conntrack_on_block = as_bool(s, n, k);
+           }},
+          {"arm_quota_below_bytes",
+           [](Config& c, auto& s, auto& n, auto& k) {
+               c.enforce.arm_quota_below_bytes =
+                   n.is_integer() && n.as_integer()->get() == 0 ? 0 : as_bytes(s, n, k);
+           }},
+          {"forward_priority",
+           [](Config& c, auto& s, auto& n, auto& k) {
+               if (!n.is_integer() || n.as_integer()->get() < -400 ||
+                   n.as_integer()->get() > 400) {
+                   fail(s, n, k, "expected an integer in -400..400 (filter = 0)");
+               }
+               c.enforce.forward_priority = static_cast<int>(n.as_integer()->get());
+           }}}},
         {"log",
          {{"level",
            [](Config& c, auto& s, auto& n, auto& k) { c.log.level = as_string(s, n, k); }}}},
@@ -142,6 +288,23 @@ std::string host_name() {
         return "gateway";
     }
     return buf;
+}
+
+void validate_webhooks(const Config::Webhooks& w, const std::string& source) {
+    if (w.urls.empty()) {
+        return;
+    }
+    if (w.secret.empty()) {
+        throw ConfigError(source +
+                          ": webhooks.secret: missing (set secret or secret_file: receivers "
+                          "verify the X-Ctquota-Signature made with it)");
+    }
+    if (w.timeout > std::chrono::minutes(1)) {
+        throw ConfigError(source + ": webhooks.timeout: at most \"60s\"");
+    }
+    if (w.max_backoff < std::chrono::seconds(1)) {
+        throw ConfigError(source + ": webhooks.max_backoff: at least \"1s\"");
+    }
 }
 
 void validate(Config& c, const std::string& source) {
@@ -160,6 +323,11 @@ void validate(Config& c, const std::string& source) {
     if (c.accounting.gateway_id.empty()) {
         c.accounting.gateway_id = host_name();
     }
+    if (c.api.tls_cert.empty() != c.api.tls_key.empty()) {
+        throw ConfigError(source + ": api." + (c.api.tls_cert.empty() ? "tls_cert" : "tls_key") +
+                          ": missing (HTTPS needs both tls_cert and tls_key; plain HTTP neither)");
+    }
+    validate_webhooks(c.webhooks, source);
 }
 
 bool is_host_name(std::string_view host) {

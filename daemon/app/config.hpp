@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace ctquota::app {
 
@@ -48,7 +49,41 @@ struct Config {
         std::string host = "127.0.0.1";         // IPv6 without brackets
         std::uint16_t port = 8460;
         std::uint64_t max_body_bytes = 1ull << 20;
+        // HTTPS when both are set (PEM files, read at start-up); plain HTTP when neither.
+        std::filesystem::path tls_cert;
+        std::filesystem::path tls_key;
+        std::filesystem::path web_dir;  // the web page; default: the source/installed web/
     } api;
+
+    struct Webhooks {
+        std::vector<std::string> urls;      // http:// or https://; empty: no webhooks
+        std::string secret;                 // HMAC-SHA256 key (from secret or secret_file)
+        std::filesystem::path secret_file;  // where secret was read from, if it was
+        std::chrono::nanoseconds timeout = 5s;
+        std::chrono::nanoseconds max_backoff = 5min;
+    } webhooks;
+
+    struct Policies {
+        std::filesystem::path dir = "/etc/ctquota/policies";  // one <plan>.toml per plan
+        std::chrono::nanoseconds reconcile_interval = 60s;    // full kernel read-back and repair
+    } policies;
+
+    // For tests only: a file holding seconds (may be fractional) added to the
+    // daemon's clock, read when it changes; lets a test reach a cycle's end.
+    struct Testing {
+        std::filesystem::path clock_offset_file;
+    } testing;
+
+    // Kernel enforcement (enforce::Enforcer): nftables table + tc HTB.
+    struct Enforce {
+        bool enabled = true;
+        std::string table = "ctquota";  // nftables table `inet <table>`; others are never touched
+        std::string
+            subscriber_interface;  // empty: no tc shaping (throttle = nft policing both ways)
+        bool delete_conntrack_on_block = true;
+        std::uint64_t arm_quota_below_bytes = 0;  // arm the kernel quota below this (0: always)
+        int forward_priority = -5;                // nftables forward hook priority (filter = 0)
+    } enforce;
 
     struct Log {
         std::string level = "info";

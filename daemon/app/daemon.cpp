@@ -9,7 +9,10 @@
 #include "app/accountant.hpp"
 #include "app/flusher.hpp"
 #include "app/metrics.hpp"
+#include "app/offset_clock.hpp"
+#include "app/policy_engine.hpp"
 #include "app/readers.hpp"
+#include "app/webhook_sender.hpp"
 #include "conntrack/sysctl.hpp"
 #include "store/migrations.hpp"
 
@@ -91,6 +94,47 @@ bool prepare_database(const Config& config, store::Database& db, Accountant& acc
     }
 }
 
+// Plans, subscribers, states and the first full reconcile: before counting
+// starts, so a restart re-applies (never lifts) what is in force.
+bool start_policy_engine(PolicyEngine& engine) {
+    auto wait = std::chrono::milliseconds(500);
+    while (true) {
+        try {
+            engine.start_up();
+            engine.start();
+            return true;
+        } catch (const std::exception& e) {
+            spdlog::error("policy engine start-up failed ({}); retrying in {} ms", e.what(),
+                          wait.count());
+        }
+        if (is_stop(wait_signal(wait))) {
+            return false;
+        }
+        wait = std::min(wait * 2, std::chrono::milliseconds(10000));
+    }
+}
+
+std::unique_ptr<enforce::Enforcer> make_enforcer(const Config& config) {
+    if (!config.enforce.enabled) {
+        spdlog::warn(
+            "enforce.enabled = false: usage is accounted and states are recorded, but "
+            "nothing is throttled or blocked in the kernel");
+        return nullptr;
+    }
+    if (config.enforce.subscriber_interface.empty()) {
+        spdlog::warn(
+            "enforce.subscriber_interface is not set: no tc shaping; throttled "
+            "subscribers are policed by nftables limits in both directions instead");
+    }
+    enforce::EnforceConfig e;
+    e.table = config.enforce.table;
+    e.subscriber_interface = config.enforce.subscriber_interface;
+    e.delete_conntrack_on_block = config.enforce.delete_conntrack_on_block;
+    e.arm_quota_below_bytes = config.enforce.arm_quota_below_bytes;
+    e.forward_priority = config.enforce.forward_priority;
+    return std::make_unique<enforce::Enforcer>(e);  // EnforceError: fatal, like a bad config
+}
+
 void log_status(const Metrics& m) {
     spdlog::info(
         "status: events {} dumps {} samples {} flows {} flushes {} db_errors {} enobufs {} "
@@ -107,6 +151,10 @@ api::ServerOptions api_options(const Config& config) {
     o.listen_text = config.api.listen;
     o.max_body_bytes = config.api.max_body_bytes;
     o.database_url = config.database.url;
+    o.tls_cert = config.api.tls_cert.string();
+    o.tls_key = config.api.tls_key.string();
+    o.web_dir =
+        config.api.web_dir.empty() ? std::filesystem::path(CTQUOTA_WEB_DIR) : config.api.web_dir;
     return o;
 }
 
@@ -123,7 +171,7 @@ int run_daemon(const Config& config) {
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
     check_kernel(config);
-    core::SystemClock clock;
+    OffsetClock clock(config.testing.clock_offset_file);
     Metrics metrics;
     SampleQueue queue(config.conntrack.queue_samples);
     Accountant accountant(clock, queue, metrics);
@@ -142,10 +190,25 @@ int run_daemon(const Config& config) {
     if (!prepare_database(config, db, accountant, flusher)) {
         return 0;
     }
+    std::unique_ptr<store::WebhookOutbox> outbox;
+    if (!config.webhooks.urls.empty()) {
+        outbox = std::make_unique<store::WebhookOutbox>(config.webhooks.urls);
+    }
+    PolicyEngine engine(config, clock, accountant, metrics, make_enforcer(config), outbox.get());
+    if (!start_policy_engine(engine)) {
+        return 0;
+    }
+    flusher.on_flushed([&engine](const auto& ids) { engine.usage_changed(ids); });
+    engine.on_subscribers_changed([&flusher] { flusher.index_changed(); });
     metrics.database_ok = true;
     accountant.start();
     readers.start();
     flusher.start();
+    std::unique_ptr<WebhookSender> webhooks;  // after the migrations: it needs the outbox table
+    if (!config.webhooks.urls.empty()) {
+        webhooks = std::make_unique<WebhookSender>(webhook_sender_options(config));
+        webhooks->start();
+    }
     spdlog::info(
         "ctquotad running: gateway {}, poll every {} ms, flush every {} ms",
         config.accounting.gateway_id,
@@ -160,6 +223,10 @@ int run_daemon(const Config& config) {
             spdlog::info("signal {}: flushing and stopping", sig);
             break;
         }
+        if (sig == SIGHUP) {
+            spdlog::info("SIGHUP: reloading the plan files");
+            engine.request_reload();
+        }
         if (std::chrono::steady_clock::now() >= next_status) {
             log_status(metrics);
             next_status += kStatusEvery;
@@ -168,10 +235,14 @@ int run_daemon(const Config& config) {
     if (api_server) {
         api_server->stop();
     }
+    if (webhooks) {
+        webhooks->stop();
+    }
     readers.stop();
     queue.close();
     accountant.join();
     const bool flushed = flusher.stop_and_flush(kShutdownGrace);
+    engine.stop();  // after the last flush: the kernel state stays as it is
     log_status(metrics);
     return flushed ? 0 : 1;
 }

@@ -39,6 +39,7 @@ void Flusher::refresh_index(bool force) {
     const auto n = bindings.size();
     accountant_.set_index(std::make_shared<const core::SubscriberIndex>(std::move(bindings)));
     bindings_fingerprint_ = std::move(fingerprint);
+    metrics_.subscriber_bindings = n;
     spdlog::info("subscriber index loaded: {} bindings", n);
 }
 
@@ -80,6 +81,14 @@ bool Flusher::flush_once() {
         failing_since_ = 0;
     }
     first_flush_ = false;
+    if (on_flushed_) {
+        std::vector<core::SubscriberId> changed;
+        changed.reserve(batch.usage.periods.size());
+        for (const auto& p : batch.usage.periods) {
+            changed.push_back(p.subscriber);
+        }
+        on_flushed_(changed);
+    }
     return true;
 }
 
@@ -91,7 +100,8 @@ void Flusher::loop() {
         backoff =
             ok ? config_.accounting.flush_interval
                : std::min(backoff * 2, std::chrono::nanoseconds(config_.accounting.retry_max));
-        if (ok && std::chrono::steady_clock::now() >= next_index_refresh) {
+        if (index_dirty_.exchange(false) ||
+            (ok && std::chrono::steady_clock::now() >= next_index_refresh)) {
             try {
                 refresh_index(false);
             } catch (const std::exception& e) {
@@ -101,7 +111,7 @@ void Flusher::loop() {
             next_index_refresh = std::chrono::steady_clock::now() + kIndexRefresh;
         }
         std::unique_lock lock(mu_);
-        wake_.wait_for(lock, backoff, [this] { return stopping_.load(); });
+        wake_.wait_for(lock, backoff, [this] { return stopping_.load() || index_dirty_.load(); });
     }
 }
 

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -26,6 +27,16 @@ class Flusher {
 
     // Loads the subscriber index now (start-up); throws on database errors.
     void refresh_index(bool force);
+    // Called after each committed flush with the subscribers whose usage it changed.
+    void on_flushed(std::function<void(const std::vector<core::SubscriberId>&)> fn) {
+        on_flushed_ = std::move(fn);
+    }
+    // Bindings changed (the policy engine heard it): reload the index now,
+    // not at the next poll of the fingerprint.
+    void index_changed() {
+        index_dirty_ = true;
+        wake_.notify_all();
+    }
     void start();
     // Stops the loop and makes a last attempt (with retries up to `grace`) to write everything.
     bool stop_and_flush(std::chrono::nanoseconds grace);
@@ -42,10 +53,12 @@ class Flusher {
     store::SubscriberStore subscribers_;
     Accountant& accountant_;
     Metrics& metrics_;
+    std::function<void(const std::vector<core::SubscriberId>&)> on_flushed_;
     std::string bindings_fingerprint_;
     bool first_flush_ = true;
     std::uint64_t failing_since_ = 0;  // consecutive failed flushes
     std::atomic<bool> stopping_{false};
+    std::atomic<bool> index_dirty_{false};
     std::mutex mu_;
     std::condition_variable wake_;
     std::thread thread_;

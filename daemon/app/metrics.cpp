@@ -71,6 +71,11 @@ std::string Metrics::render_prometheus() const {
     counter("unattributed_bytes_total", "bytes matching no subscriber", unattributed_bytes.load());
     counter("flushes_total", "successful database flushes", flushes.load());
     counter("db_errors_total", "database errors", db_errors.load());
+    counter("policy_evaluations_total", "subscribers evaluated against their plan",
+            policy_evaluations.load());
+    counter("enforcement_changes_total", "state changes applied to the kernel",
+            enforcement_changes.load());
+    counter("enforcement_errors_total", "kernel changes that failed", enforcement_errors.load());
     out << "# TYPE ctquota_flows_tracked gauge\nctquota_flows_tracked " << flows_tracked.load()
         << "\n";
     out << "# TYPE ctquota_flush_seconds histogram\n";
@@ -85,6 +90,12 @@ std::string Metrics::render_prometheus() const {
     out << "ctquota_flush_seconds_sum " << static_cast<double>(flush_latency_us_sum.load()) / 1e6
         << "\n";
     out << "ctquota_flush_seconds_count " << cumulative << "\n";
+    out << "# TYPE ctquota_subscribers_throttled gauge\nctquota_subscribers_throttled "
+        << subscribers_throttled.load() << "\n";
+    out << "# TYPE ctquota_subscriber_bindings gauge\nctquota_subscriber_bindings "
+        << subscriber_bindings.load() << "\n";
+    out << "# TYPE ctquota_subscribers_blocked gauge\nctquota_subscribers_blocked "
+        << subscribers_blocked.load() << "\n";
     out << "# TYPE ctquota_reader_running gauge\nctquota_reader_running "
         << (reader_running.load() ? 1 : 0) << "\n";
     out << "# TYPE ctquota_database_ok gauge\nctquota_database_ok " << (database_ok.load() ? 1 : 0)

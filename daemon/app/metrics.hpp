@@ -53,6 +53,12 @@ struct Metrics {
     std::atomic<std::uint64_t> flushes{0};
     std::atomic<std::uint64_t> flush_failures{0};
     std::atomic<std::uint64_t> db_errors{0};
+    std::atomic<std::uint64_t> policy_evaluations{0};
+    std::atomic<std::uint64_t> enforcement_changes{0};  // state changes applied to the kernel
+    std::atomic<std::uint64_t> enforcement_errors{0};
+    std::atomic<std::uint64_t> subscribers_throttled{0};
+    std::atomic<std::uint64_t> subscribers_blocked{0};
+    std::atomic<std::uint64_t> subscriber_bindings{0};  // in the accounting's index
     std::atomic<std::uint64_t> event_buffer_bytes{0};
     std::atomic<bool> reader_running{false};
     std::atomic<bool> database_ok{false};

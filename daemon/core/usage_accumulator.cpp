@@ -16,12 +16,14 @@ TimePoint hour_to_time(std::int64_t hour) {
     return TimePoint{std::chrono::nanoseconds{hour * kNanosPerHour}};
 }
 
-std::int64_t seconds_of(TimePoint t) {
-    return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+// Period bounds are kept to the microsecond: the database keeps them so, and
+// the policy engine finds a period row by its exact start.
+std::int64_t micros_of(TimePoint t) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
 }
 
-TimePoint seconds_to_time(std::int64_t s) {
-    return TimePoint{std::chrono::seconds{s}};
+TimePoint micros_to_time(std::int64_t us) {
+    return TimePoint{std::chrono::microseconds{us}};
 }
 
 Counters minus(const Counters& a, const Counters& b) {
@@ -61,8 +63,8 @@ void UsageAccumulator::add_bucket(const BucketKey& key, std::int64_t period_end,
 
 void UsageAccumulator::add(SubscriberId subscriber, TimePoint at, const Period& period,
                            UsageClass cls, const Usage& usage) {
-    add_bucket(BucketKey{subscriber, hours_since_epoch(at), seconds_of(period.start), cls},
-               seconds_of(period.end), usage);
+    add_bucket(BucketKey{subscriber, hours_since_epoch(at), micros_of(period.start), cls},
+               micros_of(period.end), usage);
 }
 
 void UsageAccumulator::add_unattributed(TimePoint at, const Usage& usage) {
@@ -87,8 +89,8 @@ UsageBatch UsageAccumulator::take() {
         auto& h = hours[{key.subscriber, key.hour, key.period}];
         h.subscriber = key.subscriber;
         h.hour = hour_to_time(key.hour);
-        h.period_start = seconds_to_time(key.period);
-        h.period_end = seconds_to_time(bucket.period_end);
+        h.period_start = micros_to_time(key.period);
+        h.period_end = micros_to_time(bucket.period_end);
         h.add(key.cls, bucket.usage);
         auto& p = periods[{key.subscriber, key.period}];
         p.subscriber = key.subscriber;
@@ -111,9 +113,9 @@ UsageBatch UsageAccumulator::take() {
 void UsageAccumulator::merge_back(const UsageBatch& batch) {
     // Hours carry everything the periods do; rebuild the buckets from them.
     for (const auto& h : batch.hours) {
-        const BucketKey key{h.subscriber, hours_since_epoch(h.hour), seconds_of(h.period_start),
+        const BucketKey key{h.subscriber, hours_since_epoch(h.hour), micros_of(h.period_start),
                             UsageClass::Counted};
-        const auto end = seconds_of(h.period_end);
+        const auto end = micros_of(h.period_end);
         const Usage counted = minus(minus(h.usage, h.free), h.zero_rated);
         if (counted != Usage{} || (h.free == Usage{} && h.zero_rated == Usage{})) {
             add_bucket(key, end, counted);

@@ -103,7 +103,7 @@ class UsageAccumulator {
     struct BucketKey {
         SubscriberId subscriber = 0;
         std::int64_t hour = 0;    // hours since epoch
-        std::int64_t period = 0;  // seconds since epoch
+        std::int64_t period = 0;  // microseconds since epoch
         UsageClass cls = UsageClass::Counted;
         bool operator==(const BucketKey&) const = default;
     };
@@ -112,7 +112,7 @@ class UsageAccumulator {
     };
     struct Bucket {
         Usage usage;
-        std::int64_t period_end = 0;  // seconds since epoch
+        std::int64_t period_end = 0;  // microseconds since epoch
     };
 
     void add_bucket(const BucketKey& key, std::int64_t period_end, const Usage& usage);

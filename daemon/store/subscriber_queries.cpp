@@ -1,6 +1,9 @@
 #include "store/subscriber_queries.hpp"
 
+#include "store/prepared.hpp"
 #include "store/sql_util.hpp"
+
+#include "core/calendar.hpp"
 
 namespace ctquota::store {
 namespace {
@@ -46,47 +49,152 @@ CycleUsage usage_of(const std::string& external_id, const pqxx::row& r, int firs
     return c;
 }
 
+std::optional<std::string> optional_text(const pqxx::field& f) {
+    return f.is_null() ? std::nullopt : std::optional(f.as<std::string>());
+}
+
+// The cycle's totals (summed over gateways and over the period rows that start
+// inside it) and their uncounted parts.
+void read_cycle(pqxx::work& txn, SubscriberDetail& d) {
+    const auto rows = exec_prepared_sql(
+        txn,
+        std::string("SELECT ") + kUsageSums + micros_of("max(u.updated_at)") +
+            ", coalesce(sum(u.free_up_bytes), 0)::bigint, coalesce(sum(u.free_down_bytes), "
+            "0)::bigint, coalesce(sum(u.zero_up_bytes), 0)::bigint, "
+            "coalesce(sum(u.zero_down_bytes), 0)::bigint FROM usage_period u "
+            "WHERE u.subscriber_id = $1 AND u.period_start >= " +
+            ts(2) + " AND u.period_start < " + ts(3),
+        d.id, to_micros(d.span.start), to_micros(d.span.end));
+    const auto& r = rows[0];
+    d.cycle = usage_of(d.subscriber.external_id, r, 0);
+    d.uncounted = {r[5].as<std::uint64_t>(), r[6].as<std::uint64_t>(), r[7].as<std::uint64_t>(),
+                   r[8].as<std::uint64_t>()};
+}
+
+void read_policy_inputs(pqxx::work& txn, SubscriberDetail& d, core::TimePoint now) {
+    const auto quota = exec_prepared_sql(
+        txn,
+        "SELECT quota_bytes FROM quota_overrides WHERE subscriber_id = $1 AND cycle_start = " +
+            ts(2),
+        d.id, to_micros(d.span.start));
+    if (!quota.empty()) {
+        d.quota_override = quota[0][0].as<std::uint64_t>();
+    }
+    for (const auto& r : exec_prepared_sql(
+             txn,
+             "SELECT id, bytes, " + micros_of("created_at") + ", " + micros_of("expires_at") +
+                 ", idempotency_key FROM topups WHERE subscriber_id = $1 AND created_at <= " +
+                 ts(2) + " AND expires_at > " + ts(2) + " ORDER BY expires_at, id",
+             d.id, to_micros(now))) {
+        d.topups.push_back({r[0].as<std::int64_t>(), r[1].as<std::uint64_t>(),
+                            from_micros(r[2].as<std::int64_t>()),
+                            from_micros(r[3].as<std::int64_t>()), optional_text(r[4])});
+    }
+    const auto state =
+        exec_prepared_sql(txn,
+                          "SELECT state, down_bps, up_bps, reason, " + micros_of("since") +
+                              " FROM subscriber_state WHERE subscriber_id = $1",
+                          d.id);
+    if (!state.empty()) {
+        const auto& r = state[0];
+        SubscriberStateRecord st;
+        st.subscriber_id = d.id;
+        st.state = r[0].as<std::string>();
+        if (!r[1].is_null()) {
+            st.down_bps = r[1].as<std::uint64_t>();
+        }
+        if (!r[2].is_null()) {
+            st.up_bps = r[2].as<std::uint64_t>();
+        }
+        st.reason = r[3].as<std::string>();
+        st.since = from_micros(r[4].as<std::int64_t>());
+        d.state = st;
+    }
+}
+
 }  // namespace
 
 std::optional<SubscriberDetail> SubscriberQueries::find(const std::string& external_id,
                                                         core::TimePoint now,
                                                         core::TimePoint cycle_start) {
+    return find(external_id, now,
+                [cycle_start](core::TimePoint, const std::optional<std::string>&,
+                              const std::optional<std::string>&) {
+                    return CycleSpan{cycle_start, core::next_month_start_utc(cycle_start)};
+                });
+}
+
+std::optional<SubscriberDetail> SubscriberQueries::find(const std::string& external_id,
+                                                        core::TimePoint now,
+                                                        const CycleOf& cycle_of) {
     return in_transaction(
         db_, "reading a subscriber", [&](pqxx::work& txn) -> std::optional<SubscriberDetail> {
-            const auto rows = txn.exec_params(
-                "SELECT s.external_id, " + micros_of("s.created_at") + ", " + addresses_at(2) +
-                    ", " + kUsageSums + micros_of("max(u.updated_at)") +
-                    " FROM subscribers s LEFT JOIN usage_period u ON u.subscriber_id = s.id "
-                    "  AND u.period_start = " +
-                    ts(3) + " WHERE s.external_id = $1 AND s.removed_at IS NULL GROUP BY s.id",
-                external_id, to_micros(now), to_micros(cycle_start));
+            const auto rows =
+                exec_prepared_sql(txn,
+                                  "SELECT s.id, s.external_id, " + micros_of("s.created_at") +
+                                      ", " + addresses_at(2) +
+                                      ", s.plan, p.definition::text FROM subscribers s "
+                                      "LEFT JOIN plans p ON p.name = s.plan "
+                                      "WHERE s.external_id = $1 AND s.removed_at IS NULL",
+                                  external_id, to_micros(now));
             if (rows.empty()) {
                 return std::nullopt;
             }
             const auto& r = rows[0];
             SubscriberDetail d;
-            d.subscriber = {r[0].as<std::string>(), from_micros(r[1].as<std::int64_t>()),
-                            split_addresses(r[2])};
-            d.cycle = usage_of(d.subscriber.external_id, r, 3);
+            d.id = r[0].as<core::SubscriberId>();
+            d.subscriber = {r[1].as<std::string>(), from_micros(r[2].as<std::int64_t>()),
+                            split_addresses(r[3]), optional_text(r[4])};
+            d.plan_definition = optional_text(r[5]);
+            d.span = cycle_of(d.subscriber.created_at, d.subscriber.plan, d.plan_definition);
+            read_cycle(txn, d);
+            read_policy_inputs(txn, d, now);
             return d;
         });
 }
 
+std::optional<SubscriberQueries::Ref> SubscriberQueries::ref(const std::string& external_id) {
+    return in_transaction(db_, "reading a subscriber", [&](pqxx::work& txn) -> std::optional<Ref> {
+        const auto rows = txn.exec_params(
+            "SELECT s.id, " + micros_of("s.created_at") +
+                ", s.plan, p.definition::text FROM subscribers s LEFT JOIN plans p ON p.name = "
+                "s.plan WHERE s.external_id = $1 AND s.removed_at IS NULL",
+            external_id);
+        if (rows.empty()) {
+            return std::nullopt;
+        }
+        const auto& r = rows[0];
+        return Ref{r[0].as<core::SubscriberId>(), from_micros(r[1].as<std::int64_t>()),
+                   optional_text(r[2]), optional_text(r[3])};
+    });
+}
+
 std::vector<SubscriberView> SubscriberQueries::page(const std::string& q, const std::string& after,
                                                     std::size_t limit, core::TimePoint now) {
+    return page(SubscriberFilter{q, "", ""}, after, limit, now);
+}
+
+std::vector<SubscriberView> SubscriberQueries::page(const SubscriberFilter& filter,
+                                                    const std::string& after, std::size_t limit,
+                                                    core::TimePoint now) {
     return in_transaction(db_, "listing subscribers", [&](pqxx::work& txn) {
         // Every external id is non-empty, so "" sorts before all of them.
         const auto rows = txn.exec_params(
             "SELECT s.external_id, " + micros_of("s.created_at") + ", " + addresses_at(4) +
-                " FROM subscribers s WHERE s.removed_at IS NULL AND s.external_id > $1 "
+                ", s.plan FROM subscribers s "
+                "LEFT JOIN subscriber_state st ON st.subscriber_id = s.id "
+                "WHERE s.removed_at IS NULL AND s.external_id > $1 "
                 "AND ($2 = '' OR strpos(lower(s.external_id), lower($2)) > 0) "
+                "AND ($5 = '' OR s.plan = $5) "
+                "AND ($6 = '' OR coalesce(st.state, 'normal') = $6) "
                 "ORDER BY s.external_id LIMIT $3",
-            after, q, static_cast<std::int64_t>(limit), to_micros(now));
+            after, filter.q, static_cast<std::int64_t>(limit), to_micros(now), filter.plan,
+            filter.state);
         std::vector<SubscriberView> out;
         out.reserve(rows.size());
         for (const auto& r : rows) {
             out.push_back({r[0].as<std::string>(), from_micros(r[1].as<std::int64_t>()),
-                           split_addresses(r[2])});
+                           split_addresses(r[2]), optional_text(r[3])});
         }
         return out;
     });

@@ -7,12 +7,15 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "core/accounting.hpp"
 #include "store/database.hpp"
+#include "store/quota_store.hpp"
+#include "store/state_store.hpp"
 
 namespace ctquota::store {
 
@@ -20,6 +23,21 @@ struct SubscriberView {
     std::string external_id;
     core::TimePoint created_at{};
     std::vector<std::string> addresses;  // bindings valid at the query's time, CIDR text
+    std::optional<std::string> plan;     // nullopt: no plan (unlimited)
+};
+
+// The parts of a cycle's totals that do not count toward the quota (also
+// included in the totals): in free windows, and to zero-rated destinations.
+struct UncountedUsage {
+    std::uint64_t free_up_bytes = 0;
+    std::uint64_t free_down_bytes = 0;
+    std::uint64_t zero_up_bytes = 0;
+    std::uint64_t zero_down_bytes = 0;
+};
+
+struct CycleSpan {
+    core::TimePoint start{};
+    core::TimePoint end{};  // exclusive
 };
 
 struct CycleUsage {
@@ -39,7 +57,29 @@ enum class SeriesUnit : std::uint8_t { Hour, Day, Month };
 
 struct SubscriberDetail {
     SubscriberView subscriber;
-    CycleUsage cycle;
+    CycleUsage cycle;  // usage_period rows with period_start in [span.start, span.end)
+    // What the policy evaluation needs, read in the same transaction:
+    core::SubscriberId id = 0;
+    std::optional<std::string> plan_definition;  // the plan's JSON text
+    CycleSpan span;
+    UncountedUsage uncounted;
+    std::optional<std::uint64_t> quota_override;  // of the cycle starting at span.start
+    std::vector<TopUpRecord> topups;              // active at the query's time
+    std::optional<SubscriberStateRecord> state;   // nullopt: normal since created_at
+};
+
+// The billing cycle containing `now` of a subscriber created at `created_at`
+// on the plan `plan` defined by `plan_definition` (nullopt: no plan). Called
+// inside find()'s transaction; may throw (the transaction then rolls back).
+using CycleOf =
+    std::function<CycleSpan(core::TimePoint created_at, const std::optional<std::string>& plan,
+                            const std::optional<std::string>& plan_definition)>;
+
+// Filters of a subscriber listing; "" = any.
+struct SubscriberFilter {
+    std::string q;      // part of the id, case-insensitive
+    std::string plan;   // exact plan name
+    std::string state;  // normal | throttled | blocked (no stored state = normal)
 };
 
 class SubscriberQueries {
@@ -50,9 +90,22 @@ class SubscriberQueries {
     // usage in the period starting at `cycle_start`.
     std::optional<SubscriberDetail> find(const std::string& external_id, core::TimePoint now,
                                          core::TimePoint cycle_start);
+    // The same with the cycle chosen by `cycle_of` (the subscriber's plan).
+    std::optional<SubscriberDetail> find(const std::string& external_id, core::TimePoint now,
+                                         const CycleOf& cycle_of);
+    // The internal id and creation time of an active subscriber.
+    struct Ref {
+        core::SubscriberId id = 0;
+        core::TimePoint created_at{};
+        std::optional<std::string> plan;
+        std::optional<std::string> plan_definition;
+    };
+    std::optional<Ref> ref(const std::string& external_id);
     // Up to `limit` active subscribers with ids after `after` ("" = from the
     // start) containing `q` (case-insensitive; "" = all), in id order.
     std::vector<SubscriberView> page(const std::string& q, const std::string& after,
+                                     std::size_t limit, core::TimePoint now);
+    std::vector<SubscriberView> page(const SubscriberFilter& filter, const std::string& after,
                                      std::size_t limit, core::TimePoint now);
     // Up to `limit` subscribers with ids after `after` that had usage in the
     // cycle [start, end) or existed during it (with zeros), in id order.

@@ -135,6 +135,22 @@ class ApiWorld:
         sh(["rm", "-rf", self.dir], check=False)
 
 
+def run_in_world(name, run, log_lines=30):
+    """main() of a test that drives one ApiWorld from the host: needs root;
+    on failure the daemon's last log lines are printed before the traceback."""
+    if os.geteuid() != 0:
+        print(f"{name} needs root (a network namespace)", file=sys.stderr)
+        return 1
+    with ApiWorld() as world:
+        try:
+            run(world)
+        except Exception:
+            tail = "\n".join(world.read_log().splitlines()[-log_lines:])
+            print(f"---- ctquotad log (last {log_lines} lines) ----\n{tail}")
+            raise
+    return 0
+
+
 # -- inside the namespace ------------------------------------------------------
 
 class Response:
@@ -235,4 +251,8 @@ class Db:
         return self.query(
             "SELECT (SELECT md5(coalesce(string_agg(s::text, '|' ORDER BY s.id), '')) FROM subscribers s),"
             " (SELECT md5(coalesce(string_agg(b::text, '|' ORDER BY b.id), '')) FROM subscriber_bindings b),"
-            " (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.id), '')) FROM api_tokens t)")[0]
+            " (SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.id), '')) FROM api_tokens t),"
+            " (SELECT md5(coalesce(string_agg(p::text, '|' ORDER BY p.name), '')) FROM plans p),"
+            " (SELECT md5(coalesce(string_agg(q::text, '|' ORDER BY q.subscriber_id, q.cycle_start), ''))"
+            "  FROM quota_overrides q),"
+            " (SELECT md5(coalesce(string_agg(u::text, '|' ORDER BY u.id), '')) FROM topups u)")[0]

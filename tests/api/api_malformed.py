@@ -53,11 +53,13 @@ def series(name, query, status=400, sub="mal-1"):
 
 
 def foreign_cursor():
+    # (kinds the API knows: subscribers, usage, events, topups)
     text = base64.urlsafe_b64encode(json.dumps({"v": 1, "k": "elsewhere", "a": "x"}).encode())
     return text.decode().rstrip("=")
 
 
 def cases(test):
+    import api_malformed_policies  # noqa: F401 (imports Case and the builders from here)
     usage_cursor = test.billing.get("/api/v1/usage?limit=1").json()["next_cursor"]
     assert usage_cursor, "the malformed table needs two subscribers with usage rows"
     deep = "[" * 200000 + "]" * 200000
@@ -179,7 +181,7 @@ def cases(test):
         # Replacing the set.
         put("put: not JSON", "{addresses: []}", 400),
         put("put: missing addresses", {"id": "mal-1"}),
-        put("put: plan (not available yet)", {"addresses": [], "plan": "home-100g"}),
+        put("put: plan that does not exist", {"addresses": [], "plan": "home-100g-nosuch"}),
         put("put: id change", {"id": "mal-other", "addresses": []}),
         put("put: unknown field", {"addresses": [], "state": "blocked"}),
         put("put: bad CIDR", {"addresses": ["100.64.5.300"]}),
@@ -187,4 +189,4 @@ def cases(test):
         put("put: another's address", {"addresses": ["100.64.5.1"]}, 409, sub="mal-2"),
         put("put: unknown subscriber", {"addresses": []}, 404, sub="mal-nosuch"),
         Case("PUT on the collection", "PUT", SUBS, json.dumps({"addresses": []}), 405),
-    ]
+    ] + api_malformed_policies.cases(test)

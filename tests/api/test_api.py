@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from api_harness import ApiWorld, Client, sh, wait_for  # noqa: E402
 from api_case import SUBS, ApiTestCase, env  # noqa: E402
 import api_bindings  # noqa: E402
+import api_policies  # noqa: E402
 import api_malformed  # noqa: E402
 
 class Health(ApiTestCase):
@@ -56,10 +57,11 @@ class Health(ApiTestCase):
         doc = r.json()
         self.assertTrue(doc["openapi"].startswith("3.1."))
         operations = [(m.upper(), p) for p, item in doc["paths"].items() for m in item if m != "parameters"]
-        self.assertEqual(len(operations), 13)
+        self.assertEqual(len(operations), 22)
         for method, path in operations:  # served: no token gets 401 (or 200/503 when public), never 404/405
             with self.subTest(method=method, path=path):
-                concrete = path.replace("{id}", "openapi-x").replace("{cidr}", "100.64.99.1%2F32")
+                concrete = (path.replace("{id}", "openapi-x").replace("{cidr}", "100.64.99.1%2F32")
+                            .replace("{name}", "openapi-x"))
                 status = self.anon.request(method, concrete, body=b"{}" if method in ("POST", "PUT") else None).status
                 self.assertIn(status, (200, 401, 503))
 
@@ -116,7 +118,10 @@ class Subscribers(ApiTestCase):
         self.assertEqual(r.headers["location"], SUBS + "/crud-1")
         body = r.json()
         self.assertEqual(body["addresses"], ["100.64.1.1/32", "2001:db8:1::/56"])
-        self.assertEqual(body["state"], {"state": "normal"})
+        self.assertEqual(body["state"], {"state": "normal", "since": body["created_at"], "down_bps": None,
+                                         "up_bps": None, "reason": body["state"]["reason"]})
+        self.assertEqual((body["plan"], body["quota_bytes"], body["remaining_bytes"], body["counted_bytes"]),
+                         (None, None, None, 0))
         self.assertEqual(body["cycle_start"], self.month_start().isoformat() + "T00:00:00Z")
         self.assertEqual(body["cycle_end"], self.month_start(1).isoformat() + "T00:00:00Z")
         self.assertEqual(self.billing.get(SUBS + "/crud-1").json(), body)
@@ -307,7 +312,9 @@ def run_inside():
     loader = unittest.TestLoader()
     suite = unittest.TestSuite()
     for case in (Health, Auth, Subscribers, Usage, api_bindings.Series, api_bindings.Addresses,
-                 api_bindings.Replace, Pagination, Malformed, Outage):
+                 api_bindings.Replace, api_policies.Plans, api_policies.SubscriberPlans,
+                 api_policies.TopUps, api_policies.Events, api_policies.PolicyRoles, Pagination,
+                 Malformed, Outage):
         suite.addTests(loader.loadTestsFromTestCase(case))
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     failed = len(result.failures) + len(result.errors)

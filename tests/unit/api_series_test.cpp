@@ -168,21 +168,29 @@ TEST_CASE("a binding body: address required, valid_from optional, nothing else")
     }
 }
 
-TEST_CASE("an address set: addresses required, id may repeat the path's, plan refused") {
-    CHECK(parse_address_set(nlohmann::json::parse(R"({"addresses": []})"), "a").empty());
-    CHECK(
-        parse_address_set(nlohmann::json::parse(R"({"id": "a", "addresses": ["10.0.0.0/8"]})"), "a")
-            .size() == 1);
+TEST_CASE("a subscriber update: addresses and/or plan, id may repeat the path's") {
+    const auto parse = [](const char* text) {
+        return parse_subscriber_update(nlohmann::json::parse(text), "a");
+    };
+    CHECK(parse(R"({"addresses": []})").addresses->empty());
+    CHECK_FALSE(parse(R"({"addresses": []})").plan_given);
+    CHECK(parse(R"({"id": "a", "addresses": ["10.0.0.0/8"]})").addresses->size() == 1);
+    const auto plan_only = parse(R"({"plan": "home-100g"})");
+    CHECK_FALSE(plan_only.addresses.has_value());
+    CHECK(plan_only.plan == "home-100g");
+    const auto no_plan = parse(R"({"plan": null})");
+    CHECK((no_plan.plan_given && !no_plan.plan.has_value()));
     const char* bad[] = {
         R"({})",
         R"({"id": "b", "addresses": []})",
-        R"({"addresses": [], "plan": "home-100g"})",
+        R"({"addresses": [], "plan": "Home 100G"})",
+        R"({"addresses": [], "plan": 5})",
         R"({"addresses": "10.0.0.1"})",
         R"({"addresses": ["10.0.0.1", "10.0.0.1/32"]})",
         R"({"addresses": [], "state": "normal"})",
     };
     for (const auto* text : bad) {
         CAPTURE(text);
-        CHECK(status_of([&] { (void)parse_address_set(nlohmann::json::parse(text), "a"); }) == 422);
+        CHECK(status_of([&] { (void)parse(text); }) == 422);
     }
 }

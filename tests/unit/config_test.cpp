@@ -1,4 +1,8 @@
 #include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include "app/config.hpp"
 
@@ -135,4 +139,158 @@ TEST_CASE("listen addresses") {
 TEST_CASE("a missing file is a clear error") {
     CHECK_THROWS_WITH_AS(load_config("/nonexistent/ctquotad.toml"),
                          doctest::Contains("cannot read"), ConfigError);
+}
+
+namespace {
+
+// A file under the temp directory holding `text`, removed with the object.
+struct TempFile {
+    std::filesystem::path path;
+    explicit TempFile(const std::string& name, const std::string& text)
+        : path(std::filesystem::temp_directory_path() /
+               ("ctquota-config-test-" + std::to_string(::getpid()) + "-" + name)) {
+        std::ofstream(path) << text;
+    }
+    ~TempFile() { std::filesystem::remove(path); }
+    TempFile(const TempFile&) = delete;
+    TempFile& operator=(const TempFile&) = delete;
+};
+
+std::string config_error(const std::string& text) {
+    try {
+        parse_config(text, "t.toml");
+    } catch (const ConfigError& e) {
+        return e.what();
+    }
+    return "(accepted)";
+}
+
+}  // namespace
+
+TEST_CASE("api TLS: both files or neither, and readable") {
+    const TempFile cert("cert.pem", "CERT"), key("key.pem", "KEY");
+    const std::string db = "[database]\nurl = \"x\"\n[api]\n";
+    const auto c = parse_config(
+        db + "tls_cert = \"" + cert.path.string() + "\"\ntls_key = \"" + key.path.string() + "\"\n",
+        "t.toml");
+    CHECK(c.api.tls_cert == cert.path);
+    CHECK(c.api.tls_key == key.path);
+    CHECK(parse_config(db, "t.toml").api.tls_cert.empty());
+    CHECK_MESSAGE(config_error(db + "tls_cert = \"" + cert.path.string() + "\"\n")
+                          .find("api.tls_key: missing") != std::string::npos,
+                  "only the certificate");
+    CHECK(config_error(db + "tls_key = \"" + key.path.string() + "\"\n").find("api.tls_cert") !=
+          std::string::npos);
+    CHECK(config_error(db + "tls_cert = \"/nonexistent/c.pem\"\ntls_key = \"" + key.path.string() +
+                       "\"\n")
+              .find("t.toml:4: api.tls_cert: cannot read \"/nonexistent/c.pem\"") !=
+          std::string::npos);
+    CHECK(config_error(db + "tls_cert = \"/\"\ntls_key = \"/\"\n").find("api.tls_cert") !=
+          std::string::npos);
+}
+
+TEST_CASE("the webhooks section") {
+    const std::string db = "[database]\nurl = \"x\"\n[webhooks]\n";
+    const auto d = parse_config("[database]\nurl = \"x\"\n", "t.toml");
+    CHECK(d.webhooks.urls.empty());
+    CHECK(d.webhooks.timeout == 5s);
+    CHECK(d.webhooks.max_backoff == 5min);
+
+    const auto c = parse_config(db + "urls = [\"https://b.example.net/hook\", "
+                                     "\"http://127.0.0.1:9000/x?y=1\"]\nsecret = \"s3cret\"\n"
+                                     "timeout = \"2s\"\nmax_backoff = \"30s\"\n",
+                                "t.toml");
+    CHECK(c.webhooks.urls ==
+          std::vector<std::string>{"https://b.example.net/hook", "http://127.0.0.1:9000/x?y=1"});
+    CHECK(c.webhooks.secret == "s3cret");
+    CHECK(c.webhooks.timeout == 2s);
+    CHECK(c.webhooks.max_backoff == 30s);
+
+    const TempFile secret("secret", "from-file\n");
+    const auto f = parse_config(
+        db + "urls = [\"http://h/\"]\nsecret_file = \"" + secret.path.string() + "\"\n", "t.toml");
+    CHECK(f.webhooks.secret == "from-file");  // the trailing newline is not part of it
+
+    struct Row {
+        std::string text;
+        const char* expected;
+    };
+    const Row rows[] = {
+        {"urls = \"http://h/\"\nsecret = \"s\"\n", "t.toml:4: webhooks.urls: expected an array"},
+        {"urls = [\"ftp://h/\"]\nsecret = \"s\"\n", "t.toml:4: webhooks.urls: expected an http"},
+        {"urls = [\"http://\"]\nsecret = \"s\"\n", "webhooks.urls: expected an http"},
+        {"urls = [\"http://a b/\"]\nsecret = \"s\"\n", "webhooks.urls: expected an http"},
+        {"urls = [1]\nsecret = \"s\"\n", "webhooks.urls: expected a string"},
+        {"urls = [\"http://h/\"]\n", "webhooks.secret: missing"},
+        {"urls = [\"http://h/\"]\nsecret_file = \"/nonexistent/s\"\n",
+         "t.toml:5: webhooks.secret_file: cannot read"},
+        {"secret = \"s\"\nsecret_file = \"" + secret.path.string() + "\"\n",
+         "t.toml:5: webhooks.secret_file: set either secret or secret_file"},
+        {"urls = [\"http://h/\"]\nsecret = \"s\"\ntimeout = \"5m\"\n", "webhooks.timeout: at most"},
+        {"urls = [\"http://h/\"]\nsecret = \"s\"\nmax_backoff = \"10ms\"\n",
+         "webhooks.max_backoff: at least"},
+        {"retries = 3\n", "t.toml:4: webhooks.retries: unknown key"},
+    };
+    for (const auto& r : rows) {
+        CAPTURE(r.text);
+        const auto error = config_error(db + r.text);
+        CAPTURE(error);
+        CHECK(error.find(r.expected) != std::string::npos);
+    }
+}
+
+TEST_CASE("[enforce] parses, defaults and rejects bad values") {
+    auto d = parse_config("[database]\nurl = \"dbname=x\"\n", "t.toml");
+    CHECK(d.enforce.enabled);
+    CHECK(d.enforce.table == "ctquota");
+    CHECK(d.enforce.subscriber_interface.empty());
+    CHECK(d.enforce.delete_conntrack_on_block);
+    CHECK(d.enforce.arm_quota_below_bytes == 0);
+    CHECK(d.enforce.forward_priority == -5);
+
+    auto c = parse_config(R"(
+[database]
+url = "dbname=x"
+[enforce]
+enabled = false
+table = "ctq_gw1"
+subscriber_interface = "eth1.100"
+delete_conntrack_on_block = false
+arm_quota_below_bytes = "1GiB"
+forward_priority = -10
+)",
+                          "e.toml");
+    CHECK_FALSE(c.enforce.enabled);
+    CHECK(c.enforce.table == "ctq_gw1");
+    CHECK(c.enforce.subscriber_interface == "eth1.100");
+    CHECK_FALSE(c.enforce.delete_conntrack_on_block);
+    CHECK(c.enforce.arm_quota_below_bytes == 1ull << 30);
+    CHECK(c.enforce.forward_priority == -10);
+    CHECK(parse_config("[database]\nurl = \"x\"\n[enforce]\narm_quota_below_bytes = 0\n", "z.toml")
+              .enforce.arm_quota_below_bytes == 0);
+
+    struct Row {
+        const char* text;
+        const char* expected;
+    };
+    const Row rows[] = {
+        {"[enforce]\ntable = \"\"\n", "b.toml:2: enforce.table: expected a non-empty name"},
+        {"[enforce]\ntable = \"bad name\"\n", "enforce.table"},
+        {"[enforce]\nsubscriber_interface = \"averyveryverylongname\"\n",
+         "enforce.subscriber_interface: expected name of at most 15"},
+        {"[enforce]\nsubscriber_interface = \"eth0;rm\"\n", "enforce.subscriber_interface"},
+        {"[enforce]\narm_quota_below_bytes = \"lots\"\n", "enforce.arm_quota_below_bytes"},
+        {"[enforce]\nforward_priority = 1000\n", "enforce.forward_priority: expected an integer"},
+        {"[enforce]\nenabled = \"yes\"\n", "enforce.enabled: expected true or false"},
+        {"[enforce]\nflush_everything = true\n", "enforce.flush_everything"},
+    };
+    for (const auto& row : rows) {
+        CAPTURE(row.text);
+        try {
+            parse_config(row.text, "b.toml");
+            FAIL("accepted");
+        } catch (const ConfigError& e) {
+            CHECK(std::string(e.what()).find(row.expected) != std::string::npos);
+        }
+    }
 }
