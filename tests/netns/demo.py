@@ -2,19 +2,28 @@
 """The ctquota demo (started by deploy/demo.sh, which builds ctquotad first).
 
 A throwaway PostgreSQL, a subscribers -> gateway -> servers set of network
-namespaces (tests/netns/topology.py), eight subscribers (IPv4 addresses,
-IPv6 prefixes, one with both), ctquotad in the gateway namespace, and
-continuous mixed traffic: long paced TCP connections and UDP request/reply
-flows at different rates per subscriber. Every few seconds it prints the
-usage_current view, growing. Ctrl-C (or --duration) stops the traffic, stops
-ctquotad (which flushes), prints the final totals and removes everything:
-processes, namespaces, the database cluster.
+namespaces (tests/netns/topology.py), ctquotad in the gateway namespace with
+the shipped plans (policies/) and enforcement on the subscriber-facing
+interface, eight subscribers created through the REST API (IPv4 addresses,
+IPv6 prefixes, one with both; plans home-100g, prepaid-10g, business-fup,
+night-free, unlimited), and continuous mixed traffic: long paced TCP
+connections and UDP request/reply flows at different rates per subscriber.
+Two subscribers get a tiny quota for this cycle, so within a minute alice is
+throttled (home-100g: 2 Mbit/s down, 1 Mbit/s up) and bob is blocked
+(prepaid-10g: only the portal and DNS). Every few seconds it prints usage,
+rates and state per subscriber. The API and the web admin page are forwarded
+to the host's loopback (http://127.0.0.1:8460/ by default; an admin token is
+printed). Ctrl-C (or --duration) stops the traffic, stops ctquotad (which
+flushes), prints the final totals and removes everything: processes,
+namespaces, the database cluster, ctquotad's nftables table and qdiscs (they
+live in the gateway namespace).
 
     python3 tests/netns/demo.py --bin build-demo/daemon/ctquotad [--duration S]
-        [--interval S] [--pg-url URL]
+        [--interval S] [--pg-url URL] [--web-port PORT]
 
 With --duration the exit status says whether it worked: 0 when ctquotad
-stopped cleanly, every subscriber's usage grew and the REST API lists it.
+stopped cleanly, every subscriber's usage grew, the REST API lists it and
+(given at least 40 s) alice ended throttled and bob blocked.
 """
 
 import argparse
@@ -31,7 +40,7 @@ import topology as T  # noqa: E402
 # name, addresses (by index into the topology's lists), TCP up/down rate
 # (bytes/s, 0 = no TCP), UDP flows (count, packets, gap s, request, reply)
 SUBSCRIBERS = [
-    ("alice", [("v4", 0)], (400_000, 100_000), (2, 200, 0.05, 200, 1200)),
+    ("alice", [("v4", 0)], (100_000, 400_000), (2, 200, 0.05, 200, 1200)),
     ("bob", [("v4", 1)], (50_000, 400_000), (1, 100, 0.1, 64, 1400)),
     ("carol", [("v4", 2)], (0, 0), (4, 300, 0.03, 100, 900)),
     ("dave", [("v4", 3)], (120_000, 30_000), (0, 0, 0, 0, 0)),
@@ -40,7 +49,20 @@ SUBSCRIBERS = [
     ("grace", [("v6", 2)], (0, 0), (3, 200, 0.05, 80, 1300)),
     ("heidi", [("v4", 5)], (20_000, 20_000), (1, 40, 0.25, 40, 40)),
 ]
+# name -> (plan, quota for this cycle in bytes or None for the plan's own)
+PLANS = {
+    "alice": ("home-100g", 8_000_000),    # throttled after ~15 s
+    "bob": ("prepaid-10g", 6_000_000),    # blocked after ~12 s
+    "carol": ("home-100g", None),
+    "dave": ("business-fup", None),
+    "erin": ("home-100g", None),
+    "frank": ("night-free", None),
+    "grace": ("unlimited", None),
+    "heidi": ("prepaid-10g", None),
+}
+EXPECTED_STATE = {"alice": "throttled", "bob": "blocked"}
 TCP_SECONDS = 25.0
+API = "http://127.0.0.1:8460"
 
 
 def human(n):
@@ -89,22 +111,17 @@ flush_interval = "1s"
 gateway_id = "demo-gw"
 [log]
 level = "info"
+[api]
+listen = "127.0.0.1:8460"
+web_dir = "{os.path.join(T.ROOT, 'web')}"
+[policies]
+dir = "{os.path.join(T.ROOT, 'policies')}"
+[enforce]
+subscriber_interface = "sub0"
 """)
         self.cli("migrate")
-        self.addresses = {}
-        for name, addrs, _, _ in SUBSCRIBERS:
-            argv = ["subscriber", "add", name]
-            mine = []
-            for fam, i in addrs:
-                if fam == "v4":
-                    argv += ["--address", f"{self.topo.sub_v4[i]}/32"]
-                    mine.append(self.topo.sub_v4[i])
-                else:
-                    argv += ["--address", self.topo.sub_v6_prefixes[i]]
-                    mine.append(self.topo.sub_v6[i])
-            self.cli(*argv)
-            self.addresses[name] = mine
-        print(self.cli("subscriber", "list").stdout, end="", flush=True)
+        self.token = self.cli("token", "create", "--role", "billing", "--name", "demo").stdout.strip()
+        self.admin = self.cli("token", "create", "--role", "admin", "--name", "demo-admin").stdout.strip()
         T.log(f"starting ctquotad in namespace {self.topo.gw}")
         self.daemon = self.topo.start_in(self.topo.gw, [a.bin, "--config", self.config],
                                          name="ctquotad", capture=False)
@@ -112,24 +129,91 @@ level = "info"
                      60, what="ctquotad to start")
         if not self.daemon.alive():
             raise RuntimeError(f"ctquotad did not start:{self.daemon.tail()}")
-        T.log(f"ctquotad running (log: {self.daemon.log_path}); generating traffic")
-        self.token = self.cli("token", "create", "--role", "billing", "--name", "demo").stdout.strip()
-        T.wait_until(lambda: self.api_get("/readyz") is not None, 30, what="the API to be ready")
-        T.log("REST API (inside the gateway namespace), e.g.:\n"
-              f"  ip netns exec {self.topo.gw} curl -s -H 'Authorization: Bearer {self.token}' "
-              "http://127.0.0.1:8460/api/v1/usage")
+        T.wait_until(lambda: self.api("GET", "/readyz")[0] == 200, 30, what="the API to be ready")
+        T.log(f"ctquotad running (log: {self.daemon.log_path}); adding subscribers through the API")
+        self.add_subscribers()
+        self.forward_web()
+        T.log("generating traffic")
+
+    def add_subscribers(self):
+        self.addresses = {}
+        bindings = 0
+        for name, addrs, _, _ in SUBSCRIBERS:
+            cidrs, mine = [], []
+            for fam, i in addrs:
+                if fam == "v4":
+                    cidrs.append(f"{self.topo.sub_v4[i]}/32")
+                    mine.append(self.topo.sub_v4[i])
+                else:
+                    cidrs.append(self.topo.sub_v6_prefixes[i])
+                    mine.append(self.topo.sub_v6[i])
+            plan, quota = PLANS[name]
+            self.api_ok("POST", "/api/v1/subscribers",
+                        {"id": name, "plan": plan, "addresses": cidrs}, 201)
+            if quota is not None:
+                self.api_ok("PUT", f"/api/v1/subscribers/{name}/quota", {"quota_bytes": quota},
+                            200, 201)
+            self.addresses[name] = mine
+            bindings += len(cidrs)
+            T.log(f"  {name}: {plan}{f', {quota} B this cycle' if quota else ''}, "
+                  f"{' '.join(cidrs)}")
+        # Traffic sent before the daemon knows an address would be nobody's.
+        T.wait_until(lambda: self.metric("ctquota_subscriber_bindings") >= bindings, 15,
+                     what="the daemon to load the bindings")
+
+    def forward_web(self):
+        """The API and web page, reachable from the host's loopback."""
+        port = self.args.web_port
+        p = T.Proc("nsforward", [T.PYTHON, os.path.join(T.HERE, "nsforward.py"), "--listen",
+                                 f"127.0.0.1:{port}", "--netns", self.topo.gw, "--to",
+                                 "127.0.0.1:8460"],
+                   os.path.join(self.topo.workdir, "nsforward.log"))
+        self.topo.procs.append(p)
+        try:
+            p.wait_line(lambda item: isinstance(item, dict) and item.get("ready"), 10,
+                        what="the forwarder")
+        except (RuntimeError, TimeoutError) as e:
+            T.log(f"no web page on the host (port {port} busy? --web-port): {e}")
+            return
+        T.log(f"web admin page: http://127.0.0.1:{port}/  (admin token: {self.admin})\n"
+              f"REST API, e.g.: curl -s -H 'Authorization: Bearer {self.token}' "
+              f"http://127.0.0.1:{port}/api/v1/usage\n"
+              f"top up bob:     curl -s -X POST -H 'Authorization: Bearer {self.admin}' "
+              f"-H 'Content-Type: application/json' -d '{{\"bytes\": 1000000000}}' "
+              f"http://127.0.0.1:{port}/api/v1/subscribers/bob/topups")
+
+    def api(self, method, path, body=None, token=None):
+        """A request to the daemon's API from inside the gateway namespace:
+        (status, parsed JSON or None); (0, None) when it could not connect."""
+        argv = ["curl", "-s", "-m", "5", "-X", method, "-w", "\n%{http_code}",
+                "-H", f"Authorization: Bearer {token or self.admin}", API + path]
+        if body is not None:
+            argv += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
+        r = self.topo.run_in(self.topo.gw, argv, check=False)
+        text, _, code = r.stdout.rpartition("\n")
+        try:
+            return int(code or 0), (json.loads(text) if text.strip() else None)
+        except ValueError:
+            return int(code or 0), None
+
+    def api_ok(self, method, path, body, *codes):
+        code, reply = self.api(method, path, body)
+        if code not in codes:
+            raise RuntimeError(f"{method} {path}: HTTP {code} {reply}")
+        return reply
 
     def api_get(self, path):
-        """GET on the daemon's API from inside the gateway namespace; parsed JSON or None."""
-        code = ("import json,sys,urllib.request as u\n"
-                "r=u.Request('http://127.0.0.1:8460'+sys.argv[1],"
-                "headers={'Authorization':'Bearer '+sys.argv[2]})\n"
-                "print(u.urlopen(r,timeout=5).read().decode())\n")
-        r = self.topo.run_in(self.topo.gw, [T.PYTHON, "-c", code, path, self.token], check=False)
-        try:
-            return json.loads(r.stdout) if r.returncode == 0 else None
-        except ValueError:
-            return None
+        """GET with the billing token; parsed JSON or None."""
+        code, body = self.api("GET", path, token=self.token)
+        return body if code == 200 else None
+
+    def metric(self, name):
+        r = self.topo.run_in(self.topo.gw, ["curl", "-s", "-m", "5", API + "/metrics"],
+                             check=False)
+        for line in r.stdout.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return -1
 
     def cli(self, *args):
         return T.sh([self.args.bin, "--config", self.config] + list(args))
@@ -183,32 +267,38 @@ level = "info"
     # -------------------------------------------------------------- table
 
     def usage(self):
-        out = T.psql(self.url, "SELECT subscriber_id, up_bytes, down_bytes, up_packets, "
-                               "down_packets, to_char(updated_at, 'HH24:MI:SS') "
-                               "FROM usage_current ORDER BY subscriber_id")
+        out = T.psql(self.url, "SELECT s.external_id, coalesce(u.up_bytes, 0), "
+                               "coalesce(u.down_bytes, 0), coalesce(u.up_packets, 0), "
+                               "coalesce(u.down_packets, 0), "
+                               "coalesce(to_char(u.updated_at, 'HH24:MI:SS'), '-'), "
+                               "coalesce(s.plan, '-'), coalesce(st.state, 'normal') "
+                               "FROM subscribers s "
+                               "LEFT JOIN usage_current u ON u.subscriber_id = s.external_id "
+                               "LEFT JOIN subscriber_state st ON st.subscriber_id = s.id "
+                               "ORDER BY s.external_id")
         rows = {}
         for line in out.splitlines():
             if line.strip():
-                sid, ub, db, up, dp, upd = line.split("|")
-                rows[sid] = (int(ub), int(db), int(up), int(dp), upd)
+                sid, ub, db, up, dp, upd, plan, state = line.split("|")
+                rows[sid] = (int(ub), int(db), int(up), int(dp), upd, plan, state)
         return rows
 
     def print_table(self, title, rates=True):
         now = time.monotonic()
         rows = self.usage()
         dt = (now - self.last_t) if self.last_t and rates else None
-        print(f"\n{title}  ({time.strftime('%H:%M:%S')}, usage_current)")
-        print(f"{'subscriber':<10} {'up':>10} {'down':>10} {'up pkts':>9} {'down pkts':>9} "
-              f"{'up rate':>11} {'down rate':>11}  updated")
+        print(f"\n{title}  ({time.strftime('%H:%M:%S')}, usage_current + subscriber_state)")
+        print(f"{'subscriber':<10} {'plan':<13} {'state':<9} {'up':>10} {'down':>10} "
+              f"{'up pkts':>8} {'down pkts':>9} {'up rate':>11} {'down rate':>11}  updated")
         for name, *_ in SUBSCRIBERS:
-            ub, db, up, dp, upd = rows.get(name, (0, 0, 0, 0, "-"))
+            ub, db, up, dp, upd, plan, state = rows.get(name, (0, 0, 0, 0, "-", "-", "-"))
             if dt and name in self.last:
                 ur = human((ub - self.last[name][0]) / dt) + "/s"
                 dr = human((db - self.last[name][1]) / dt) + "/s"
             else:
                 ur = dr = ""
-            print(f"{name:<10} {human(ub):>10} {human(db):>10} {up:>9} {dp:>9} {ur:>11} "
-                  f"{dr:>11}  {upd}")
+            print(f"{name:<10} {plan:<13} {state:<9} {human(ub):>10} {human(db):>10} {up:>8} "
+                  f"{dp:>9} {ur:>11} {dr:>11}  {upd}")
         sys.stdout.flush()
         self.last = rows
         self.last_t = now
@@ -263,6 +353,8 @@ def main():
                     help="stop after this many seconds (default: run until Ctrl-C)")
     ap.add_argument("--interval", type=float, default=3.0, help="seconds between tables")
     ap.add_argument("--pg-url", help="use this PostgreSQL database instead of a throwaway one")
+    ap.add_argument("--web-port", type=int, default=8460,
+                    help="host loopback port for the API and web page (default 8460)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         print("the demo needs root (network namespaces, nftables, conntrack)", file=sys.stderr)
@@ -295,7 +387,11 @@ def main():
         if not grew:
             T.log("some subscriber has no usage: "
                   + ", ".join(n for n, *_ in SUBSCRIBERS if not final.get(n, (0, 0))[0]))
-        status = 0 if rc == 0 and ((grew and api_ok) or interrupted) else 1
+        states = {n: final.get(n, (0,) * 7)[6] for n in EXPECTED_STATE}
+        enforced = a.duration < 40 or states == EXPECTED_STATE
+        if not enforced:
+            T.log(f"expected {EXPECTED_STATE}, got {states}")
+        status = 0 if rc == 0 and ((grew and api_ok and enforced) or interrupted) else 1
     except KeyboardInterrupt:
         print("\ninterrupted during set-up or shutdown: removing everything", flush=True)
         status = 130
