@@ -143,9 +143,9 @@ class EnforcementLab:
         return self.ip_bytes_received(self.lab.sub) + self.ip_bytes_received(self.lab.srv)
 
     # ------------------------------------------------------------- kernel
-    def nft_table(self):
-        out = self.lab.run(self.lab.gw, ["nft", "-j", "list", "table", "inet", "ctquota"],
-                           check=False)
+    def nft_ruleset(self):
+        """The gateway's whole ruleset (ctquota's table and the lab's NAT) as JSON."""
+        out = self.lab.run(self.lab.gw, ["nft", "-j", "list", "ruleset"], check=False)
         return json.loads(out.stdout) if out.returncode == 0 else None
 
     def tc_classes(self):

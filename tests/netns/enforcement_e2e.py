@@ -113,15 +113,18 @@ class Restart(unittest.TestCase):
         env.add_subscriber("r-blk", "prepaid-10g", [lab.sub_v4[1] + "/32"], 0)
         env.wait_state("r-thr", "throttled")
         env.wait_state("r-blk", "blocked")
-        before = (normalized(env.nft_table()), env.tc_classes())
+        before = (normalized(env.nft_ruleset()), env.tc_classes())
+        self.assertIn({"table": {"family": "inet", "name": "ctquota", "handle": ANY_HANDLE}},
+                      [with_any_handle(i) for i in before[0]])
+        self.assertTrue(any(" rate 2Mbit ceil 2Mbit " in c for c in before[1]), before[1])
         env.daemon.stop()
-        self.assertEqual((normalized(env.nft_table()), env.tc_classes()), before,
+        self.assertEqual((normalized(env.nft_ruleset()), env.tc_classes()), before,
                          "stopping must leave the kernel state in place")
         env.daemon.start()
         # Poll the kernel while the new daemon reconciles: never a gap.
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
-            self.assertEqual(normalized(env.nft_table()), before[0])
+            self.assertEqual(normalized(env.nft_ruleset()), before[0])
             self.assertEqual(env.tc_classes(), before[1])
         self.assertFalse(env.reachable(lab.sub_v4[1], SRV_V4), "block lifted by a restart")
 
@@ -146,19 +149,28 @@ class NewCycle(unittest.TestCase):
         self.assertIn("cycle", kinds)
 
 
-def normalized(table):
-    """nft -j output without the counters that move with traffic."""
-    if table is None:
+ANY_HANDLE = "*"
+
+
+def with_any_handle(item):
+    return {k: dict(v, handle=ANY_HANDLE) if isinstance(v, dict) and "handle" in v else v
+            for k, v in item.items()}
+
+
+def normalized(ruleset):
+    """nft -j output without what moves with traffic: quota usage and counters."""
+    if ruleset is None:
         return None
-    out = []
-    for item in table.get("nftables", []):
-        for kind, body in item.items():
-            if kind == "metainfo":
-                continue
-            if kind == "quota":
-                body = {k: v for k, v in body.items() if k != "used"}
-            out.append({kind: body})
-    return out
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items()
+                    if k != "used" and not (k == "counter" and isinstance(v, dict))}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return [strip(item) for item in ruleset.get("nftables", []) if "metainfo" not in item]
 
 
 if __name__ == "__main__":
