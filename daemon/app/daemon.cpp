@@ -206,7 +206,9 @@ int run_daemon(const Config& config) {
     flusher.start();
     std::unique_ptr<WebhookSender> webhooks;  // after the migrations: it needs the outbox table
     if (!config.webhooks.urls.empty()) {
-        webhooks = std::make_unique<WebhookSender>(webhook_sender_options(config));
+        auto options = webhook_sender_options(config);
+        options.metrics = &metrics;
+        webhooks = std::make_unique<WebhookSender>(std::move(options));
         webhooks->start();
     }
     spdlog::info(

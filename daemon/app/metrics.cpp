@@ -76,6 +76,10 @@ std::string Metrics::render_prometheus() const {
     counter("enforcement_changes_total", "state changes applied to the kernel",
             enforcement_changes.load());
     counter("enforcement_errors_total", "kernel changes that failed", enforcement_errors.load());
+    counter("webhooks_delivered_total", "webhook deliveries answered 2xx",
+            webhooks_delivered.load());
+    counter("webhook_failures_total", "webhook delivery attempts that failed (retried)",
+            webhook_failures.load());
     out << "# TYPE ctquota_flows_tracked gauge\nctquota_flows_tracked " << flows_tracked.load()
         << "\n";
     out << "# TYPE ctquota_flush_seconds histogram\n";

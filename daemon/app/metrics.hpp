@@ -58,6 +58,8 @@ struct Metrics {
     std::atomic<std::uint64_t> enforcement_errors{0};
     std::atomic<std::uint64_t> subscribers_throttled{0};
     std::atomic<std::uint64_t> subscribers_blocked{0};
+    std::atomic<std::uint64_t> webhooks_delivered{0};
+    std::atomic<std::uint64_t> webhook_failures{0};     // failed attempts (each is retried)
     std::atomic<std::uint64_t> subscriber_bindings{0};  // in the accounting's index
     std::atomic<std::uint64_t> event_buffer_bytes{0};
     std::atomic<bool> reader_running{false};

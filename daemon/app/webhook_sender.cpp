@@ -158,11 +158,17 @@ bool WebhookSender::deliver_batch() {
         if (error.empty()) {
             outbox_.mark_delivered(db_, d.id);
             ++delivered_;
+            if (options_.metrics != nullptr) {
+                ++options_.metrics->webhooks_delivered;
+            }
             spdlog::info("webhooks: delivered {} (event {}, {}) to {} at attempt {}", d.id,
                          d.event_id.value_or(0), d.kind, d.url, d.attempts);
         } else {
             outbox_.mark_failed(db_, d, error);
             ++failed_;
+            if (options_.metrics != nullptr) {
+                ++options_.metrics->webhook_failures;
+            }
             spdlog::warn("webhooks: delivery {} to {} failed at attempt {}: {}; next in {} ms",
                          d.id, d.url, d.attempts, error,
                          store::webhook_retry_delay(d.attempts, options_.backoff).count());

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "app/config.hpp"
+#include "app/metrics.hpp"
 #include "store/webhook_outbox.hpp"
 
 namespace ctquota::app {
@@ -33,7 +34,8 @@ struct WebhookSenderOptions {
     std::chrono::milliseconds timeout{5000};  // connect, and each read/write
     store::WebhookBackoff backoff;
     std::chrono::milliseconds poll{1000};
-    std::size_t batch = 32;  // rows leased per claim
+    std::size_t batch = 32;      // rows leased per claim
+    Metrics* metrics = nullptr;  // webhook counters on /metrics, when given
 };
 
 // From [webhooks] and [database] of the config.

@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from api_harness import ApiWorld, Db, run_in_world, sh, wait_for  # noqa: E402
+from api_harness import API_PORT, Db, run_in_world, sh, wait_for  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SECRET = "test-secret-\u00e9"  # non-ASCII on purpose: the key is its UTF-8 bytes
@@ -120,6 +120,15 @@ def verify_deliveries(rows, requests, url):
                            "counted_bytes", "allowance_bytes"}, f"payload keys {sorted(doc)}")
 
 
+def metric(world, name):
+    """A counter from the daemon's /metrics (curl inside its namespace)."""
+    r = sh(["ip", "netns", "exec", world.ns, "curl", "-s", f"http://127.0.0.1:{API_PORT}/metrics"])
+    for line in r.stdout.splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    return None
+
+
 def run(world):
     db = Db(world.url)
     urls = [f"http://127.0.0.1:{p}/hook?src=ctquota" for p in PORTS]
@@ -161,6 +170,8 @@ def run(world):
         prompt = time.monotonic() - t0
         check(prompt < 1.5, f"a new event took {prompt:.2f} s")
         print(f"a new event is delivered in {prompt * 1000:.0f} ms")
+        delivered = metric(world, "ctquota_webhooks_delivered_total")
+        check(delivered == len(outbox(db)), f"/metrics says {delivered} delivered")
         time.sleep(2.5)  # longer than the backoff cap: a second delivery would have happened
         rows = outbox(db)
         for receiver, url in zip(receivers, urls):
