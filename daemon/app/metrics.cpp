@@ -44,15 +44,42 @@ void HttpMetrics::render(std::ostream& out) const {
     }
 }
 
-void Metrics::observe_flush(std::chrono::microseconds d) {
+namespace {
+
+using Buckets = std::array<std::atomic<std::uint64_t>, Metrics::kFlushBuckets.size() + 1>;
+
+void observe(Buckets& buckets, std::atomic<std::uint64_t>& sum_us, std::chrono::microseconds d) {
     const double seconds = static_cast<double>(d.count()) / 1e6;
     std::size_t i = 0;
-    while (i < kFlushBuckets.size() && seconds > kFlushBuckets[i]) {
+    while (i < Metrics::kFlushBuckets.size() && seconds > Metrics::kFlushBuckets[i]) {
         ++i;
     }
-    flush_latency[i].fetch_add(1, std::memory_order_relaxed);
-    flush_latency_us_sum.fetch_add(static_cast<std::uint64_t>(d.count()),
-                                   std::memory_order_relaxed);
+    buckets[i].fetch_add(1, std::memory_order_relaxed);
+    sum_us.fetch_add(static_cast<std::uint64_t>(d.count()), std::memory_order_relaxed);
+}
+
+void render_histogram(std::ostream& out, const std::string& name, const char* help,
+                      const Buckets& buckets, const std::atomic<std::uint64_t>& sum_us) {
+    out << "# HELP " << name << " " << help << "\n# TYPE " << name << " histogram\n";
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < Metrics::kFlushBuckets.size(); ++i) {
+        cumulative += buckets[i].load();
+        out << name << "_bucket{le=\"" << Metrics::kFlushBuckets[i] << "\"} " << cumulative << "\n";
+    }
+    cumulative += buckets[Metrics::kFlushBuckets.size()].load();
+    out << name << "_bucket{le=\"+Inf\"} " << cumulative << "\n";
+    out << name << "_sum " << static_cast<double>(sum_us.load()) / 1e6 << "\n";
+    out << name << "_count " << cumulative << "\n";
+}
+
+}  // namespace
+
+void Metrics::observe_flush(std::chrono::microseconds d) {
+    observe(flush_latency, flush_latency_us_sum, d);
+}
+
+void Metrics::observe_flush_to_kernel(std::chrono::microseconds d) {
+    observe(kernel_latency, kernel_latency_us_sum, d);
 }
 
 std::string Metrics::render_prometheus() const {
@@ -82,18 +109,11 @@ std::string Metrics::render_prometheus() const {
             webhook_failures.load());
     out << "# TYPE ctquota_flows_tracked gauge\nctquota_flows_tracked " << flows_tracked.load()
         << "\n";
-    out << "# TYPE ctquota_flush_seconds histogram\n";
-    std::uint64_t cumulative = 0;
-    for (std::size_t i = 0; i < kFlushBuckets.size(); ++i) {
-        cumulative += flush_latency[i].load();
-        out << "ctquota_flush_seconds_bucket{le=\"" << kFlushBuckets[i] << "\"} " << cumulative
-            << "\n";
-    }
-    cumulative += flush_latency[kFlushBuckets.size()].load();
-    out << "ctquota_flush_seconds_bucket{le=\"+Inf\"} " << cumulative << "\n";
-    out << "ctquota_flush_seconds_sum " << static_cast<double>(flush_latency_us_sum.load()) / 1e6
-        << "\n";
-    out << "ctquota_flush_seconds_count " << cumulative << "\n";
+    render_histogram(out, "ctquota_flush_seconds", "database flush latency", flush_latency,
+                     flush_latency_us_sum);
+    render_histogram(out, "ctquota_flush_to_kernel_seconds",
+                     "from a flush's commit to the kernel enforcing the states it changed",
+                     kernel_latency, kernel_latency_us_sum);
     out << "# TYPE ctquota_subscribers_throttled gauge\nctquota_subscribers_throttled "
         << subscribers_throttled.load() << "\n";
     out << "# TYPE ctquota_subscriber_bindings gauge\nctquota_subscriber_bindings "

@@ -70,10 +70,15 @@ struct Metrics {
                                                             0.1,   0.25, 0.5,   1.0};
     std::array<std::atomic<std::uint64_t>, kFlushBuckets.size() + 1> flush_latency{};
     std::atomic<std::uint64_t> flush_latency_us_sum{0};
+    // From a flush's commit to the kernel following the states it changed
+    // (rounds that changed the kernel only), same buckets.
+    std::array<std::atomic<std::uint64_t>, kFlushBuckets.size() + 1> kernel_latency{};
+    std::atomic<std::uint64_t> kernel_latency_us_sum{0};
 
     HttpMetrics http;
 
     void observe_flush(std::chrono::microseconds d);
+    void observe_flush_to_kernel(std::chrono::microseconds d);
     [[nodiscard]] std::string render_prometheus() const;
 };
 

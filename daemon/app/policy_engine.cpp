@@ -13,6 +13,7 @@ namespace ctquota::app {
 namespace {
 
 constexpr auto kListenWait = std::chrono::milliseconds(200);
+constexpr auto kNoWait = std::chrono::milliseconds(0);
 
 }  // namespace
 
@@ -67,6 +68,7 @@ void PolicyEngine::stop() {
         std::lock_guard lock(mu_);
         stopping_ = true;
     }
+    listener_->wake();
     if (thread_.joinable()) {
         thread_.join();
     }
@@ -74,7 +76,11 @@ void PolicyEngine::stop() {
 
 void PolicyEngine::usage_changed(const std::vector<core::SubscriberId>& ids) {
     std::lock_guard lock(mu_);
+    if (usage_dirty_.empty() && !ids.empty()) {
+        usage_dirty_since_ = std::chrono::steady_clock::now();
+    }
     usage_dirty_.insert(ids.begin(), ids.end());
+    listener_->wake();  // evaluate now, not after the listen timeout
 }
 
 void PolicyEngine::request_reload() {
@@ -203,12 +209,16 @@ void PolicyEngine::loop() {
     while (true) {
         std::vector<core::SubscriberId> dirty;
         bool reload = false;
+        std::optional<std::chrono::steady_clock::time_point> flushed_at;
         {
             std::lock_guard lock(mu_);
             if (stopping_) {
                 break;
             }
             dirty.assign(usage_dirty_.begin(), usage_dirty_.end());
+            if (!dirty.empty()) {
+                flushed_at = usage_dirty_since_;
+            }
             usage_dirty_.clear();
             std::swap(reload, reload_requested_);
         }
@@ -222,7 +232,8 @@ void PolicyEngine::loop() {
                     dirty.push_back(id);
                 }
             }
-            handle_notifications(listener_->wait(kListenWait));
+            // Usage already waiting: only look for notifications, do not wait for them.
+            handle_notifications(listener_->wait(dirty.empty() ? kListenWait : kNoWait));
             const bool full = std::chrono::steady_clock::now() >= next_reconcile_;
             auto due = take_due(clock_.now());
             dirty.insert(dirty.end(), due.begin(), due.end());
@@ -230,8 +241,10 @@ void PolicyEngine::loop() {
             retry.clear();
             std::sort(dirty.begin(), dirty.end());
             dirty.erase(std::unique(dirty.begin(), dirty.end()), dirty.end());
-            if (!dirty.empty() || full) {
-                evaluate(dirty, full);
+            if ((!dirty.empty() || full) && evaluate(dirty, full) > 0 && flushed_at) {
+                metrics_.observe_flush_to_kernel(
+                    std::chrono::duration_cast<std::chrono::microseconds>(
+                        std::chrono::steady_clock::now() - *flushed_at));
             }
             if (full) {
                 next_reconcile_ = std::chrono::steady_clock::now() +

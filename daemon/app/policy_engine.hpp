@@ -60,8 +60,9 @@ class PolicyEngine {
     void load_plans(bool mirror_files);
     void refresh_subscribers(const std::vector<core::SubscriberId>& only);
     void install_usage_policy();
-    void evaluate(const std::vector<core::SubscriberId>& ids, bool full_reconcile);
-    void apply_to_kernel(const std::vector<enforce::SubscriberTarget>& targets, bool full);
+    // Returns how many subscribers' kernel state changed.
+    std::size_t evaluate(const std::vector<core::SubscriberId>& ids, bool full_reconcile);
+    std::size_t apply_to_kernel(const std::vector<enforce::SubscriberTarget>& targets, bool full);
     void schedule(core::SubscriberId id, core::TimePoint when);
     std::vector<core::SubscriberId> take_due(core::TimePoint now);
     std::optional<std::uint64_t> arm(core::SubscriberId id, const core::Plan& plan,
@@ -93,6 +94,7 @@ class PolicyEngine {
 
     std::mutex mu_;  // guards the hand-offs below
     std::set<core::SubscriberId> usage_dirty_;
+    std::chrono::steady_clock::time_point usage_dirty_since_{};  // first flush not evaluated
     bool reload_requested_ = false;
     bool stopping_ = false;
     std::thread thread_;

@@ -50,7 +50,8 @@ enforce::SubscriberTarget PolicyEngine::target_of(const store::PolicySubscriber&
     return t;
 }
 
-void PolicyEngine::evaluate(const std::vector<core::SubscriberId>& ids, bool full_reconcile) {
+std::size_t PolicyEngine::evaluate(const std::vector<core::SubscriberId>& ids,
+                                   bool full_reconcile) {
     const core::TimePoint now = clock_.now();
     std::vector<enforce::SubscriberTarget> targets;
     for (std::size_t begin = 0; begin < ids.size(); begin += kChunk) {
@@ -119,14 +120,15 @@ void PolicyEngine::evaluate(const std::vector<core::SubscriberId>& ids, bool ful
             }
         }
     }
-    apply_to_kernel(targets, full_reconcile);
+    const auto changed = apply_to_kernel(targets, full_reconcile);
     publish_counts();
+    return changed;
 }
 
-void PolicyEngine::apply_to_kernel(const std::vector<enforce::SubscriberTarget>& targets,
-                                   bool full) {
+std::size_t PolicyEngine::apply_to_kernel(const std::vector<enforce::SubscriberTarget>& targets,
+                                          bool full) {
     if (!enforcer_ || (!full && targets.empty())) {
-        return;
+        return 0;
     }
     const auto report = full ? enforcer_->reconcile(targets) : enforcer_->apply(targets);
     metrics_.enforcement_changes += report.subscribers_changed;
@@ -141,6 +143,7 @@ void PolicyEngine::apply_to_kernel(const std::vector<enforce::SubscriberTarget>&
                     full ? "reconcile" : "apply", report.subscribers_changed, report.nft_commands,
                     report.tc_messages, report.conntrack_deleted, report.elapsed.count());
     }
+    return report.subscribers_changed;
 }
 
 void PolicyEngine::publish_counts() {

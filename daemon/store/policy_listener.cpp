@@ -1,6 +1,12 @@
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <pqxx/pqxx>
+#include <system_error>
 
 #include "store/policy_store.hpp"
 
@@ -22,14 +28,36 @@ struct PolicyListener::Impl {
     std::vector<std::string> received;
     std::unique_ptr<pqxx::connection> conn;
     std::unique_ptr<Receiver> receiver;  // destroyed before conn
+    int wake_fd = -1;                    // eventfd: wake() ends a wait early
+
+    // Until a notification arrives on the connection, wake() or the timeout.
+    void await(std::chrono::milliseconds timeout) const {
+        std::array<pollfd, 2> fds{pollfd{conn->sock(), POLLIN, 0}, pollfd{wake_fd, POLLIN, 0}};
+        if (::poll(fds.data(), fds.size(), static_cast<int>(timeout.count())) > 0 &&
+            (fds[1].revents & POLLIN) != 0) {
+            std::uint64_t n = 0;
+            [[maybe_unused]] const auto r = ::read(wake_fd, &n, sizeof n);
+        }
+    }
 };
 
 PolicyListener::PolicyListener(std::string url)
-    : url_(std::move(url)), impl_(std::make_unique<Impl>()) {}
+    : url_(std::move(url)), impl_(std::make_unique<Impl>()) {
+    impl_->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (impl_->wake_fd < 0) {
+        throw std::system_error(errno, std::generic_category(), "eventfd");
+    }
+}
 
 PolicyListener::~PolicyListener() {
     impl_->receiver.reset();
     impl_->conn.reset();
+    ::close(impl_->wake_fd);
+}
+
+void PolicyListener::wake() {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const auto r = ::write(impl_->wake_fd, &one, sizeof one);
 }
 
 std::vector<std::string> PolicyListener::wait(std::chrono::milliseconds timeout) {
@@ -41,10 +69,10 @@ std::vector<std::string> PolicyListener::wait(std::chrono::milliseconds timeout)
             impl_->conn->get_notifs();  // runs the LISTEN
             out.emplace_back("*");      // whatever was sent while we were away
         }
-        const auto secs = static_cast<long>(timeout.count() / 1000);
-        const auto usecs = static_cast<long>((timeout.count() % 1000) * 1000);
-        impl_->conn->await_notification(secs, usecs);
-        impl_->conn->get_notifs();
+        if (impl_->conn->get_notifs() == 0) {  // none buffered yet: wait for one
+            impl_->await(timeout);
+            impl_->conn->get_notifs();
+        }
     } catch (const std::exception& e) {
         impl_->receiver.reset();
         impl_->conn.reset();

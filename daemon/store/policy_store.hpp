@@ -85,9 +85,12 @@ class PolicyListener {
     PolicyListener(const PolicyListener&) = delete;
     PolicyListener& operator=(const PolicyListener&) = delete;
 
-    // Waits up to `timeout` for notifications; throws DatabaseError when the
-    // server cannot be reached (the caller backs off and calls again).
+    // Waits up to `timeout` for notifications, or until wake(); throws
+    // DatabaseError when the server cannot be reached (the caller backs off
+    // and calls again).
     std::vector<std::string> wait(std::chrono::milliseconds timeout);
+    // Ends the current (or next) wait() early; any thread.
+    void wake();
 
   private:
     struct Impl;

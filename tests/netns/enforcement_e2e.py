@@ -49,6 +49,12 @@ class Enforcement(unittest.TestCase):
         leaves = [c for c in env.tc_classes() if " rate 2Mbit ceil 2Mbit " in c]
         self.assertGreaterEqual(len(leaves), 1, env.tc_classes())
         self.assertEqual(len(leaves), env.metric("ctquota_subscribers_throttled"), env.tc_classes())
+        # The daemon's own measure: flush commit -> kernel, for rounds that changed it.
+        rounds = env.metric("ctquota_flush_to_kernel_seconds_count")
+        self.assertGreaterEqual(rounds, 1)
+        mean_ms = env.metric("ctquota_flush_to_kernel_seconds_sum") / rounds * 1000
+        log(f"flush -> kernel: {rounds:.0f} rounds, mean {mean_ms:.1f} ms")
+        self.assertLess(mean_ms, 1000)
         return dl
 
     def test_throttle_ipv4_within_2s_of_crossing(self):
