@@ -57,6 +57,9 @@ struct Enforcer::Impl {
     // Plan chains/sets that differ from `allowed`: containers run now (own
     // transaction), contents returned for the main transaction.
     nlohmann::json plan_updates(ReconcileReport& report);
+    std::vector<std::pair<core::SubscriberId, Element>> contents_after(
+        const std::string& set, const std::vector<SubscriberDelta>& deltas,
+        const std::map<core::SubscriberId, SubscriberItems>& wants) const;
     void execute(std::vector<SubscriberDelta>& deltas,
                  std::map<core::SubscriberId, SubscriberItems>& wants, const nlohmann::json& before,
                  ReconcileReport& report);

@@ -17,7 +17,40 @@ void record(ReconcileReport& report, std::string message) {
     report.errors.push_back(std::move(message));
 }
 
+// From this many deletions in one map on, the map is refilled instead.
+constexpr std::size_t kRefillFromDeletions = 32;
+
 }  // namespace
+
+// Every element of `set` once `deltas` are applied: the unchanged
+// subscribers' from the cache, the changed ones' from `wants`.
+std::vector<std::pair<core::SubscriberId, Element>> Enforcer::Impl::contents_after(
+    const std::string& set, const std::vector<SubscriberDelta>& deltas,
+    const std::map<core::SubscriberId, SubscriberItems>& wants) const {
+    std::set<core::SubscriberId> changing;
+    for (const auto& d : deltas) {
+        changing.insert(d.id);
+    }
+    std::vector<std::pair<core::SubscriberId, Element>> out;
+    auto take = [&](core::SubscriberId id, const SubscriberItems& items) {
+        for (const auto& e : items.elements) {
+            if (e.set == set) {
+                out.emplace_back(id, e);
+            }
+        }
+    };
+    for (const auto& [id, items] : installed) {
+        if (!changing.contains(id)) {
+            take(id, items);
+        }
+    }
+    for (const auto& [id, items] : wants) {
+        if (id != 0 && changing.contains(id)) {
+            take(id, items);
+        }
+    }
+    return out;
+}
 
 // A prefix that now belongs to one of `changes` but is still installed for a
 // subscriber not in `changes` (a dynamic address moved): that subscriber's
@@ -86,8 +119,18 @@ void Enforcer::Impl::execute(std::vector<SubscriberDelta>& deltas,
     }
     // 2. One nft transaction for everything; on rejection, each subscriber alone.
     nftjson::Batch batch(cfg.table);
+    std::map<std::string, std::size_t> deletions;
     for (const auto& d : deltas) {
         batch.add(d);
+        for (const auto& e : d.del_elements) {
+            ++deletions[e.set];
+        }
+    }
+    for (const auto& [set, n] : deletions) {
+        // Only with a cache that knows every element (unowned ones stay put).
+        if (n >= kRefillFromDeletions && cache_valid && !installed.contains(0)) {
+            batch.replace(set, contents_after(set, deltas, wants));
+        }
     }
     std::set<core::SubscriberId> nft_failed;
     if (batch.commands() > 0 || !before.empty()) {

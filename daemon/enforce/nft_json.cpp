@@ -223,6 +223,11 @@ void append(std::string& list, const std::string& item) {
     list += item;
 }
 
+std::string element_text(const std::string& quoted_owner, const Element& e) {
+    return R"([{"elem":{"val":)" + key_text(e.key) + R"(,"comment":)" + quoted_owner + "}}," +
+           value_text(e) + "]";
+}
+
 }  // namespace
 
 void Batch::add(const SubscriberDelta& d) {
@@ -250,10 +255,24 @@ void Batch::add(const SubscriberDelta& d) {
         add_objects_.push_back({{"add", {{"quota", j}}}});
     }
     for (const auto& e : d.add_elements) {
-        append(add_elements_[e.set], R"([{"elem":{"val":)" + key_text(e.key) + R"(,"comment":)" +
-                                         comment + "}}," + value_text(e) + "]");
+        append(add_elements_[e.set], element_text(comment, e));
     }
     commands_ += d.nft_commands();
+}
+
+void Batch::replace(const std::string& set,
+                    const std::vector<std::pair<core::SubscriberId, Element>>& contents) {
+    del_elements_.erase(set);
+    auto& list = add_elements_[set];
+    list.clear();
+    for (const auto& [owner, e] : contents) {
+        append(list, element_text(quoted(std::to_string(owner)), e));
+    }
+    if (list.empty()) {
+        add_elements_.erase(set);
+    }
+    flushed_.insert(set);
+    ++commands_;
 }
 
 std::string Batch::build(const Json& before) const {
@@ -263,6 +282,9 @@ std::string Batch::build(const Json& before) const {
         append(cmds, x.dump());
     }
     const std::string base = R"({"family":"inet","table":)" + quoted(table_) + R"(,"name":)";
+    for (const auto& set : flushed_) {  // before objects their elements point at go
+        append(cmds, R"({"flush":{"map":)" + base + quoted(set) + "}}}");
+    }
     for (const auto& [set, elems] : del_elements_) {
         append(cmds,
                R"({"delete":{"element":)" + base + quoted(set) + R"(,"elem":[)" + elems + "]}}}");

@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
         }
         targets.push_back(t);
     }
-    std::vector<double> totals, cpus, per_batch, reconciles;
+    std::vector<double> totals, cpus, per_batch, reconciles, lifts;
     for (int run = 0; run < runs; ++run) {
         if (unshare(CLONE_NEWNET) != 0 ||
             std::system("ip link add ctqh2b0 type veth peer name ctqh2b1 && "
@@ -91,23 +91,34 @@ int main(int argc, char** argv) {
         const auto again = e.reconcile(targets);  // read back 2N subscribers, change nothing
         const double rec = std::chrono::duration<double, std::milli>(Clock::now() - r0).count();
         const auto state = e.read_back();
+        auto lifted = targets;  // everybody back to normal, in one apply()
+        for (auto& t : lifted) {
+            t.state = core::DesiredState{};
+        }
+        const auto l0 = Clock::now();
+        errors += e.apply(lifted).errors.size();
+        const double lift = std::chrono::duration<double, std::milli>(Clock::now() - l0).count();
+        const auto after_lift = e.read_back();
         std::printf(
             "{\"run\":%d,\"subscribers\":%zu,\"batch\":%zu,\"total_ms\":%.1f,\"cpu_ms\":%.1f,"
             "\"batch_median_ms\":"
             "%.1f,\"batch_max_ms\":%.1f,\"errors\":%zu,\"reconcile_ms\":%.1f,"
-            "\"reconcile_changed\":%zu,\"read_back_subscribers\":%zu,\"tc_classes\":%zu}\n",
+            "\"reconcile_changed\":%zu,\"read_back_subscribers\":%zu,\"tc_classes\":%zu,"
+            "\"lift_ms\":%.1f,\"after_lift_subscribers\":%zu}\n",
             run, targets.size(), batch, total, cpu, median(batches),
             *std::max_element(batches.begin(), batches.end()), errors, rec,
-            again.subscribers_changed, state.subscribers.size(), state.tc_classes);
+            again.subscribers_changed, state.subscribers.size(), state.tc_classes, lift,
+            after_lift.subscribers.size());
         std::fflush(stdout);
         totals.push_back(total);
         cpus.push_back(cpu);
         per_batch.push_back(median(batches));
         reconciles.push_back(rec);
+        lifts.push_back(lift);
     }
     std::printf(
         "{\"median_total_ms\":%.1f,\"median_cpu_ms\":%.1f,\"median_batch_ms\":%.1f,"
-        "\"median_reconcile_ms\":%.1f}\n",
-        median(totals), median(cpus), median(per_batch), median(reconciles));
+        "\"median_reconcile_ms\":%.1f,\"median_lift_ms\":%.1f}\n",
+        median(totals), median(cpus), median(per_batch), median(reconciles), median(lifts));
     return 0;
 }

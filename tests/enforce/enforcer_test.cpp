@@ -215,3 +215,33 @@ TEST_CASE_FIXTURE(Fresh, "a second start keeps the skeleton's rules; a foreign r
     CHECK(refilled.find("counter") == std::string::npos);
     CHECK(refilled != first);
 }
+
+TEST_CASE_FIXTURE(Fresh, "many lifts at once refill the maps: the rest stays, nothing else") {
+    Enforcer e(config());
+    std::vector<SubscriberTarget> all;
+    for (core::SubscriberId id = 1; id <= 80; ++id) {
+        const auto p = P(("100.64.3." + std::to_string(id)).c_str());
+        all.push_back(id % 2 ? blocked(id, {p}) : throttled(id, {p}, 2'000'000, 1'000'000));
+    }
+    REQUIRE(e.apply(all).ok());
+    std::vector<SubscriberTarget> lift;
+    for (core::SubscriberId id = 1; id <= 70; ++id) {  // 35 per map: over the refill threshold
+        auto t = all[id - 1];
+        t.state = core::DesiredState{};
+        lift.push_back(t);
+    }
+    const auto r = e.apply(lift);
+    CHECK(r.ok());
+    CHECK(r.subscribers_changed == 70);
+    const auto k = e.read_back();
+    REQUIRE(k.subscribers.size() == 10);
+    for (core::SubscriberId id = 71; id <= 80; ++id) {
+        CHECK(k.subscribers.at(id).kind == all[id - 1].state.kind);
+    }
+    CHECK(k.tc_classes == 5);
+    const auto nft = run("nft list map inet ctqh2test blocked_v4");
+    CHECK(nft.find("100.64.3.71 comment \"71\"") != std::string::npos);
+    CHECK(nft.find("100.64.3.1 ") == std::string::npos);
+    CHECK(e.reconcile(all).subscribers_changed == 70);  // and back, through the same path
+    CHECK(e.read_back().subscribers.size() == 80);
+}
