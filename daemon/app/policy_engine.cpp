@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <unordered_set>
 
 #include "app/policy_decisions.hpp"
 #include "core/cycle.hpp"
@@ -14,6 +15,8 @@ namespace {
 
 constexpr auto kListenWait = std::chrono::milliseconds(200);
 constexpr auto kNoWait = std::chrono::milliseconds(0);
+constexpr auto kDrainWait = std::chrono::milliseconds(5);
+constexpr std::size_t kMaxRound = 200'000;  // notifications taken into one round
 
 }  // namespace
 
@@ -116,12 +119,13 @@ void PolicyEngine::refresh_subscribers(const std::vector<core::SubscriberId>& on
     if (only.empty()) {
         subscribers_.clear();
     }
-    std::vector<core::SubscriberId> gone(only);
+    std::unordered_set<core::SubscriberId> missing(only.begin(), only.end());
     for (auto& s : rows) {
-        gone.erase(std::remove(gone.begin(), gone.end(), s.id), gone.end());
+        missing.erase(s.id);
         const auto id = s.id;
         subscribers_.insert_or_assign(id, std::move(s));
     }
+    const std::vector<core::SubscriberId> gone(missing.begin(), missing.end());
     if (gone.empty()) {
         return;
     }
@@ -233,7 +237,18 @@ void PolicyEngine::loop() {
                 }
             }
             // Usage already waiting: only look for notifications, do not wait for them.
-            handle_notifications(listener_->wait(dirty.empty() ? kListenWait : kNoWait));
+            auto payloads = listener_->wait(dirty.empty() ? kListenWait : kNoWait);
+            // One committed change of many subscribers arrives over several
+            // socket reads: take all of it into one round (one kernel
+            // transaction instead of dozens, each re-reading the sets).
+            while (!payloads.empty() && payloads.size() < kMaxRound) {
+                auto more = listener_->wait(kDrainWait);
+                if (more.empty()) {
+                    break;
+                }
+                payloads.insert(payloads.end(), more.begin(), more.end());
+            }
+            handle_notifications(payloads);
             const bool full = std::chrono::steady_clock::now() >= next_reconcile_;
             auto due = take_due(clock_.now());
             dirty.insert(dirty.end(), due.begin(), due.end());

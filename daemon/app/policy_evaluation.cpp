@@ -137,11 +137,11 @@ std::size_t PolicyEngine::apply_to_kernel(const std::vector<enforce::SubscriberT
         spdlog::error("enforcement: {}", err);
     }
     if (report.subscribers_changed > 0 || full) {
-        spdlog::log(full ? spdlog::level::info : spdlog::level::debug,
-                    "enforcement {}: {} subscribers changed, {} nft commands, {} tc messages, "
-                    "{} conntrack entries deleted, {} us",
-                    full ? "reconcile" : "apply", report.subscribers_changed, report.nft_commands,
-                    report.tc_messages, report.conntrack_deleted, report.elapsed.count());
+        spdlog::info(
+            "enforcement {}: {} subscribers changed, {} nft commands, {} tc messages, "
+            "{} conntrack entries deleted, {} us",
+            full ? "reconcile" : "apply", report.subscribers_changed, report.nft_commands,
+            report.tc_messages, report.conntrack_deleted, report.elapsed.count());
     }
     return report.subscribers_changed;
 }

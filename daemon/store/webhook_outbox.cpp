@@ -74,6 +74,27 @@ std::size_t WebhookOutbox::enqueue(pqxx::work& txn, const nlohmann::json& event)
     return urls_.size();
 }
 
+std::size_t WebhookOutbox::enqueue_all(pqxx::work& txn,
+                                       const std::vector<nlohmann::json>& events) const {
+    if (events.empty() || urls_.empty()) {
+        return 0;
+    }
+    for (const auto& e : events) {
+        if (!e.is_object() || !e.contains("kind") || !e["kind"].is_string()) {
+            throw std::invalid_argument("a webhook event is a JSON object with a string \"kind\"");
+        }
+    }
+    txn.exec_params(
+        "INSERT INTO webhook_outbox (event_id, payload, url) "
+        "SELECT CASE WHEN jsonb_typeof(e.value->'event_id') = 'number' "
+        "THEN (e.value->>'event_id')::bigint END, e.value, u.value "
+        "FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(value, n) "
+        "CROSS JOIN jsonb_array_elements_text($2::jsonb) WITH ORDINALITY AS u(value, m) "
+        "ORDER BY e.n, u.m",
+        nlohmann::json(events).dump(), nlohmann::json(urls_).dump());
+    return events.size() * urls_.size();
+}
+
 std::vector<WebhookDelivery> WebhookOutbox::claim(Database& db, std::size_t limit,
                                                   std::chrono::milliseconds lease) const {
     return in_transaction(db, "claiming webhook deliveries", [&](pqxx::work& txn) {

@@ -68,6 +68,8 @@ class WebhookOutbox {
     // any, fills the event_id column. Throws std::invalid_argument when it is
     // not an object with a string "kind". With no URLs configured it does nothing.
     std::size_t enqueue(pqxx::work& txn, const nlohmann::json& event) const;
+    // The same for many events, in one statement (in their order).
+    std::size_t enqueue_all(pqxx::work& txn, const std::vector<nlohmann::json>& events) const;
 
     // Leases up to `limit` due, undelivered rows (earliest due first) for
     // `lease`: attempts + 1, next_attempt_at = now + lease, committed at once.

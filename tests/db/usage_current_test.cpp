@@ -94,8 +94,9 @@ TEST_CASE("usage_current: a plan's own cycle (not the calendar month) is the cur
     batch.usage.periods.push_back(core::period_usage(erin, before, dbtest::usage(7, 70, 1, 2)));
     gw.flush(batch);
     const auto rows = scratch.query(
-        "SELECT down_bytes, extract(epoch FROM cycle_start)::bigint, "
-        "extract(epoch FROM cycle_end)::bigint FROM usage_current WHERE subscriber_id = 'erin'");
+        "SELECT down_bytes, floor(extract(epoch FROM cycle_start))::bigint, "
+        "floor(extract(epoch FROM cycle_end))::bigint FROM usage_current "
+        "WHERE subscriber_id = 'erin'");
     REQUIRE(rows.size() == 1);
     CHECK(rows[0][0].as<std::int64_t>() == 50);
     CHECK(rows[0][1].as<std::int64_t>() == core::to_unix_seconds(current.start));
