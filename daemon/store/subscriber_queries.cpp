@@ -55,7 +55,7 @@ std::optional<std::string> optional_text(const pqxx::field& f) {
 
 // The cycle's totals (summed over gateways and over the period rows that start
 // inside it) and their uncounted parts.
-void read_cycle(pqxx::work& txn, SubscriberDetail& d) {
+void read_cycle(pqxx::transaction_base& txn, SubscriberDetail& d) {
     const auto rows = exec_prepared_sql(
         txn,
         std::string("SELECT ") + kUsageSums + micros_of("max(u.updated_at)") +
@@ -71,7 +71,7 @@ void read_cycle(pqxx::work& txn, SubscriberDetail& d) {
                    r[8].as<std::uint64_t>()};
 }
 
-void read_policy_inputs(pqxx::work& txn, SubscriberDetail& d, core::TimePoint now) {
+void read_quota_override(pqxx::transaction_base& txn, SubscriberDetail& d) {
     const auto quota = exec_prepared_sql(
         txn,
         "SELECT quota_bytes FROM quota_overrides WHERE subscriber_id = $1 AND cycle_start = " +
@@ -80,36 +80,78 @@ void read_policy_inputs(pqxx::work& txn, SubscriberDetail& d, core::TimePoint no
     if (!quota.empty()) {
         d.quota_override = quota[0][0].as<std::uint64_t>();
     }
-    for (const auto& r : exec_prepared_sql(
-             txn,
-             "SELECT id, bytes, " + micros_of("created_at") + ", " + micros_of("expires_at") +
-                 ", idempotency_key FROM topups WHERE subscriber_id = $1 AND created_at <= " +
-                 ts(2) + " AND expires_at > " + ts(2) + " ORDER BY expires_at, id",
-             d.id, to_micros(now))) {
-        d.topups.push_back({r[0].as<std::int64_t>(), r[1].as<std::uint64_t>(),
-                            from_micros(r[2].as<std::int64_t>()),
-                            from_micros(r[3].as<std::int64_t>()), optional_text(r[4])});
-    }
-    const auto state =
-        exec_prepared_sql(txn,
-                          "SELECT state, down_bps, up_bps, reason, " + micros_of("since") +
-                              " FROM subscriber_state WHERE subscriber_id = $1",
-                          d.id);
-    if (!state.empty()) {
-        const auto& r = state[0];
-        SubscriberStateRecord st;
-        st.subscriber_id = d.id;
-        st.state = r[0].as<std::string>();
-        if (!r[1].is_null()) {
-            st.down_bps = r[1].as<std::uint64_t>();
-        }
-        if (!r[2].is_null()) {
-            st.up_bps = r[2].as<std::uint64_t>();
-        }
-        st.reason = r[3].as<std::string>();
-        st.since = from_micros(r[4].as<std::int64_t>());
-        d.state = st;
-    }
+}
+
+// find() reads everything in one prepared statement: one round trip and one
+// snapshot (the statements of a READ COMMITTED transaction each took their
+// own). The cycle is chosen in C++ from the plan the statement returns, so the
+// statement returns the usage and quota overrides of every period starting in
+// a window around `now` and find() keeps those inside the cycle; a cycle
+// reaching outside the window (every_n_days plans longer than the window) is
+// read with two more statements. Monthly cycles (at most 31 days and a DST
+// shift) always fit.
+constexpr auto kWindow = std::chrono::days{35};
+
+// Rows, ordered by kind, then n1, n2:
+//   kind 0, one row (none: no active subscriber): n1 id, n2 created_at,
+//     n3 state's down_bps, n4 up_bps, n5 since; t1 addresses, t2 plan,
+//     t3 plan definition, t4 state, t5 reason (state columns NULL: no state)
+//   kind 1, one per period_start in [$3, $4) with usage: n1 period_start, n2..n5
+//     up_bytes, down_bytes, up_packets, down_packets, n6 max(updated_at),
+//     n7..n10 free up/down, zero-rated up/down (summed over gateways)
+//   kind 2, one per quota override with cycle_start in [$3, $4): n1 cycle_start,
+//     n2 quota_bytes
+//   kind 3, one per top-up active at $2: n1 expires_at, n2 id, n3 bytes,
+//     n4 created_at; t1 idempotency key
+// Times are microseconds since the epoch.
+const std::string& find_sql() {
+    static const std::string sql = [] {
+        const std::string nulls5 = "NULL, NULL, NULL, NULL, NULL";
+        return "WITH s AS (SELECT s.id, s.created_at, s.plan, p.definition::text AS definition "
+               "FROM subscribers s LEFT JOIN plans p ON p.name = s.plan "
+               "WHERE s.external_id = $1 AND s.removed_at IS NULL) "
+               "SELECT 0 AS kind, s.id AS n1, " +
+               micros_of("s.created_at") + " AS n2, st.down_bps AS n3, st.up_bps AS n4, " +
+               micros_of("st.since") +
+               " AS n5, NULL::bigint AS n6, NULL::bigint AS n7, NULL::bigint AS n8, "
+               "NULL::bigint AS n9, NULL::bigint AS n10, " +
+               addresses_at(2) +
+               " AS t1, s.plan AS t2, s.definition AS t3, st.state AS t4, st.reason AS t5 "
+               "FROM s LEFT JOIN subscriber_state st ON st.subscriber_id = s.id "
+               "UNION ALL SELECT 1, " +
+               micros_of("u.period_start") + ", " + kUsageSums + micros_of("max(u.updated_at)") +
+               ", sum(u.free_up_bytes)::bigint, sum(u.free_down_bytes)::bigint, "
+               "sum(u.zero_up_bytes)::bigint, sum(u.zero_down_bytes)::bigint, " +
+               nulls5 +
+               " FROM s JOIN usage_period u ON u.subscriber_id = s.id "
+               "WHERE u.period_start >= " +
+               ts(3) + " AND u.period_start < " + ts(4) +
+               " GROUP BY u.period_start "
+               "UNION ALL SELECT 2, " +
+               micros_of("q.cycle_start") + ", q.quota_bytes, NULL, NULL, NULL, NULL, NULL, " +
+               "NULL, NULL, NULL, " + nulls5 +
+               " FROM s JOIN quota_overrides q ON q.subscriber_id = s.id "
+               "WHERE q.cycle_start >= " +
+               ts(3) + " AND q.cycle_start < " + ts(4) + " UNION ALL SELECT 3, " +
+               micros_of("t.expires_at") + ", t.id, t.bytes, " + micros_of("t.created_at") +
+               ", NULL, NULL, NULL, NULL, NULL, NULL, t.idempotency_key, NULL, NULL, NULL, NULL "
+               "FROM s JOIN topups t ON t.subscriber_id = s.id "
+               "WHERE t.created_at <= " +
+               ts(2) + " AND t.expires_at > " + ts(2) + " ORDER BY 1, 2, 3";
+    }();
+    return sql;
+}
+
+std::int64_t bigint_at(const pqxx::row& r, int i) {
+    return r[i].as<std::int64_t>();
+}
+
+core::TimePoint time_at(const pqxx::row& r, int i) {
+    return from_micros(bigint_at(r, i));
+}
+
+std::optional<std::uint64_t> optional_count(const pqxx::field& f) {
+    return f.is_null() ? std::nullopt : std::optional(f.as<std::uint64_t>());
 }
 
 }  // namespace
@@ -127,30 +169,66 @@ std::optional<SubscriberDetail> SubscriberQueries::find(const std::string& exter
 std::optional<SubscriberDetail> SubscriberQueries::find(const std::string& external_id,
                                                         core::TimePoint now,
                                                         const CycleOf& cycle_of) {
-    return in_transaction(
-        db_, "reading a subscriber", [&](pqxx::work& txn) -> std::optional<SubscriberDetail> {
-            const auto rows =
-                exec_prepared_sql(txn,
-                                  "SELECT s.id, s.external_id, " + micros_of("s.created_at") +
-                                      ", " + addresses_at(2) +
-                                      ", s.plan, p.definition::text FROM subscribers s "
-                                      "LEFT JOIN plans p ON p.name = s.plan "
-                                      "WHERE s.external_id = $1 AND s.removed_at IS NULL",
-                                  external_id, to_micros(now));
-            if (rows.empty()) {
-                return std::nullopt;
+    const auto window_start = now - kWindow;
+    const auto window_end = now + kWindow;
+    try {
+        // One statement needs no BEGIN/COMMIT: it runs in a transaction of its own.
+        pqxx::nontransaction txn(db_.connection());
+        const auto rows = exec_prepared_sql(txn, find_sql(), external_id, to_micros(now),
+                                            to_micros(window_start), to_micros(window_end));
+        if (rows.empty() || rows[0][0].as<int>() != 0) {
+            return std::nullopt;
+        }
+        const auto& r = rows[0];
+        SubscriberDetail d;
+        d.id = r[1].as<core::SubscriberId>();
+        d.subscriber = {external_id, time_at(r, 2), split_addresses(r[11]), optional_text(r[12])};
+        d.plan_definition = optional_text(r[13]);
+        if (!r[14].is_null()) {
+            SubscriberStateRecord st;
+            st.subscriber_id = d.id;
+            st.state = r[14].as<std::string>();
+            st.down_bps = optional_count(r[3]);
+            st.up_bps = optional_count(r[4]);
+            st.reason = r[15].as<std::string>();
+            st.since = time_at(r, 5);
+            d.state = st;
+        }
+        d.span = cycle_of(d.subscriber.created_at, d.subscriber.plan, d.plan_definition);
+        const bool in_window = d.span.start >= window_start && d.span.end <= window_end;
+        d.cycle.external_id = external_id;
+        for (const auto& row : rows) {
+            const auto kind = row[0].as<int>();
+            if (kind == 1 && in_window) {
+                const auto period_start = time_at(row, 1);
+                if (period_start < d.span.start || period_start >= d.span.end) {
+                    continue;
+                }
+                const auto sums = usage_of(external_id, row, 2);
+                d.cycle.usage += sums.usage;
+                if (sums.updated_at &&
+                    (!d.cycle.updated_at || *sums.updated_at > *d.cycle.updated_at)) {
+                    d.cycle.updated_at = sums.updated_at;
+                }
+                d.uncounted.free_up_bytes += row[7].as<std::uint64_t>();
+                d.uncounted.free_down_bytes += row[8].as<std::uint64_t>();
+                d.uncounted.zero_up_bytes += row[9].as<std::uint64_t>();
+                d.uncounted.zero_down_bytes += row[10].as<std::uint64_t>();
+            } else if (kind == 2 && in_window && time_at(row, 1) == d.span.start) {
+                d.quota_override = row[2].as<std::uint64_t>();
+            } else if (kind == 3) {
+                d.topups.push_back({bigint_at(row, 2), row[3].as<std::uint64_t>(), time_at(row, 4),
+                                    time_at(row, 1), optional_text(row[11])});
             }
-            const auto& r = rows[0];
-            SubscriberDetail d;
-            d.id = r[0].as<core::SubscriberId>();
-            d.subscriber = {r[1].as<std::string>(), from_micros(r[2].as<std::int64_t>()),
-                            split_addresses(r[3]), optional_text(r[4])};
-            d.plan_definition = optional_text(r[5]);
-            d.span = cycle_of(d.subscriber.created_at, d.subscriber.plan, d.plan_definition);
+        }
+        if (!in_window) {
             read_cycle(txn, d);
-            read_policy_inputs(txn, d, now);
-            return d;
-        });
+            read_quota_override(txn, d);
+        }
+        return d;
+    } catch (...) {
+        db_.fail("reading a subscriber");
+    }
 }
 
 std::optional<SubscriberQueries::Ref> SubscriberQueries::ref(const std::string& external_id) {

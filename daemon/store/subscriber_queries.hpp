@@ -58,7 +58,7 @@ enum class SeriesUnit : std::uint8_t { Hour, Day, Month };
 struct SubscriberDetail {
     SubscriberView subscriber;
     CycleUsage cycle;  // usage_period rows with period_start in [span.start, span.end)
-    // What the policy evaluation needs, read in the same transaction:
+    // What the policy evaluation needs, read by the same statement (one snapshot):
     core::SubscriberId id = 0;
     std::optional<std::string> plan_definition;  // the plan's JSON text
     CycleSpan span;
@@ -70,7 +70,8 @@ struct SubscriberDetail {
 
 // The billing cycle containing `now` of a subscriber created at `created_at`
 // on the plan `plan` defined by `plan_definition` (nullopt: no plan). Called
-// inside find()'s transaction; may throw (the transaction then rolls back).
+// by find() between reading and using the result; may throw (find() then
+// throws the same).
 using CycleOf =
     std::function<CycleSpan(core::TimePoint created_at, const std::optional<std::string>& plan,
                             const std::optional<std::string>& plan_definition)>;
