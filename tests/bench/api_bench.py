@@ -86,24 +86,43 @@ class World:
         sh(["psql", self.base_url, "-qc", f'CREATE DATABASE "{self.dbname}"'])
         self.db_created = True
         with open(self.config, "w") as f:
-            f.write(f'[database]\nurl = "{self.url}"\n[accounting]\ngateway_id = "gw-bench"\n'
-                    f'[api]\nlisten = "127.0.0.1:{PORT}"\n')
+            f.write(self.config_text())
         self.cli("migrate")
         self.populate_s = populate(self.url, self.n)
         self.token = self.cli("token", "create", "--role", "billing").stdout.strip()
         sh(["ip", "netns", "add", self.ns])
         self.ns_created = True
+        self.prepare_namespace()
+        self.start_daemon()
+
+    def config_text(self):
+        return (f'[database]\nurl = "{self.url}"\n[accounting]\ngateway_id = "gw-bench"\n'
+                f'[api]\nlisten = "127.0.0.1:{PORT}"\n')
+
+    def prepare_namespace(self):
         sh(["ip", "-n", self.ns, "link", "set", "lo", "up"])
         sh(["ip", "netns", "exec", self.ns, "nft", "-f", "-"],
            input="add table inet t\nadd chain inet t c { type filter hook prerouting priority 0; }\n"
                  "add rule inet t c ct state new accept\n")
+
+    def start_daemon(self):
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, self.binary, "--config", self.config],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         wait_until(lambda: "ctquotad running" in open(self.log_path).read() or self.proc.poll() is not None,
-                   timeout=60, what="ctquotad to start")
+                   timeout=120, what="ctquotad to start")
         if self.proc.poll() is not None:
             raise RuntimeError("ctquotad exited:\n" + open(self.log_path).read())
+
+    def stop_daemon(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
 
     def cli(self, *args):
         return sh([self.binary, "--config", self.config] + list(args))
@@ -119,14 +138,7 @@ class World:
         return 0
 
     def close(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        self.stop_daemon()
         if self.ns_created:
             sh(["ip", "netns", "del", self.ns], check=False)
             self.ns_created = False
