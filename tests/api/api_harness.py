@@ -89,14 +89,17 @@ class ApiWorld:
         return sh([self.binary, "--config", self.config] + list(args))
 
     def start(self):
+        """Starts ctquotad and waits for this start's own "ctquotad running"
+        (the log is appended to across restarts)."""
+        seen = self.read_log().count("ctquotad running")
         self.log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, self.binary, "--config", self.config,
              "--log-level", "debug"], stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(lambda: "ctquotad running" in self.read_log() or self.proc.poll() is not None,
-                 timeout=30, what="ctquotad to start")
+        wait_for(lambda: self.read_log().count("ctquotad running") > seen
+                 or self.proc.poll() is not None, timeout=30, what="ctquotad to start")
         if self.proc.poll() is not None:
-            raise RuntimeError("ctquotad exited at start:\n" + self.read_log())
+            raise RuntimeError("ctquotad exited at start:\n" + self.read_log()[-3000:])
 
     def stop(self, timeout=20):
         """SIGTERM; returns the exit code (None if it had to be killed)."""
@@ -133,6 +136,11 @@ class ApiWorld:
                check=False)
             self.db_created = False
         sh(["rm", "-rf", self.dir], check=False)
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
 
 
 def run_in_world(name, run, log_lines=30):

@@ -16,22 +16,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from api_harness import API_PORT, run_in_world, sh, wait_for  # noqa: E402
-
-
-def start(world):
-    """world.start(), waiting for this start's own "ctquotad running" (the log is appended to)."""
-    seen = world.read_log().count("ctquotad running")
-    world.start()
-    wait_for(lambda: world.read_log().count("ctquotad running") > seen or world.proc.poll() is not None,
-             timeout=30, what="ctquotad to start again")
-    if world.proc.poll() is not None:
-        raise RuntimeError("ctquotad exited at start:\n" + world.read_log()[-3000:])
-
-
-def check(condition, message):
-    if not condition:
-        raise AssertionError(message)
+from api_harness import API_PORT, check, run_in_world, sh  # noqa: E402
 
 
 def make_cert(directory):
@@ -64,7 +49,7 @@ def run(world):
     world.stop()
     with open(world.config, "a") as f:  # [api] is the last section ApiWorld writes
         f.write(f'tls_cert = "{cert}"\ntls_key = "{key}"\n')
-    start(world)
+    world.start()
     check("REST API listening on 127.0.0.1:8460 (HTTPS)" in world.read_log(), "no HTTPS log line")
 
     r = curl(world, "--cacert", cert, base + "/healthz")

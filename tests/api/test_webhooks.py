@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from api_harness import API_PORT, Db, run_in_world, sh, wait_for  # noqa: E402
+from api_harness import API_PORT, Db, check, run_in_world, sh, wait_for  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SECRET = "test-secret-\u00e9"  # non-ASCII on purpose: the key is its UTF-8 bytes
@@ -80,21 +80,6 @@ def outbox(db, where="true"):
                     f" payload::text, payload->>'kind' FROM webhook_outbox WHERE {where} ORDER BY id")
 
 
-def start(world):
-    """world.start(), waiting for this start's own "ctquotad running" (the log is appended to)."""
-    seen = world.read_log().count("ctquotad running")
-    world.start()
-    wait_for(lambda: world.read_log().count("ctquotad running") > seen or world.proc.poll() is not None,
-             timeout=30, what="ctquotad to start again")
-    if world.proc.poll() is not None:
-        raise RuntimeError("ctquotad exited at start:\n" + world.read_log()[-3000:])
-
-
-def check(condition, message):
-    if not condition:
-        raise AssertionError(message)
-
-
 def verify_deliveries(rows, requests, url):
     """Each row of `url` delivered exactly once, signed, with the right headers and body."""
     mine = [r for r in rows if r[4] == url]
@@ -136,7 +121,7 @@ def run(world):
     with open(world.config, "a") as f:
         f.write(f'[webhooks]\nurls = {json.dumps(urls)}\nsecret = "{SECRET}"\n'
                 'timeout = "1s"\nmax_backoff = "2s"\n')
-    start(world)
+    world.start()
 
     # Receivers down: attempts and last_error grow.
     record_events(db, EVENTS, urls, "wh")
@@ -157,7 +142,7 @@ def run(world):
     receivers = [Receiver(world, p) for p in PORTS]
     try:
         started = time.monotonic()
-        start(world)
+        world.start()
         rows = wait_for(lambda: (lambda x: x if all(r[3] == "t" for r in x) else None)(outbox(db)),
                         timeout=20, what="every row delivered")
         print(f"receivers up: all {len(rows)} delivered {time.monotonic() - started:.1f} s after start")
