@@ -21,6 +21,13 @@ for p in "${PACKAGES[@]}"; do
   fi
 done
 
+# The web test runs node and npm (playwright-core). Machines that already have
+# them (e.g. from NodeSource, whose nodejs bundles npm) keep theirs: Debian's
+# npm package would conflict with it.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
+
 if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
   exit 0
