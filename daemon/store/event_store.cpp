@@ -1,6 +1,6 @@
 #include "store/event_store.hpp"
 
-#include <limits>
+#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 #include <stdexcept>
 
@@ -8,19 +8,6 @@
 
 namespace ctquota::store {
 namespace {
-
-constexpr const char* kCheckViolation = "23514";
-constexpr const char* kInvalidJson = "22P02";
-
-std::optional<std::int64_t> as_bigint(const std::optional<std::uint64_t>& v) {
-    if (!v) {
-        return std::nullopt;
-    }
-    if (*v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
-        throw std::invalid_argument("an event's byte count is larger than 9223372036854775807");
-    }
-    return static_cast<std::int64_t>(*v);
-}
 
 std::optional<std::uint64_t> optional_bytes(const pqxx::field& f) {
     return f.is_null() ? std::nullopt : std::optional(f.as<std::uint64_t>());
@@ -32,35 +19,59 @@ std::optional<std::string> optional_text(const pqxx::field& f) {
 
 }  // namespace
 
-std::int64_t EventStore::insert(pqxx::work& txn, const NewEvent& e) {
-    if (e.kind != "state" && e.kind != "warning" && e.kind != "cycle") {
-        throw std::invalid_argument("event kind must be state, warning or cycle, not '" + e.kind +
-                                    "'");
-    }
-    const auto at = e.at ? std::optional(to_micros(*e.at)) : std::nullopt;
-    try {
-        // A subtransaction would be needed to recover from a failed statement;
-        // bad input is refused before it reaches the server where we can.
-        return txn
-            .exec_params(
-                "INSERT INTO enforcement_events (subscriber_id, at, kind, from_state, to_state, "
-                "reason, counted_bytes, allowance_bytes, detail) VALUES ($1, coalesce(" +
-                    ts(2) + ", now()), $3, $4, $5, $6, $7, $8, $9::jsonb) RETURNING id",
-                e.subscriber_id, at, e.kind, e.from_state, e.to_state, e.reason,
-                as_bigint(e.counted_bytes), as_bigint(e.allowance_bytes), e.detail_json)[0][0]
-            .as<std::int64_t>();
-    } catch (const pqxx::sql_error& err) {
-        if (err.sqlstate() == kInvalidJson || err.sqlstate() == kCheckViolation) {
-            throw std::invalid_argument("event detail must be a JSON object: " +
-                                        std::string(err.what()));
+std::vector<std::int64_t> EventStore::insert_all(pqxx::work& txn,
+                                                 const std::vector<NewEvent>& events) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& e : events) {
+        if (e.kind != "state" && e.kind != "warning" && e.kind != "cycle") {
+            throw std::invalid_argument("event kind must be state, warning or cycle, not '" +
+                                        e.kind + "'");
         }
-        throw;
+        auto detail = nlohmann::json::parse(e.detail_json, nullptr, false);
+        if (!detail.is_object()) {
+            throw std::invalid_argument("event detail must be a JSON object, not " + e.detail_json);
+        }
+        rows.push_back(
+            {{"subscriber_id", e.subscriber_id},
+             {"at_us", json_of(e.at ? std::optional(to_micros(*e.at)) : std::nullopt)},
+             {"kind", e.kind},
+             {"from_state", json_of(e.from_state)},
+             {"to_state", json_of(e.to_state)},
+             {"reason", e.reason},
+             {"counted_bytes", json_of(checked_bigint(e.counted_bytes, "a byte count"))},
+             {"allowance_bytes", json_of(checked_bigint(e.allowance_bytes, "a byte count"))},
+             {"detail", std::move(detail)}});
     }
+    if (rows.empty()) {
+        return {};
+    }
+    // Ids first (one nextval each), so that the caller can pair them with its
+    // events without relying on the order RETURNING gives rows back in.
+    std::vector<std::int64_t> ids;
+    for (const auto& r :
+         txn.exec_params("SELECT nextval(pg_get_serial_sequence('enforcement_events', 'id')) "
+                         "FROM generate_series(1, $1::int)",
+                         static_cast<int>(rows.size()))) {
+        ids.push_back(r[0].as<std::int64_t>());
+    }
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        rows[i]["id"] = ids[i];
+    }
+    txn.exec_params(
+        "INSERT INTO enforcement_events (id, subscriber_id, at, kind, from_state, to_state, "
+        "reason, counted_bytes, allowance_bytes, detail) "
+        "SELECT id, subscriber_id, coalesce('epoch'::timestamptz + at_us * interval "
+        "'1 microsecond', now()), kind, from_state, to_state, reason, counted_bytes, "
+        "allowance_bytes, detail FROM jsonb_to_recordset($1::jsonb) AS r(id bigint, "
+        "subscriber_id bigint, at_us bigint, kind text, from_state text, to_state text, "
+        "reason text, counted_bytes bigint, allowance_bytes bigint, detail jsonb)",
+        rows.dump());
+    return ids;
 }
 
 std::int64_t EventStore::insert(const NewEvent& event) {
     return in_transaction(db_, "recording an enforcement event",
-                          [&](pqxx::work& txn) { return insert(txn, event); });
+                          [&](pqxx::work& txn) { return insert_all(txn, {event}).at(0); });
 }
 
 std::vector<EventRecord> EventStore::page(core::SubscriberId id, std::int64_t before_id,

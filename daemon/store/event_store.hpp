@@ -1,9 +1,8 @@
 #pragma once
 // The log of enforcement events (schema/006_policies.sql): state changes,
 // usage warnings and cycle starts, written by the policy engine, read newest
-// first by the API. insert() has a variant taking the caller's transaction,
-// so the engine can write an event, the new subscriber_state and the webhook
-// outbox rows atomically.
+// first by the API. insert_all() takes the caller's transaction, so the
+// engine writes a round's events, states and webhook outbox rows atomically.
 
 #include <cstdint>
 #include <optional>
@@ -50,7 +49,10 @@ class EventStore {
     // Returns the new event's id. Throws std::invalid_argument for an unknown
     // kind, a detail that is not a JSON object or bytes past INT64_MAX.
     std::int64_t insert(const NewEvent& event);
-    static std::int64_t insert(pqxx::work& txn, const NewEvent& event);
+    // The same for many events in the caller's transaction, in one statement
+    // whatever their number; their ids, in order.
+    static std::vector<std::int64_t> insert_all(pqxx::work& txn,
+                                                const std::vector<NewEvent>& events);
 
     // Newest first: events of `id` with ids below `before_id` (0: from the newest), up to `limit`.
     std::vector<EventRecord> page(core::SubscriberId id, std::int64_t before_id, std::size_t limit);

@@ -117,4 +117,53 @@ std::unordered_map<core::SubscriberId, PolicyInputs> PolicyStore::inputs(
     });
 }
 
+namespace {
+
+std::vector<nlohmann::json> webhook_events(const std::vector<PolicyDecision>& decisions,
+                                           const std::vector<std::int64_t>& ids) {
+    std::vector<nlohmann::json> out;
+    std::size_t i = 0;
+    for (const auto& d : decisions) {
+        for (const auto& e : d.events) {
+            WebhookEvent w;
+            w.event_id = ids.at(i++);
+            w.kind = e.kind;
+            w.subscriber_id = d.external_id;
+            w.at = e.at.value_or(core::TimePoint{});
+            w.from_state = e.from_state;
+            w.to_state = e.to_state;
+            w.reason = e.reason;
+            w.counted_bytes = e.counted_bytes;
+            w.allowance_bytes = e.allowance_bytes;
+            out.push_back(webhook_payload(w));
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
+// A round's decisions in three set-based statements (states, events, webhook
+// deliveries) whatever their number: 20k decisions are not 60k round trips.
+std::vector<std::int64_t> PolicyStore::record(const std::vector<PolicyDecision>& decisions,
+                                              const WebhookOutbox* outbox) {
+    if (decisions.empty()) {
+        return {};
+    }
+    return in_transaction(db_, "recording enforcement decisions", [&](pqxx::work& txn) {
+        std::vector<SubscriberStateRecord> states;
+        std::vector<NewEvent> events;
+        for (const auto& d : decisions) {
+            states.push_back(d.state);
+            events.insert(events.end(), d.events.begin(), d.events.end());
+        }
+        StateStore::upsert_all(txn, states);
+        auto ids = EventStore::insert_all(txn, events);
+        if (outbox != nullptr && !ids.empty()) {
+            outbox->enqueue_all(txn, webhook_events(decisions, ids));
+        }
+        return ids;
+    });
+}
+
 }  // namespace ctquota::store

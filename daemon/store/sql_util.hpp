@@ -5,9 +5,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <limits>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
 #include "core/address.hpp"
@@ -35,6 +39,21 @@ inline std::string micros_of(const std::string& column) {
 // A bigint microsecond parameter $n as timestamptz.
 inline std::string ts(int n) {
     return "('epoch'::timestamptz + $" + std::to_string(n) + "::bigint * interval '1 microsecond')";
+}
+
+// An unsigned count as a bigint; std::invalid_argument past INT64_MAX naming `what`.
+inline std::optional<std::int64_t> checked_bigint(const std::optional<std::uint64_t>& v,
+                                                  const char* what) {
+    if (v && *v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+        throw std::invalid_argument(std::string(what) + " is larger than 9223372036854775807");
+    }
+    return v ? std::optional(static_cast<std::int64_t>(*v)) : std::nullopt;
+}
+
+// nullopt as JSON null (rows passed as one JSON parameter, see StateStore).
+template <typename T>
+nlohmann::json json_of(const std::optional<T>& v) {
+    return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
 }
 
 // Runs `fn` in one transaction; libpqxx failures become DatabaseError, other

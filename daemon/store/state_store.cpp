@@ -1,23 +1,14 @@
 #include "store/state_store.hpp"
 
-#include <limits>
+#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 #include <stdexcept>
+#include <unordered_set>
 
 #include "store/sql_util.hpp"
 
 namespace ctquota::store {
 namespace {
-
-std::optional<std::int64_t> as_bigint(const std::optional<std::uint64_t>& v) {
-    if (!v) {
-        return std::nullopt;
-    }
-    if (*v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
-        throw std::invalid_argument("a rate is larger than 9223372036854775807 bit/s");
-    }
-    return static_cast<std::int64_t>(*v);
-}
 
 std::string columns() {
     return "subscriber_id, state, down_bps, up_bps, reason, " + micros_of("since") + ", " +
@@ -69,27 +60,51 @@ std::vector<SubscriberStateRecord> StateStore::all() {
     });
 }
 
-void StateStore::upsert(pqxx::work& txn, const SubscriberStateRecord& s) {
-    if (s.state != "normal" && s.state != "throttled" && s.state != "blocked") {
-        throw std::invalid_argument("state must be normal, throttled or blocked, not '" + s.state +
-                                    "'");
+void StateStore::upsert_all(pqxx::work& txn, const std::vector<SubscriberStateRecord>& states) {
+    nlohmann::json rows = nlohmann::json::array();
+    std::unordered_set<core::SubscriberId> seen;  // one row each (ON CONFLICT): the last wins
+    for (auto it = states.rbegin(); it != states.rend(); ++it) {
+        const auto& s = *it;
+        if (s.state != "normal" && s.state != "throttled" && s.state != "blocked") {
+            throw std::invalid_argument("state must be normal, throttled or blocked, not '" +
+                                        s.state + "'");
+        }
+        if (!seen.insert(s.subscriber_id).second) {
+            continue;
+        }
+        rows.push_back(
+            {{"id", s.subscriber_id},
+             {"state", s.state},
+             {"down_bps", json_of(checked_bigint(s.down_bps, "a rate"))},
+             {"up_bps", json_of(checked_bigint(s.up_bps, "a rate"))},
+             {"reason", s.reason},
+             {"since_us", to_micros(s.since)},
+             {"cycle_us",
+              json_of(s.cycle_start ? std::optional(to_micros(*s.cycle_start)) : std::nullopt)},
+             {"warned", s.warned_percent}});
     }
-    const auto cycle = s.cycle_start ? std::optional(to_micros(*s.cycle_start)) : std::nullopt;
+    if (rows.empty()) {
+        return;
+    }
+    // The rows travel as one JSON parameter: one statement for any number.
     txn.exec_params(
         "INSERT INTO subscriber_state (subscriber_id, state, down_bps, up_bps, reason, since, "
-        "cycle_start, warned_percent, updated_at) VALUES ($1, $2, $3, $4, $5, " +
-            ts(6) + ", " + ts(7) +
-            ", $8, now()) ON CONFLICT (subscriber_id) DO UPDATE SET state = EXCLUDED.state, "
-            "down_bps = EXCLUDED.down_bps, up_bps = EXCLUDED.up_bps, reason = EXCLUDED.reason, "
-            "since = EXCLUDED.since, cycle_start = EXCLUDED.cycle_start, "
-            "warned_percent = EXCLUDED.warned_percent, updated_at = now()",
-        s.subscriber_id, s.state, as_bigint(s.down_bps), as_bigint(s.up_bps), s.reason,
-        to_micros(s.since), cycle, static_cast<int>(s.warned_percent));
+        "cycle_start, warned_percent, updated_at) "
+        "SELECT id, state, down_bps, up_bps, reason, "
+        "'epoch'::timestamptz + since_us * interval '1 microsecond', "
+        "'epoch'::timestamptz + cycle_us * interval '1 microsecond', warned, now() "
+        "FROM jsonb_to_recordset($1::jsonb) AS r(id bigint, state text, down_bps bigint, "
+        "up_bps bigint, reason text, since_us bigint, cycle_us bigint, warned int) "
+        "ON CONFLICT (subscriber_id) DO UPDATE SET state = EXCLUDED.state, "
+        "down_bps = EXCLUDED.down_bps, up_bps = EXCLUDED.up_bps, reason = EXCLUDED.reason, "
+        "since = EXCLUDED.since, cycle_start = EXCLUDED.cycle_start, "
+        "warned_percent = EXCLUDED.warned_percent, updated_at = now()",
+        rows.dump());
 }
 
 void StateStore::upsert(const SubscriberStateRecord& state) {
     in_transaction(db_, "writing a subscriber's state", [&](pqxx::work& txn) {
-        upsert(txn, state);
+        upsert_all(txn, {state});
         return 0;
     });
 }

@@ -38,7 +38,9 @@ class StateStore {
     // Creates or replaces the row (updated_at = now()). Throws
     // std::invalid_argument for an unknown state or rates past INT64_MAX.
     void upsert(const SubscriberStateRecord& state);
-    static void upsert(pqxx::work& txn, const SubscriberStateRecord& state);
+    // The same for many rows in the caller's transaction, in one statement;
+    // of two rows of one subscriber the later wins.
+    static void upsert_all(pqxx::work& txn, const std::vector<SubscriberStateRecord>& states);
 
   private:
     Database& db_;

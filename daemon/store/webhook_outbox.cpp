@@ -58,31 +58,18 @@ WebhookOutbox::WebhookOutbox(std::vector<std::string> urls, WebhookBackoff backo
     : urls_(std::move(urls)), backoff_(backoff) {}
 
 std::size_t WebhookOutbox::enqueue(pqxx::work& txn, const nlohmann::json& event) const {
-    if (!event.is_object() || !event.contains("kind") || !event["kind"].is_string()) {
-        throw std::invalid_argument("a webhook event is a JSON object with a string \"kind\"");
-    }
-    std::optional<std::int64_t> event_id;
-    if (const auto it = event.find("event_id"); it != event.end() && it->is_number_integer()) {
-        event_id = it->get<std::int64_t>();
-    }
-    const auto body = event.dump();
-    for (const auto& url : urls_) {
-        txn.exec_params(
-            "INSERT INTO webhook_outbox (event_id, payload, url) VALUES ($1, $2::jsonb, $3)",
-            event_id, body, url);
-    }
-    return urls_.size();
+    return enqueue_all(txn, {event});
 }
 
 std::size_t WebhookOutbox::enqueue_all(pqxx::work& txn,
                                        const std::vector<nlohmann::json>& events) const {
-    if (events.empty() || urls_.empty()) {
-        return 0;
-    }
     for (const auto& e : events) {
         if (!e.is_object() || !e.contains("kind") || !e["kind"].is_string()) {
             throw std::invalid_argument("a webhook event is a JSON object with a string \"kind\"");
         }
+    }
+    if (events.empty() || urls_.empty()) {
+        return 0;
     }
     txn.exec_params(
         "INSERT INTO webhook_outbox (event_id, payload, url) "
