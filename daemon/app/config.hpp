@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "enforce/enforce_config.hpp"
+
 namespace ctquota::app {
 
 using namespace std::chrono_literals;
@@ -75,14 +77,8 @@ struct Config {
     } testing;
 
     // Kernel enforcement (enforce::Enforcer): nftables table + tc HTB.
-    struct Enforce {
-        bool enabled = true;
-        std::string table = "ctquota";  // nftables table `inet <table>`; others are never touched
-        std::string
-            subscriber_interface;  // empty: no tc shaping (throttle = nft policing both ways)
-        bool delete_conntrack_on_block = true;
-        std::uint64_t arm_quota_below_bytes = 0;  // arm the kernel quota below this (0: always)
-        int forward_priority = -5;                // nftables forward hook priority (filter = 0)
+    struct Enforce : ::ctquota::enforce::EnforceConfig {
+        bool enabled = true;  // false: states are evaluated and recorded, not enforced
     } enforce;
 
     struct Log {

@@ -121,17 +121,8 @@ std::unique_ptr<enforce::Enforcer> make_enforcer(const Config& config) {
             "nothing is throttled or blocked in the kernel");
         return nullptr;
     }
-    if (config.enforce.subscriber_interface.empty()) {
-        spdlog::warn(
-            "enforce.subscriber_interface is not set: no tc shaping; throttled "
-            "subscribers are policed by nftables limits in both directions instead");
-    }
-    enforce::EnforceConfig e;
-    e.table = config.enforce.table;
-    e.subscriber_interface = config.enforce.subscriber_interface;
-    e.delete_conntrack_on_block = config.enforce.delete_conntrack_on_block;
-    e.arm_quota_below_bytes = config.enforce.arm_quota_below_bytes;
-    e.forward_priority = config.enforce.forward_priority;
+    // The Enforcer itself says what an empty subscriber_interface falls back to.
+    const enforce::EnforceConfig& e = config.enforce;
     return std::make_unique<enforce::Enforcer>(e);  // EnforceError: fatal, like a bad config
 }
 

@@ -27,6 +27,7 @@
 #include "core/plan.hpp"
 #include "core/policy.hpp"
 #include "core/subscriber_index.hpp"
+#include "enforce/enforce_config.hpp"
 
 namespace ctquota::enforce {
 
@@ -42,14 +43,6 @@ struct SubscriberTarget {  // desired kernel state of one subscriber
     std::string plan;                    // picks the always-allowed destinations when blocked
     std::optional<std::uint64_t> kernel_quota_bytes;  // Normal/Throttled near a block tier
     core::CountedDirections counts = core::CountedDirections::Both;
-};
-
-struct EnforceConfig {                 // from [enforce] in the config
-    std::string table = "ctquota";     // nftables table `inet <table>`
-    std::string subscriber_interface;  // empty: no tc shaping (throttle = nft policing both ways)
-    bool delete_conntrack_on_block = true;
-    std::uint64_t arm_quota_below_bytes = 0;  // arm when bytes left < this (0: always)
-    int forward_priority = -5;                // forward hook priority (filter = 0)
 };
 
 // What the kernel carries for one subscriber, parsed back from nftables and tc.

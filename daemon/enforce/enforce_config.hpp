@@ -1,0 +1,18 @@
+#pragma once
+// [enforce] of the config as the Enforcer needs it (app::Config::Enforce adds
+// `enabled`). A header of its own so the config does not include the Enforcer.
+
+#include <cstdint>
+#include <string>
+
+namespace ctquota::enforce {
+
+struct EnforceConfig {
+    std::string table = "ctquota";     // nftables table `inet <table>`; others are never touched
+    std::string subscriber_interface;  // empty: no tc shaping (throttle = nft policing both ways)
+    bool delete_conntrack_on_block = true;
+    std::uint64_t arm_quota_below_bytes = 0;  // arm the kernel quota below this (0: always)
+    int forward_priority = -5;                // nftables forward hook priority (filter = 0)
+};
+
+}  // namespace ctquota::enforce
