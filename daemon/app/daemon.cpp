@@ -197,9 +197,7 @@ int run_daemon(const Config& config) {
     flusher.start();
     std::unique_ptr<WebhookSender> webhooks;  // after the migrations: it needs the outbox table
     if (!config.webhooks.urls.empty()) {
-        auto options = webhook_sender_options(config);
-        options.metrics = &metrics;
-        webhooks = std::make_unique<WebhookSender>(std::move(options));
+        webhooks = std::make_unique<WebhookSender>(webhook_sender_options(config), metrics);
         webhooks->start();
     }
     spdlog::info(

@@ -90,8 +90,9 @@ std::optional<WebhookTarget> split_webhook_url(std::string_view url) {
     return std::nullopt;
 }
 
-WebhookSender::WebhookSender(WebhookSenderOptions options)
+WebhookSender::WebhookSender(WebhookSenderOptions options, Metrics& metrics)
     : options_(std::move(options)),
+      metrics_(metrics),
       outbox_(options_.urls, options_.backoff),
       db_(options_.database_url),
       wakeups_(options_.database_url) {}
@@ -111,8 +112,8 @@ void WebhookSender::stop() {
     }
     stopping_ = true;
     thread_.join();
-    spdlog::info("webhooks: stopped ({} delivered, {} failed attempts)", delivered(),
-                 failed_attempts());
+    spdlog::info("webhooks: stopped ({} delivered, {} failed attempts)",
+                 metrics_.webhooks_delivered.load(), metrics_.webhook_failures.load());
 }
 
 void WebhookSender::nudge() {
@@ -157,18 +158,12 @@ bool WebhookSender::deliver_batch() {
         const auto error = post(d);
         if (error.empty()) {
             outbox_.mark_delivered(db_, d.id);
-            ++delivered_;
-            if (options_.metrics != nullptr) {
-                ++options_.metrics->webhooks_delivered;
-            }
+            ++metrics_.webhooks_delivered;
             spdlog::info("webhooks: delivered {} (event {}, {}) to {} at attempt {}", d.id,
                          d.event_id.value_or(0), d.kind, d.url, d.attempts);
         } else {
             outbox_.mark_failed(db_, d, error);
-            ++failed_;
-            if (options_.metrics != nullptr) {
-                ++options_.metrics->webhook_failures;
-            }
+            ++metrics_.webhook_failures;
             spdlog::warn("webhooks: delivery {} to {} failed at attempt {}: {}; next in {} ms",
                          d.id, d.url, d.attempts, error,
                          store::webhook_retry_delay(d.attempts, options_.backoff).count());

@@ -34,8 +34,7 @@ struct WebhookSenderOptions {
     std::chrono::milliseconds timeout{5000};  // connect, and each read/write
     store::WebhookBackoff backoff;
     std::chrono::milliseconds poll{1000};
-    std::size_t batch = 32;      // rows leased per claim
-    Metrics* metrics = nullptr;  // webhook counters on /metrics, when given
+    std::size_t batch = 32;  // rows leased per claim
 };
 
 // From [webhooks] and [database] of the config.
@@ -53,7 +52,8 @@ std::optional<WebhookTarget> split_webhook_url(std::string_view url);
 
 class WebhookSender {
   public:
-    explicit WebhookSender(WebhookSenderOptions options);
+    // Counts deliveries and failed attempts in `metrics` (on /metrics).
+    WebhookSender(WebhookSenderOptions options, Metrics& metrics);
     ~WebhookSender();
     WebhookSender(const WebhookSender&) = delete;
     WebhookSender& operator=(const WebhookSender&) = delete;
@@ -64,9 +64,6 @@ class WebhookSender {
     // Look for due rows now (e.g. right after committing events in-process).
     void nudge();
 
-    [[nodiscard]] std::uint64_t delivered() const { return delivered_.load(); }
-    [[nodiscard]] std::uint64_t failed_attempts() const { return failed_.load(); }
-
   private:
     void run();
     // Delivers one leased batch; false when there was nothing due.
@@ -76,13 +73,12 @@ class WebhookSender {
     void sleep_until_woken();
 
     WebhookSenderOptions options_;
+    Metrics& metrics_;
     store::WebhookOutbox outbox_;
     store::Database db_;
     store::WebhookWakeups wakeups_;
     std::atomic<bool> stopping_{false};
     std::atomic<bool> nudged_{false};
-    std::atomic<std::uint64_t> delivered_{0};
-    std::atomic<std::uint64_t> failed_{0};
     std::chrono::steady_clock::time_point next_db_warning_{};
     std::thread thread_;
 };
