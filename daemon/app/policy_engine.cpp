@@ -15,8 +15,6 @@ namespace {
 
 constexpr auto kListenWait = std::chrono::milliseconds(200);
 constexpr auto kNoWait = std::chrono::milliseconds(0);
-constexpr auto kDrainWait = std::chrono::milliseconds(5);
-constexpr std::size_t kMaxRound = 200'000;  // notifications taken into one round
 
 }  // namespace
 
@@ -237,18 +235,7 @@ void PolicyEngine::loop() {
                 }
             }
             // Usage already waiting: only look for notifications, do not wait for them.
-            auto payloads = listener_->wait(dirty.empty() ? kListenWait : kNoWait);
-            // One committed change of many subscribers arrives over several
-            // socket reads: take all of it into one round (one kernel
-            // transaction instead of dozens, each re-reading the sets).
-            while (!payloads.empty() && payloads.size() < kMaxRound) {
-                auto more = listener_->wait(kDrainWait);
-                if (more.empty()) {
-                    break;
-                }
-                payloads.insert(payloads.end(), more.begin(), more.end());
-            }
-            handle_notifications(payloads);
+            handle_notifications(listener_->wait(dirty.empty() ? kListenWait : kNoWait));
             const bool full = std::chrono::steady_clock::now() >= next_reconcile_;
             auto due = take_due(clock_.now());
             dirty.insert(dirty.end(), due.begin(), due.end());

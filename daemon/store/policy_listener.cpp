@@ -11,6 +11,12 @@
 #include "store/policy_store.hpp"
 
 namespace ctquota::store {
+namespace {
+
+constexpr auto kLinger = std::chrono::milliseconds(5);  // wait for the rest of a burst
+constexpr std::size_t kMaxBatch = 200'000;              // notifications returned at most
+
+}  // namespace
 
 struct PolicyListener::Impl {
     class Receiver final : public pqxx::notification_receiver {
@@ -72,6 +78,17 @@ std::vector<std::string> PolicyListener::wait(std::chrono::milliseconds timeout)
         if (impl_->conn->get_notifs() == 0) {  // none buffered yet: wait for one
             impl_->await(timeout);
             impl_->conn->get_notifs();
+        }
+        // One committed change of many subscribers arrives over several socket
+        // reads: take all of it, so that the caller makes one round of it (one
+        // kernel transaction instead of dozens).
+        while (!impl_->received.empty() && impl_->received.size() < kMaxBatch) {
+            const auto before = impl_->received.size();
+            impl_->await(kLinger);
+            impl_->conn->get_notifs();
+            if (impl_->received.size() == before) {
+                break;
+            }
         }
     } catch (const std::exception& e) {
         impl_->receiver.reset();

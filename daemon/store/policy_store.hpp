@@ -85,7 +85,9 @@ class PolicyListener {
     PolicyListener(const PolicyListener&) = delete;
     PolicyListener& operator=(const PolicyListener&) = delete;
 
-    // Waits up to `timeout` for notifications, or until wake(); throws
+    // Waits up to `timeout` for notifications, or until wake(); once some
+    // arrived, also takes those following within a few ms (a burst from one
+    // commit comes over several socket reads). Throws
     // DatabaseError when the server cannot be reached (the caller backs off
     // and calls again).
     std::vector<std::string> wait(std::chrono::milliseconds timeout);
