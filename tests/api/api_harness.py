@@ -145,7 +145,8 @@ def check(condition, message):
 
 def run_in_world(name, run, log_lines=30):
     """main() of a test that drives one ApiWorld from the host: needs root;
-    on failure the daemon's last log lines are printed before the traceback."""
+    on failure the daemon's last log lines are printed before the traceback,
+    on success "<name>: PASS"."""
     if os.geteuid() != 0:
         print(f"{name} needs root (a network namespace)", file=sys.stderr)
         return 1
@@ -156,6 +157,7 @@ def run_in_world(name, run, log_lines=30):
             tail = "\n".join(world.read_log().splitlines()[-log_lines:])
             print(f"---- ctquotad log (last {log_lines} lines) ----\n{tail}")
             raise
+    print(f"{name}: PASS")
     return 0
 
 

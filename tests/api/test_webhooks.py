@@ -182,12 +182,5 @@ def run(world):
     check("webhooks: stopped" in world.read_log(), "no webhook sender stop in the log")
 
 
-def main():
-    rc = run_in_world("test_webhooks.py", run, log_lines=40)
-    if rc == 0:
-        print("webhooks: PASS")
-    return rc
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_in_world("test_webhooks.py", run, log_lines=40))
