@@ -13,7 +13,7 @@ Reply healthz(const Request&) {
     return json_reply(200, {{"status", "ok"}});
 }
 
-Reply readyz(const app::Metrics& metrics) {
+Reply readyz(const metrics::Metrics& metrics) {
     const bool database = metrics.database_ok.load();
     const bool reader = metrics.reader_running.load();
     const nlohmann::ordered_json checks = {{"database", database ? "ok" : "failing"},

@@ -48,7 +48,7 @@ core::Evaluation evaluate_detail(const store::SubscriberDetail& d, core::TimePoi
     if (d.subscriber.plan && d.plan_definition) {
         plan = stored_plan(*d.subscriber.plan, *d.plan_definition);
     }
-    core::PolicyInput in;
+    core::EvaluationInput in;
     in.plan = plan ? &*plan : nullptr;
     in.cycle = {d.span.start, d.span.end};
     const auto& u = d.cycle.usage;

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "core/plan.hpp"
-#include "core/policy.hpp"
+#include "core/plan_evaluation.hpp"
 #include "store/subscriber_queries.hpp"
 
 namespace ctquota::api {

@@ -6,15 +6,15 @@
 
 #include "api/db_pool.hpp"
 #include "api/router.hpp"
-#include "app/metrics.hpp"
 #include "core/clock.hpp"
+#include "metrics/metrics.hpp"
 
 namespace ctquota::api {
 
 struct Services {
     DatabasePool& pool;
     const core::Clock& clock;
-    app::Metrics& metrics;
+    metrics::Metrics& metrics;
 };
 
 void add_health_routes(Router& router, Services& services);

@@ -103,7 +103,7 @@ std::unique_ptr<httplib::Server> make_http_server(const ServerOptions& o) {
 
 }  // namespace
 
-Server::Server(ServerOptions options, app::Metrics& metrics, const core::Clock& clock)
+Server::Server(ServerOptions options, metrics::Metrics& metrics, const core::Clock& clock)
     : options_(std::move(options)),
       metrics_(metrics),
       pool_(options_.database_url, options_.threads),

@@ -16,8 +16,8 @@
 #include "api/db_pool.hpp"
 #include "api/problem.hpp"
 #include "api/routes.hpp"
-#include "app/metrics.hpp"
 #include "core/clock.hpp"
+#include "metrics/metrics.hpp"
 
 namespace httplib {
 class Server;
@@ -42,7 +42,7 @@ struct ServerOptions {
 
 class Server {
   public:
-    Server(ServerOptions options, app::Metrics& metrics, const core::Clock& clock);
+    Server(ServerOptions options, metrics::Metrics& metrics, const core::Clock& clock);
     ~Server();
     Server(const Server&) = delete;
     Server& operator=(const Server&) = delete;
@@ -63,7 +63,7 @@ class Server {
                 bool quiet, int status, std::chrono::steady_clock::time_point started);
 
     ServerOptions options_;
-    app::Metrics& metrics_;
+    metrics::Metrics& metrics_;
     DatabasePool pool_;
     Services services_;
     Authenticator auth_;

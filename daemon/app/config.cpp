@@ -119,10 +119,10 @@ const std::map<std::string, std::map<std::string, Setter>>& schema() {
            [](Config& c, auto& s, auto& n, auto& k) {
                c.policies.reconcile_interval = as_duration(s, n, k);
            }}}},
-        {"testing",
-         {{"clock_offset_file",
+        {"clock",
+         {{"offset_file",
            [](Config& c, auto& s, auto& n, auto& k) {
-               c.testing.clock_offset_file = as_string(s, n, k);
+               c.clock.offset_file = as_string(s, n, k);
            }}}},
         {"enforce",
          {{"enabled",

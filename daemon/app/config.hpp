@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "enforce/enforce_config.hpp"
+#include "policy/policy_config.hpp"
+#include "runtime/runtime_config.hpp"
 
 namespace ctquota::app {
 
@@ -30,20 +32,8 @@ struct Config {
         std::filesystem::path schema_dir;  // default: the installed schema/
     } database;
 
-    struct Conntrack {
-        std::chrono::nanoseconds poll_interval = 10s;
-        std::uint64_t event_buffer_bytes = 128ull << 20;
-        std::uint64_t max_event_buffer_bytes = 1ull << 30;
-        std::uint64_t queue_samples = 4'000'000;  // reader -> accounting hand-off bound
-        bool enable_accounting_sysctl = true;     // turn nf_conntrack_acct on if off
-        bool reliable_events = true;              // NETLINK_BROADCAST_SEND_ERROR
-    } conntrack;
-
-    struct Accounting {
-        std::chrono::nanoseconds flush_interval = 1s;
-        std::string gateway_id;  // default: the host name
-        std::chrono::nanoseconds retry_max = 30s;
-    } accounting;
+    runtime::ConntrackConfig conntrack;
+    runtime::AccountingConfig accounting;
 
     struct Api {
         bool enabled = true;
@@ -65,16 +55,15 @@ struct Config {
         std::chrono::nanoseconds max_backoff = 5min;
     } webhooks;
 
-    struct Policies {
-        std::filesystem::path dir = "/etc/ctquota/policies";  // one <plan>.toml per plan
-        std::chrono::nanoseconds reconcile_interval = 60s;    // full kernel read-back and repair
-    } policies;
+    policy::PoliciesConfig policies;
 
-    // For tests only: a file holding seconds (may be fractional) added to the
-    // daemon's clock, read when it changes; lets a test reach a cycle's end.
-    struct Testing {
-        std::filesystem::path clock_offset_file;
-    } testing;
+    // The clock offset (runtime::OffsetClock): a file holding seconds (may be
+    // fractional) added to the daemon's clock, re-read when it changes. For
+    // staging gateways and acceptance tests of billing: reach a cycle's end,
+    // a top-up's expiry or an hour boundary without waiting for it.
+    struct Clock {
+        std::filesystem::path offset_file;
+    } clock;
 
     // Kernel enforcement (enforce::Enforcer): nftables table + tc HTB.
     struct Enforce : ::ctquota::enforce::EnforceConfig {

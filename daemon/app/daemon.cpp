@@ -6,14 +6,14 @@
 #include <algorithm>
 
 #include "api/server.hpp"
-#include "app/accountant.hpp"
-#include "app/flusher.hpp"
-#include "app/metrics.hpp"
-#include "app/offset_clock.hpp"
-#include "app/policy_engine.hpp"
-#include "app/readers.hpp"
-#include "app/webhook_sender.hpp"
 #include "conntrack/sysctl.hpp"
+#include "metrics/metrics.hpp"
+#include "notify/webhook_sender.hpp"
+#include "policy/policy_engine.hpp"
+#include "runtime/accountant.hpp"
+#include "runtime/flusher.hpp"
+#include "runtime/offset_clock.hpp"
+#include "runtime/readers.hpp"
 #include "store/migrations.hpp"
 
 namespace ctquota::app {
@@ -68,8 +68,8 @@ void check_kernel(const Config& config) {
 
 // Start-up needs the database: without the checkpoint, counting would start
 // from scratch and double count live flows. Retry until it answers or we are told to stop.
-bool prepare_database(const Config& config, store::Database& db, Accountant& accountant,
-                      Flusher& flusher) {
+bool prepare_database(const Config& config, store::Database& db, runtime::Accountant& accountant,
+                      runtime::Flusher& flusher) {
     auto wait = std::chrono::milliseconds(500);
     while (true) {
         try {
@@ -96,7 +96,7 @@ bool prepare_database(const Config& config, store::Database& db, Accountant& acc
 
 // Plans, subscribers, states and the first full reconcile: before counting
 // starts, so a restart re-applies (never lifts) what is in force.
-bool start_policy_engine(PolicyEngine& engine) {
+bool start_policy_engine(policy::PolicyEngine& engine) {
     auto wait = std::chrono::milliseconds(500);
     while (true) {
         try {
@@ -126,7 +126,7 @@ std::unique_ptr<enforce::Enforcer> make_enforcer(const Config& config) {
     return std::make_unique<enforce::Enforcer>(e);  // EnforceError: fatal, like a bad config
 }
 
-void log_status(const Metrics& m) {
+void log_status(const metrics::Metrics& m) {
     spdlog::info(
         "status: events {} dumps {} samples {} flows {} flushes {} db_errors {} enobufs {} "
         "lost_flows {} unattributed_bytes {}",
@@ -149,6 +149,19 @@ api::ServerOptions api_options(const Config& config) {
     return o;
 }
 
+// From [webhooks] and [database] of the config.
+notify::WebhookSenderOptions webhook_sender_options(const Config& config) {
+    notify::WebhookSenderOptions o;
+    o.database_url = config.database.url;
+    o.urls = config.webhooks.urls;
+    o.secret = config.webhooks.secret;
+    o.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(config.webhooks.timeout);
+    o.backoff.max =
+        std::chrono::duration_cast<std::chrono::milliseconds>(config.webhooks.max_backoff);
+    o.backoff.first = std::min(o.backoff.first, o.backoff.max);
+    return o;
+}
+
 }  // namespace
 
 std::filesystem::path schema_dir(const Config& config) {
@@ -162,15 +175,15 @@ int run_daemon(const Config& config) {
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
     check_kernel(config);
-    OffsetClock clock(config.testing.clock_offset_file);
-    Metrics metrics;
-    SampleQueue queue(config.conntrack.queue_samples);
-    Accountant accountant(clock, queue, metrics);
+    runtime::OffsetClock clock(config.clock.offset_file);
+    metrics::Metrics metrics;
+    runtime::SampleQueue queue(config.conntrack.queue_samples);
+    runtime::Accountant accountant(clock, queue, metrics);
     accountant.reserve_flows(expected_flows());
     store::Database db(config.database.url);
-    Flusher flusher(config, clock, db, accountant, metrics);
+    runtime::Flusher flusher(config.accounting, clock, db, accountant, metrics);
     // Subscribe to events before the first dump, so nothing ends unseen in between.
-    Readers readers(config, queue, metrics);
+    runtime::Readers readers(config.conntrack, queue, metrics);
     // Up before the database, so /healthz and /readyz answer while start-up waits for it;
     // a port that cannot be bound is fatal here, like a bad config.
     std::unique_ptr<api::Server> api_server;
@@ -185,7 +198,8 @@ int run_daemon(const Config& config) {
     if (!config.webhooks.urls.empty()) {
         outbox = std::make_unique<store::WebhookOutbox>(config.webhooks.urls);
     }
-    PolicyEngine engine(config, clock, accountant, metrics, make_enforcer(config), outbox.get());
+    policy::PolicyEngine engine(config.policies, config.database.url, clock, accountant, metrics,
+                                make_enforcer(config), outbox.get());
     if (!start_policy_engine(engine)) {
         return 0;
     }
@@ -195,9 +209,10 @@ int run_daemon(const Config& config) {
     accountant.start();
     readers.start();
     flusher.start();
-    std::unique_ptr<WebhookSender> webhooks;  // after the migrations: it needs the outbox table
+    std::unique_ptr<notify::WebhookSender>
+        webhooks;  // after the migrations: it needs the outbox table
     if (!config.webhooks.urls.empty()) {
-        webhooks = std::make_unique<WebhookSender>(webhook_sender_options(config), metrics);
+        webhooks = std::make_unique<notify::WebhookSender>(webhook_sender_options(config), metrics);
         webhooks->start();
     }
     spdlog::info(

@@ -23,7 +23,7 @@ class EventSocket {
   public:
     // Throws std::runtime_error when the socket cannot be opened or bound.
     // reliable: ask the kernel to keep an entry until its DESTROY reached us
-    // (NETLINK_BROADCAST_SEND_ERROR), so an overrun delays events instead of
+    // (the NETLINK_BROADCAST_ERROR socket option), so an overrun delays events instead of
     // losing them; resent events can arrive twice and the ledger drops those.
     EventSocket(std::uint64_t buffer_bytes, bool reliable);
     ~EventSocket();

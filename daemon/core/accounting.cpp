@@ -16,13 +16,13 @@ Attribution attribute(const SubscriberIndex& index, const FlowSample& s, TimePoi
     return Attribution{};
 }
 
-Accounting::Accounting(const Clock& clock, std::shared_ptr<const UsagePolicy> policy)
+Accounting::Accounting(const Clock& clock, std::shared_ptr<const UsageRules> rules)
     : clock_(clock), index_(std::make_shared<const SubscriberIndex>()) {
-    set_policy(std::move(policy));
+    set_usage_rules(std::move(rules));
 }
 
-void Accounting::set_policy(std::shared_ptr<const UsagePolicy> policy) {
-    policy_ = policy ? std::move(policy) : std::make_shared<const CalendarMonthPolicy>();
+void Accounting::set_usage_rules(std::shared_ptr<const UsageRules> rules) {
+    rules_ = rules ? std::move(rules) : std::make_shared<const CalendarMonthRules>();
     periods_.clear();
 }
 
@@ -31,7 +31,7 @@ const Period& Accounting::period_of(SubscriberId subscriber, TimePoint at) {
     if (it != periods_.end() && it->second.contains(at)) {
         return it->second;
     }
-    auto [pos, inserted] = periods_.insert_or_assign(subscriber, policy_->period(subscriber, at));
+    auto [pos, inserted] = periods_.insert_or_assign(subscriber, rules_->period(subscriber, at));
     return pos->second;
 }
 
@@ -75,9 +75,9 @@ void Accounting::apply(const FlowSample& sample, TimePoint now) {
     const bool orig_up = a.direction == Direction::OrigIsUpload;
     // The far end: where the subscriber sent to, or who opened the connection toward it.
     const IpAddress& remote = orig_up ? sample.orig.dst : sample.orig.src;
-    const UsageClass cls = policy_->counts_everything()
+    const UsageClass cls = rules_->counts_everything()
                                ? UsageClass::Counted
-                               : policy_->classify(a.subscriber, remote, now);
+                               : rules_->classify(a.subscriber, remote, now);
     usage_.add(a.subscriber, now, period_of(a.subscriber, now), cls,
                orig_up ? Usage{r.orig_delta, r.reply_delta} : Usage{r.reply_delta, r.orig_delta});
 }

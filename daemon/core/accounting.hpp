@@ -10,7 +10,7 @@
 #include "core/flow_ledger.hpp"
 #include "core/subscriber_index.hpp"
 #include "core/usage_accumulator.hpp"
-#include "core/usage_policy.hpp"
+#include "core/usage_rules.hpp"
 
 namespace ctquota::core {
 
@@ -46,12 +46,12 @@ struct AccountingStats {
 
 class Accounting {
   public:
-    // Without a policy: the calendar month in UTC, every byte counted.
-    explicit Accounting(const Clock& clock, std::shared_ptr<const UsagePolicy> policy = nullptr);
+    // Without usage rules: the calendar month in UTC, every byte counted.
+    explicit Accounting(const Clock& clock, std::shared_ptr<const UsageRules> rules = nullptr);
 
     void set_index(std::shared_ptr<const SubscriberIndex> index);
     // Periods and classes of deltas from now on (plans changed).
-    void set_policy(std::shared_ptr<const UsagePolicy> policy);
+    void set_usage_rules(std::shared_ptr<const UsageRules> rules);
     void apply(const FlowSample& sample);
     void apply(const FlowSample& sample, TimePoint now);  // one clock read per batch
     void dump_begin(std::uint64_t seq) { ledger_.dump_begin(seq); }
@@ -75,8 +75,8 @@ class Accounting {
     UsageAccumulator usage_;
     std::shared_ptr<const SubscriberIndex> index_;
     std::uint64_t index_generation_ = 1;
-    std::shared_ptr<const UsagePolicy> policy_;
-    // Each subscriber's current period: the policy is asked once per period, not per sample.
+    std::shared_ptr<const UsageRules> rules_;
+    // Each subscriber's current period: the rules are asked once per period, not per sample.
     tsl::robin_map<SubscriberId, Period> periods_;
     AccountingStats stats_;
 };

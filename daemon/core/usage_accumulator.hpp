@@ -11,7 +11,7 @@
 #include "core/clock.hpp"
 #include "core/flow.hpp"
 #include "core/subscriber_index.hpp"
-#include "core/usage_policy.hpp"
+#include "core/usage_rules.hpp"
 
 namespace ctquota::core {
 

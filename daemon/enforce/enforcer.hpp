@@ -25,7 +25,7 @@
 
 #include "core/address.hpp"
 #include "core/plan.hpp"
-#include "core/policy.hpp"
+#include "core/plan_evaluation.hpp"
 #include "core/subscriber_index.hpp"
 #include "enforce/enforce_config.hpp"
 

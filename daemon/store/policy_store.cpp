@@ -13,7 +13,7 @@ std::uint64_t u64(const pqxx::field& f) {
 }
 
 void read_usage(pqxx::work& txn, const std::vector<CycleKey>& keys,
-                std::unordered_map<core::SubscriberId, PolicyInputs>& out) {
+                std::unordered_map<core::SubscriberId, EvaluationInputs>& out) {
     std::vector<std::int64_t> ids;
     std::vector<std::int64_t> starts;
     for (const auto& k : keys) {
@@ -47,7 +47,7 @@ void read_usage(pqxx::work& txn, const std::vector<CycleKey>& keys,
 }
 
 void read_topups(pqxx::work& txn, const std::vector<core::SubscriberId>& ids, core::TimePoint now,
-                 std::unordered_map<core::SubscriberId, PolicyInputs>& out) {
+                 std::unordered_map<core::SubscriberId, EvaluationInputs>& out) {
     const auto rows = txn.exec_params(
         "SELECT subscriber_id, bytes, " + micros_of("created_at") + ", " + micros_of("expires_at") +
             " FROM topups WHERE subscriber_id = ANY($1::bigint[]) AND expires_at > " + ts(2),
@@ -100,10 +100,10 @@ std::vector<PolicySubscriber> PolicyStore::subscribers(const std::vector<core::S
     });
 }
 
-std::unordered_map<core::SubscriberId, PolicyInputs> PolicyStore::inputs(
+std::unordered_map<core::SubscriberId, EvaluationInputs> PolicyStore::inputs(
     const std::vector<CycleKey>& keys, core::TimePoint now) {
     return in_transaction(db_, "reading usage for the policy engine", [&](pqxx::work& txn) {
-        std::unordered_map<core::SubscriberId, PolicyInputs> out;
+        std::unordered_map<core::SubscriberId, EvaluationInputs> out;
         std::vector<core::SubscriberId> ids;
         for (const auto& k : keys) {
             out[k.id];

@@ -13,7 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "core/policy.hpp"
+#include "core/plan_evaluation.hpp"
 #include "core/subscriber_index.hpp"
 #include "store/database.hpp"
 #include "store/event_store.hpp"
@@ -30,7 +30,7 @@ struct PolicySubscriber {
     std::vector<core::Prefix> prefixes;  // bindings valid now
 };
 
-struct PolicyInputs {
+struct EvaluationInputs {
     core::CycleUsage usage;
     std::optional<std::uint64_t> quota_override;
     std::vector<core::TopUp> topups;  // not yet expired
@@ -63,8 +63,8 @@ class PolicyStore {
     std::vector<PolicySubscriber> subscribers(const std::vector<core::SubscriberId>& only,
                                               core::TimePoint now);
     // Inputs for each subscriber's cycle (every key gets an entry).
-    std::unordered_map<core::SubscriberId, PolicyInputs> inputs(const std::vector<CycleKey>& keys,
-                                                                core::TimePoint now);
+    std::unordered_map<core::SubscriberId, EvaluationInputs> inputs(
+        const std::vector<CycleKey>& keys, core::TimePoint now);
 
   private:
     Database& db_;

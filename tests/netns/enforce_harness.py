@@ -28,7 +28,7 @@ class EnforcementLab:
         self.bindings = 0
         if offset_file:
             self.set_clock_offset(0)
-            extra_config += f'[testing]\nclock_offset_file = "{offset_file}"\n'
+            extra_config += f'[clock]\noffset_file = "{offset_file}"\n'
         self.lab = Lab(n_v4=n_v4, n_v6=n_v6).__enter__()
         try:
             self.lab.run(self.lab.srv, ["ip", "address", "add", f"{PORTAL_V4}/24", "dev", "eth0"])

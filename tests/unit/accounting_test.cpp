@@ -81,7 +81,7 @@ TEST_CASE("usage lands in the hour and period of the clock") {
 
 namespace {
 // Subscriber 1: cycle from the 15th, 198.18.9.0/24 zero-rated, free from 01:00 to 07:00 UTC.
-class FakePolicy final : public core::UsagePolicy {
+class FakePolicy final : public core::UsageRules {
   public:
     [[nodiscard]] core::Period period(core::SubscriberId, core::TimePoint) const override {
         return core::Period{sys_days{2026y / 11 / 15}, sys_days{2026y / 12 / 15}};

@@ -30,7 +30,7 @@ std::string upper(std::string s) {
 std::set<Operation> served_operations() {
     DatabasePool pool("postgresql:///never-connected", 1);  // connections open on first use
     core::ManualClock clock(core::TimePoint{});
-    app::Metrics metrics;
+    metrics::Metrics metrics;
     Services services{pool, clock, metrics};
     const auto router = make_router(services);
     std::set<Operation> out;

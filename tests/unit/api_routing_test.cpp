@@ -8,7 +8,7 @@
 #include "api/problem.hpp"
 #include "api/router.hpp"
 #include "api/tokens.hpp"
-#include "app/metrics.hpp"
+#include "metrics/metrics.hpp"
 
 using namespace ctquota;
 using namespace ctquota::api;
@@ -137,7 +137,7 @@ TEST_CASE("authentication: 401 for missing and unknown tokens, 403 for billing w
 }
 
 TEST_CASE("HTTP metrics count by route and code, with a latency histogram per route") {
-    app::HttpMetrics m;
+    metrics::HttpMetrics m;
     m.observe("/healthz", 200, 300us);
     m.observe("/healthz", 200, 2ms);
     m.observe("unmatched", 404, 50us);

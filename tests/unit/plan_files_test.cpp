@@ -5,11 +5,11 @@
 #include <sstream>
 #include <string>
 
-#include "app/plan_files.hpp"
 #include "core/plan_json.hpp"
+#include "policy/plan_files.hpp"
 
 using namespace ctquota;
-using namespace ctquota::app;
+using namespace ctquota::policy;
 using namespace std::chrono_literals;
 
 namespace {

@@ -1,6 +1,6 @@
 #include <doctest/doctest.h>
 
-#include "app/policy_decisions.hpp"
+#include "policy/decisions.hpp"
 
 using namespace ctquota;
 using namespace std::chrono;
@@ -50,7 +50,7 @@ store::SubscriberStateRecord stored(const char* state, unsigned warned,
     return s;
 }
 
-std::vector<std::string> kinds(const app::Decision& d) {
+std::vector<std::string> kinds(const policy::Decision& d) {
     std::vector<std::string> out;
     if (d.record) {
         for (const auto& e : d.record->events) {
@@ -63,15 +63,15 @@ std::vector<std::string> kinds(const app::Decision& d) {
 }  // namespace
 
 TEST_CASE("a normal subscriber without a stored row and nothing new writes nothing") {
-    const auto d =
-        app::decide(subscriber(), evaluation(core::StateKind::Normal), kCycle, std::nullopt, kNow);
+    const auto d = policy::decide(subscriber(), evaluation(core::StateKind::Normal), kCycle,
+                                  std::nullopt, kNow);
     CHECK_FALSE(d.state_changed);
     CHECK_FALSE(d.record.has_value());
 }
 
 TEST_CASE("a state change records the row, one event and changes the kernel") {
-    const auto d = app::decide(subscriber(), evaluation(core::StateKind::Throttled), kCycle,
-                               std::nullopt, kNow);
+    const auto d = policy::decide(subscriber(), evaluation(core::StateKind::Throttled), kCycle,
+                                  std::nullopt, kNow);
     CHECK(d.state_changed);
     REQUIRE(d.record);
     CHECK(d.record->state.state == "throttled");
@@ -88,7 +88,7 @@ TEST_CASE("a state change records the row, one event and changes the kernel") {
 TEST_CASE("the same state again changes nothing, since and reason stay") {
     const auto prev = stored("throttled", 0, kCycle.start);
     const auto d =
-        app::decide(subscriber(), evaluation(core::StateKind::Throttled), kCycle, prev, kNow);
+        policy::decide(subscriber(), evaluation(core::StateKind::Throttled), kCycle, prev, kNow);
     CHECK_FALSE(d.state_changed);
     CHECK_FALSE(d.record.has_value());
 }
@@ -96,32 +96,33 @@ TEST_CASE("the same state again changes nothing, since and reason stay") {
 TEST_CASE("another throttle rate is a state change") {
     auto e = evaluation(core::StateKind::Throttled);
     e.state.rate.down_bps = 500'000;
-    const auto d = app::decide(subscriber(), e, kCycle, stored("throttled", 0, kCycle.start), kNow);
+    const auto d =
+        policy::decide(subscriber(), e, kCycle, stored("throttled", 0, kCycle.start), kNow);
     CHECK(d.state_changed);
     CHECK(d.record->state.down_bps == 500'000u);
 }
 
 TEST_CASE("each warning threshold is reported once per cycle") {
-    const auto first = app::decide(subscriber(), evaluation(core::StateKind::Normal, {80}), kCycle,
-                                   std::nullopt, kNow);
+    const auto first = policy::decide(subscriber(), evaluation(core::StateKind::Normal, {80}),
+                                      kCycle, std::nullopt, kNow);
     REQUIRE(kinds(first) == std::vector<std::string>{"warning"});
     CHECK(first.record->state.warned_percent == 80);
     CHECK_FALSE(first.state_changed);
 
-    const auto again = app::decide(subscriber(), evaluation(core::StateKind::Normal, {80}), kCycle,
-                                   first.record->state, kNow);
+    const auto again = policy::decide(subscriber(), evaluation(core::StateKind::Normal, {80}),
+                                      kCycle, first.record->state, kNow);
     CHECK_FALSE(again.record.has_value());
 
-    const auto next = app::decide(subscriber(), evaluation(core::StateKind::Normal, {80, 95}),
-                                  kCycle, first.record->state, kNow);
+    const auto next = policy::decide(subscriber(), evaluation(core::StateKind::Normal, {80, 95}),
+                                     kCycle, first.record->state, kNow);
     REQUIRE(kinds(next) == std::vector<std::string>{"warning"});
     CHECK(next.record->state.warned_percent == 95);
 }
 
 TEST_CASE("a new cycle is recorded, resets the warnings and lifts a block") {
     const core::TimePoint previous_cycle{sys_days{2026y / 10 / 1}};
-    const auto d = app::decide(subscriber(), evaluation(core::StateKind::Normal), kCycle,
-                               stored("blocked", 95, previous_cycle), kNow);
+    const auto d = policy::decide(subscriber(), evaluation(core::StateKind::Normal), kCycle,
+                                  stored("blocked", 95, previous_cycle), kNow);
     CHECK(d.state_changed);
     CHECK(kinds(d) == std::vector<std::string>{"cycle", "state"});
     CHECK(d.record->state.state == "normal");
@@ -131,9 +132,9 @@ TEST_CASE("a new cycle is recorded, resets the warnings and lifts a block") {
 }
 
 TEST_CASE("desired_of reads a stored row back") {
-    CHECK(app::desired_of(stored("blocked", 0, std::nullopt)).kind == core::StateKind::Blocked);
-    const auto t = app::desired_of(stored("throttled", 0, std::nullopt));
+    CHECK(policy::desired_of(stored("blocked", 0, std::nullopt)).kind == core::StateKind::Blocked);
+    const auto t = policy::desired_of(stored("throttled", 0, std::nullopt));
     CHECK(t.kind == core::StateKind::Throttled);
     CHECK(t.rate == core::Rate{2'000'000, 1'000'000});
-    CHECK(app::desired_of(stored("nonsense", 0, std::nullopt)).kind == core::StateKind::Normal);
+    CHECK(policy::desired_of(stored("nonsense", 0, std::nullopt)).kind == core::StateKind::Normal);
 }

@@ -1,0 +1,131 @@
+#include "metrics/metrics.hpp"
+
+#include <sstream>
+
+namespace ctquota::metrics {
+
+void HttpMetrics::observe(const std::string& route, int status, std::chrono::microseconds latency) {
+    const double seconds = static_cast<double>(latency.count()) / 1e6;
+    std::size_t i = 0;
+    while (i < kBuckets.size() && seconds > kBuckets[i]) {
+        ++i;
+    }
+    std::lock_guard lock(mu_);
+    ++requests_[{route, status}];
+    auto& l = latency_[route];
+    ++l.buckets[i];
+    l.sum_us += static_cast<std::uint64_t>(latency.count());
+}
+
+void HttpMetrics::render(std::ostream& out) const {
+    std::lock_guard lock(mu_);
+    out << "# HELP ctquota_http_requests_total HTTP requests by route and status code\n"
+           "# TYPE ctquota_http_requests_total counter\n";
+    for (const auto& [key, n] : requests_) {
+        out << "ctquota_http_requests_total{route=\"" << key.first << "\",code=\"" << key.second
+            << "\"} " << n << "\n";
+    }
+    out << "# HELP ctquota_http_request_seconds HTTP request latency by route\n"
+           "# TYPE ctquota_http_request_seconds histogram\n";
+    for (const auto& [route, l] : latency_) {
+        std::uint64_t cumulative = 0;
+        const std::string label = "route=\"" + route + "\"";
+        for (std::size_t i = 0; i < kBuckets.size(); ++i) {
+            cumulative += l.buckets[i];
+            out << "ctquota_http_request_seconds_bucket{" << label << ",le=\"" << kBuckets[i]
+                << "\"} " << cumulative << "\n";
+        }
+        cumulative += l.buckets[kBuckets.size()];
+        out << "ctquota_http_request_seconds_bucket{" << label << ",le=\"+Inf\"} " << cumulative
+            << "\n";
+        out << "ctquota_http_request_seconds_sum{" << label << "} "
+            << static_cast<double>(l.sum_us) / 1e6 << "\n";
+        out << "ctquota_http_request_seconds_count{" << label << "} " << cumulative << "\n";
+    }
+}
+
+namespace {
+
+using Buckets = std::array<std::atomic<std::uint64_t>, Metrics::kFlushBuckets.size() + 1>;
+
+void observe(Buckets& buckets, std::atomic<std::uint64_t>& sum_us, std::chrono::microseconds d) {
+    const double seconds = static_cast<double>(d.count()) / 1e6;
+    std::size_t i = 0;
+    while (i < Metrics::kFlushBuckets.size() && seconds > Metrics::kFlushBuckets[i]) {
+        ++i;
+    }
+    buckets[i].fetch_add(1, std::memory_order_relaxed);
+    sum_us.fetch_add(static_cast<std::uint64_t>(d.count()), std::memory_order_relaxed);
+}
+
+void render_histogram(std::ostream& out, const std::string& name, const char* help,
+                      const Buckets& buckets, const std::atomic<std::uint64_t>& sum_us) {
+    out << "# HELP " << name << " " << help << "\n# TYPE " << name << " histogram\n";
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < Metrics::kFlushBuckets.size(); ++i) {
+        cumulative += buckets[i].load();
+        out << name << "_bucket{le=\"" << Metrics::kFlushBuckets[i] << "\"} " << cumulative << "\n";
+    }
+    cumulative += buckets[Metrics::kFlushBuckets.size()].load();
+    out << name << "_bucket{le=\"+Inf\"} " << cumulative << "\n";
+    out << name << "_sum " << static_cast<double>(sum_us.load()) / 1e6 << "\n";
+    out << name << "_count " << cumulative << "\n";
+}
+
+}  // namespace
+
+void Metrics::observe_flush(std::chrono::microseconds d) {
+    observe(flush_latency, flush_latency_us_sum, d);
+}
+
+void Metrics::observe_flush_to_kernel(std::chrono::microseconds d) {
+    observe(kernel_latency, kernel_latency_us_sum, d);
+}
+
+std::string Metrics::render_prometheus() const {
+    std::ostringstream out;
+    auto counter = [&out](const char* name, const char* help, std::uint64_t v) {
+        out << "# HELP ctquota_" << name << " " << help << "\n# TYPE ctquota_" << name
+            << " counter\nctquota_" << name << " " << v << "\n";
+    };
+    counter("events_read_total", "ctnetlink DESTROY events read", events_read.load());
+    counter("enobufs_total", "ENOBUFS on the event socket", enobufs.load());
+    counter("resyncs_total", "full-dump resyncs after lost events", resyncs.load());
+    counter("queue_overflows_total", "reader hand-offs dropped because the queue was full",
+            queue_overflows.load());
+    counter("dumps_total", "conntrack table dumps", dumps.load());
+    counter("flows_lost_total", "credited flows whose final counters were lost", flows_lost.load());
+    counter("unattributed_bytes_total", "bytes matching no subscriber", unattributed_bytes.load());
+    counter("flushes_total", "successful database flushes", flushes.load());
+    counter("db_errors_total", "database errors", db_errors.load());
+    counter("policy_evaluations_total", "subscribers evaluated against their plan",
+            policy_evaluations.load());
+    counter("enforcement_changes_total", "state changes applied to the kernel",
+            enforcement_changes.load());
+    counter("enforcement_errors_total", "kernel changes that failed", enforcement_errors.load());
+    counter("webhooks_delivered_total", "webhook deliveries answered 2xx",
+            webhooks_delivered.load());
+    counter("webhook_failures_total", "webhook delivery attempts that failed (retried)",
+            webhook_failures.load());
+    out << "# TYPE ctquota_flows_tracked gauge\nctquota_flows_tracked " << flows_tracked.load()
+        << "\n";
+    render_histogram(out, "ctquota_flush_seconds", "database flush latency", flush_latency,
+                     flush_latency_us_sum);
+    render_histogram(out, "ctquota_flush_to_kernel_seconds",
+                     "from a flush's commit to the kernel enforcing the states it changed",
+                     kernel_latency, kernel_latency_us_sum);
+    out << "# TYPE ctquota_subscribers_throttled gauge\nctquota_subscribers_throttled "
+        << subscribers_throttled.load() << "\n";
+    out << "# TYPE ctquota_subscriber_bindings gauge\nctquota_subscriber_bindings "
+        << subscriber_bindings.load() << "\n";
+    out << "# TYPE ctquota_subscribers_blocked gauge\nctquota_subscribers_blocked "
+        << subscribers_blocked.load() << "\n";
+    out << "# TYPE ctquota_reader_running gauge\nctquota_reader_running "
+        << (reader_running.load() ? 1 : 0) << "\n";
+    out << "# TYPE ctquota_database_ok gauge\nctquota_database_ok " << (database_ok.load() ? 1 : 0)
+        << "\n";
+    http.render(out);
+    return out.str();
+}
+
+}  // namespace ctquota::metrics

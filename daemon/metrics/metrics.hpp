@@ -1,0 +1,85 @@
+#pragma once
+// Counters for every unit of work and every failure. Plain atomics, written by
+// the threads that do the work and read by logs and /metrics. Its own CMake
+// target (ctquota_metrics), so the API can render it without linking the daemon.
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <ostream>
+#include <string>
+#include <utility>
+
+namespace ctquota::metrics {
+
+// HTTP requests by route and status code, and latency by route. Routes are
+// patterns ("/api/v1/subscribers/{id}", "unmatched"), so the label sets stay small.
+class HttpMetrics {
+  public:
+    void observe(const std::string& route, int status, std::chrono::microseconds latency);
+    void render(std::ostream& out) const;
+
+    static constexpr std::array<double, 9> kBuckets = {0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                       0.05,  0.1,    0.25,  1.0};
+
+  private:
+    struct Latency {
+        std::array<std::uint64_t, kBuckets.size() + 1> buckets{};
+        std::uint64_t sum_us = 0;
+    };
+    mutable std::mutex mu_;
+    std::map<std::pair<std::string, int>, std::uint64_t> requests_;
+    std::map<std::string, Latency> latency_;
+};
+
+struct Metrics {
+    std::atomic<std::uint64_t> events_read{0};
+    std::atomic<std::uint64_t> events_unparsed{0};
+    std::atomic<std::uint64_t> enobufs{0};
+    std::atomic<std::uint64_t> resyncs{0};
+    std::atomic<std::uint64_t> queue_overflows{0};
+    std::atomic<std::uint64_t> samples_dropped{0};
+    std::atomic<std::uint64_t> dumps{0};
+    std::atomic<std::uint64_t> dumps_incomplete{0};
+    std::atomic<std::uint64_t> dump_entries{0};
+    std::atomic<std::uint64_t> samples_applied{0};
+    std::atomic<std::uint64_t> flows_tracked{0};
+    std::atomic<std::uint64_t> flows_lost{0};
+    std::atomic<std::uint64_t> duplicate_events{0};
+    std::atomic<std::uint64_t> unattributed_bytes{0};
+    std::atomic<std::uint64_t> flushes{0};
+    std::atomic<std::uint64_t> flush_failures{0};
+    std::atomic<std::uint64_t> db_errors{0};
+    std::atomic<std::uint64_t> policy_evaluations{0};
+    std::atomic<std::uint64_t> enforcement_changes{0};  // state changes applied to the kernel
+    std::atomic<std::uint64_t> enforcement_errors{0};
+    std::atomic<std::uint64_t> subscribers_throttled{0};
+    std::atomic<std::uint64_t> subscribers_blocked{0};
+    std::atomic<std::uint64_t> webhooks_delivered{0};
+    std::atomic<std::uint64_t> webhook_failures{0};     // failed attempts (each is retried)
+    std::atomic<std::uint64_t> subscriber_bindings{0};  // in the accounting's index
+    std::atomic<std::uint64_t> event_buffer_bytes{0};
+    std::atomic<bool> reader_running{false};
+    std::atomic<bool> database_ok{false};
+
+    // Flush latency histogram (seconds), Prometheus-style cumulative buckets.
+    static constexpr std::array<double, 8> kFlushBuckets = {0.005, 0.01, 0.025, 0.05,
+                                                            0.1,   0.25, 0.5,   1.0};
+    std::array<std::atomic<std::uint64_t>, kFlushBuckets.size() + 1> flush_latency{};
+    std::atomic<std::uint64_t> flush_latency_us_sum{0};
+    // From a flush's commit to the kernel following the states it changed
+    // (rounds that changed the kernel only), same buckets.
+    std::array<std::atomic<std::uint64_t>, kFlushBuckets.size() + 1> kernel_latency{};
+    std::atomic<std::uint64_t> kernel_latency_us_sum{0};
+
+    HttpMetrics http;
+
+    void observe_flush(std::chrono::microseconds d);
+    void observe_flush_to_kernel(std::chrono::microseconds d);
+    [[nodiscard]] std::string render_prometheus() const;
+};
+
+}  // namespace ctquota::metrics

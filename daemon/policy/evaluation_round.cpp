@@ -1,0 +1,163 @@
+// PolicyEngine, part two: evaluation of a batch of subscribers, recording the
+// decisions, and the hand-off to the kernel.
+#include <spdlog/spdlog.h>
+
+#include "core/cycle.hpp"
+#include "policy/decisions.hpp"
+#include "policy/policy_engine.hpp"
+
+namespace ctquota::policy {
+namespace {
+
+constexpr std::size_t kChunk = 5000;
+
+bool kernel_can_count(const core::Plan& plan) {
+    // The kernel's quota counts every byte: exact only when the plan counts every byte.
+    return plan.free_windows.empty() && plan.zero_rated.empty();
+}
+
+}  // namespace
+
+std::optional<std::uint64_t> PolicyEngine::arm(core::SubscriberId id, const core::Plan& plan,
+                                               const core::Evaluation& e) {
+    const std::uint64_t below = enforcer_ ? enforcer_->config().arm_quota_below_bytes : 0;
+    if (!enforcer_ || !kernel_can_count(plan) || e.state.kind == core::StateKind::Blocked ||
+        !e.bytes_until_block || (below > 0 && *e.bytes_until_block >= below)) {
+        armed_.erase(id);
+        return std::nullopt;
+    }
+    // Armed once per allowance: the kernel counts from the moment it was armed,
+    // so re-arming with every flush would forget what it counted meanwhile.
+    if (auto it = armed_.find(id);
+        it != armed_.end() && it->second.allowance == e.allowance_bytes) {
+        return it->second.bytes;
+    }
+    armed_[id] = Armed{e.allowance_bytes, *e.bytes_until_block};
+    return *e.bytes_until_block;
+}
+
+enforce::SubscriberTarget PolicyEngine::target_of(const store::PolicySubscriber& s,
+                                                  const core::DesiredState& state) {
+    enforce::SubscriberTarget t;
+    t.id = s.id;
+    t.prefixes = s.prefixes;
+    t.state = state;
+    t.plan = s.plan;
+    t.counts = plan_of(s).counts;
+    if (auto it = armed_.find(s.id); it != armed_.end()) {
+        t.kernel_quota_bytes = it->second.bytes;
+    }
+    return t;
+}
+
+std::size_t PolicyEngine::evaluate(const std::vector<core::SubscriberId>& ids,
+                                   bool full_reconcile) {
+    const core::TimePoint now = clock_.now();
+    std::vector<enforce::SubscriberTarget> targets;
+    for (std::size_t begin = 0; begin < ids.size(); begin += kChunk) {
+        std::vector<store::CycleKey> keys;
+        std::unordered_map<core::SubscriberId, core::Cycle> cycles;
+        for (std::size_t i = begin; i < std::min(ids.size(), begin + kChunk); ++i) {
+            auto it = subscribers_.find(ids[i]);
+            if (it == subscribers_.end()) {
+                continue;
+            }
+            const auto cycle =
+                core::cycle_at(plan_of(it->second).cycle, it->second.created_at, now);
+            cycles.emplace(ids[i], cycle);
+            keys.push_back(store::CycleKey{ids[i], cycle.start});
+        }
+        auto inputs = store_.inputs(keys, now);
+        std::vector<store::PolicyDecision> decisions;
+        for (const auto& key : keys) {
+            const auto& s = subscribers_.at(key.id);
+            const core::Plan& plan = plan_of(s);
+            auto& in = inputs[key.id];
+            core::EvaluationInput input;
+            input.plan = &plan;
+            input.cycle = cycles.at(key.id);
+            input.usage = in.usage;
+            input.quota_override = in.quota_override;
+            input.topups = std::move(in.topups);
+            input.now = now;
+            const core::Evaluation e = core::evaluate(input);
+            ++metrics_.policy_evaluations;
+            std::optional<store::SubscriberStateRecord> prev;
+            if (auto st = states_.find(key.id); st != states_.end()) {
+                prev = st->second;
+            }
+            Decision d = decide(s, e, input.cycle, prev, now);
+            const auto armed_before =
+                armed_.count(key.id) ? std::optional(armed_[key.id].bytes) : std::nullopt;
+            const auto armed_now = arm(key.id, plan, e);
+            if (d.state_changed || armed_before != armed_now) {
+                targets.push_back(target_of(s, e.state));
+            }
+            if (d.state_changed) {
+                spdlog::info("subscriber {}: {} -> {} ({})", s.external_id,
+                             prev ? prev->state : "normal", core::to_string(e.state.kind),
+                             e.reason);
+            }
+            if (d.record) {
+                decisions.push_back(std::move(*d.record));
+            }
+            schedule(key.id, e.next_check);
+        }
+        store_.record(decisions, outbox_);  // throws: nothing applied, the caller retries
+        for (auto& d : decisions) {
+            const auto id = d.state.subscriber_id;
+            states_.insert_or_assign(id, std::move(d.state));
+        }
+    }
+    if (full_reconcile) {
+        targets.clear();
+        for (const auto& [id, s] : subscribers_) {
+            auto st = states_.find(id);
+            const auto desired =
+                st == states_.end() ? core::DesiredState{} : desired_of(st->second);
+            if (desired.kind != core::StateKind::Normal || armed_.count(id) != 0) {
+                targets.push_back(target_of(s, desired));
+            }
+        }
+    }
+    const auto changed = apply_to_kernel(targets, full_reconcile);
+    publish_counts();
+    return changed;
+}
+
+std::size_t PolicyEngine::apply_to_kernel(const std::vector<enforce::SubscriberTarget>& targets,
+                                          bool full) {
+    if (!enforcer_ || (!full && targets.empty())) {
+        return 0;
+    }
+    const auto report = full ? enforcer_->reconcile(targets) : enforcer_->apply(targets);
+    metrics_.enforcement_changes += report.subscribers_changed;
+    metrics_.enforcement_errors += report.errors.size();
+    for (const auto& err : report.errors) {
+        spdlog::error("enforcement: {}", err);
+    }
+    if (report.subscribers_changed > 0 || full) {
+        spdlog::info(
+            "enforcement {}: {} subscribers changed, {} nft commands, {} tc messages, "
+            "{} conntrack entries deleted, {} us",
+            full ? "reconcile" : "apply", report.subscribers_changed, report.nft_commands,
+            report.tc_messages, report.conntrack_deleted, report.elapsed.count());
+    }
+    return report.subscribers_changed;
+}
+
+void PolicyEngine::publish_counts() {
+    std::uint64_t throttled = 0;
+    std::uint64_t blocked = 0;
+    for (const auto& [id, s] : states_) {
+        if (subscribers_.count(id) == 0) {
+            continue;
+        }
+        throttled += s.state == "throttled";
+        blocked += s.state == "blocked";
+    }
+    metrics_.subscribers_throttled = throttled;
+    metrics_.subscribers_blocked = blocked;
+}
+
+}  // namespace ctquota::policy

@@ -1,0 +1,105 @@
+#pragma once
+// PolicyEngine: evaluates subscribers against their plans and makes the
+// kernel follow. Its own thread and database connections. It re-evaluates
+//   - subscribers whose usage a flush changed (usage_changed, from the flusher),
+//   - subscribers whose plan, override, top-ups or bindings changed (NOTIFY
+//     ctquota_policy, from the API, the CLI or plain SQL),
+//   - everybody at their next check (cycle end, top-up expiry),
+// records every state change in subscriber_state + enforcement_events (+ the
+// webhook outbox) in one transaction, then applies it to the kernel. A full
+// read-back reconcile runs at start-up and every policies.reconcile_interval.
+// It is the only writer of subscriber_state, so it keeps that table in memory.
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "core/plan.hpp"
+#include "enforce/enforcer.hpp"
+#include "metrics/metrics.hpp"
+#include "policy/policy_config.hpp"
+#include "runtime/accountant.hpp"
+#include "runtime/offset_clock.hpp"
+#include "store/policy_store.hpp"
+
+namespace ctquota::policy {
+
+class PolicyEngine {
+  public:
+    PolicyEngine(const PoliciesConfig& config, const std::string& database_url,
+                 runtime::OffsetClock& clock, runtime::Accountant& accountant,
+                 metrics::Metrics& metrics, std::unique_ptr<enforce::Enforcer> enforcer,
+                 const store::WebhookOutbox* outbox);
+    ~PolicyEngine();
+
+    // Plans, subscribers, stored states, a full evaluation and a full
+    // reconcile of the kernel. Throws store::DatabaseError when the database
+    // does not answer (the caller retries).
+    void start_up();
+    void start();
+    void stop();
+
+    // From the flusher, after a commit: these subscribers' usage changed.
+    void usage_changed(const std::vector<core::SubscriberId>& ids);
+    // SIGHUP: reload the plan files (a bad file keeps the previous plans).
+    void request_reload();
+    // Called (on the engine's thread) when subscribers or bindings changed.
+    void on_subscribers_changed(std::function<void()> fn) { subscribers_changed_ = std::move(fn); }
+
+  private:
+    struct Armed {
+        std::optional<std::uint64_t> allowance;
+        std::uint64_t bytes = 0;
+    };
+
+    void loop();
+    void handle_notifications(const std::vector<std::string>& payloads);
+    void load_plans(bool mirror_files);
+    void refresh_subscribers(const std::vector<core::SubscriberId>& only);
+    void install_usage_rules();
+    // Returns how many subscribers' kernel state changed.
+    std::size_t evaluate(const std::vector<core::SubscriberId>& ids, bool full_reconcile);
+    std::size_t apply_to_kernel(const std::vector<enforce::SubscriberTarget>& targets, bool full);
+    void schedule(core::SubscriberId id, core::TimePoint when);
+    std::vector<core::SubscriberId> take_due(core::TimePoint now);
+    std::optional<std::uint64_t> arm(core::SubscriberId id, const core::Plan& plan,
+                                     const core::Evaluation& e);
+    enforce::SubscriberTarget target_of(const store::PolicySubscriber& s,
+                                        const core::DesiredState& state);
+    const core::Plan& plan_of(const store::PolicySubscriber& s) const;
+    void publish_counts();
+
+    const PoliciesConfig& config_;
+    runtime::OffsetClock& clock_;
+    runtime::Accountant& accountant_;
+    metrics::Metrics& metrics_;
+    std::unique_ptr<enforce::Enforcer> enforcer_;
+    const store::WebhookOutbox* outbox_;
+    store::Database db_;
+    store::PolicyStore store_;
+    std::unique_ptr<store::PolicyListener> listener_;
+    std::function<void()> subscribers_changed_;
+
+    core::Plan unlimited_;
+    std::unordered_map<std::string, core::Plan> plans_;
+    std::unordered_map<core::SubscriberId, store::PolicySubscriber> subscribers_;
+    std::unordered_map<core::SubscriberId, store::SubscriberStateRecord> states_;
+    std::unordered_map<core::SubscriberId, Armed> armed_;
+    std::multimap<core::TimePoint, core::SubscriberId> checks_;
+    std::unordered_map<core::SubscriberId, core::TimePoint> check_of_;
+    std::chrono::steady_clock::time_point next_reconcile_{};
+
+    std::mutex mu_;  // guards the hand-offs below
+    std::set<core::SubscriberId> usage_dirty_;
+    std::chrono::steady_clock::time_point usage_dirty_since_{};  // first flush not evaluated
+    bool reload_requested_ = false;
+    bool stopping_ = false;
+    std::thread thread_;
+};
+
+}  // namespace ctquota::policy

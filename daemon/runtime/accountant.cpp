@@ -1,0 +1,128 @@
+#include "runtime/accountant.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace ctquota::runtime {
+
+Accountant::Accountant(const core::Clock& clock, SampleQueue& queue, metrics::Metrics& metrics)
+    : clock_(clock), queue_(queue), metrics_(metrics), accounting_(clock) {}
+
+Accountant::~Accountant() {
+    join();
+}
+
+void Accountant::restore_ledger(const std::vector<core::CheckpointEntry>& entries) {
+    std::lock_guard lock(mu_);
+    accounting_.restore_ledger(entries);
+    metrics_.flows_tracked = accounting_.ledger().live_flows();
+}
+
+void Accountant::set_index(std::shared_ptr<const core::SubscriberIndex> index) {
+    std::lock_guard lock(mu_);
+    accounting_.set_index(std::move(index));
+}
+
+void Accountant::set_usage_rules(std::shared_ptr<const core::UsageRules> rules) {
+    std::lock_guard lock(mu_);
+    accounting_.set_usage_rules(std::move(rules));
+}
+
+void Accountant::reserve_flows(std::size_t flows) {
+    std::lock_guard lock(mu_);
+    accounting_.reserve_flows(flows);
+}
+
+void Accountant::start() {
+    thread_ = std::thread([this] { loop(); });
+}
+
+void Accountant::join() {
+    if (thread_.joinable()) {
+        thread_.join();
+    }
+}
+
+core::FlushBatch Accountant::take(bool checkpoint_snapshot) {
+    std::lock_guard lock(mu_);
+    return accounting_.take(checkpoint_snapshot);
+}
+
+void Accountant::give_back(const core::FlushBatch& batch) {
+    std::lock_guard lock(mu_);
+    accounting_.give_back(batch);
+}
+
+void Accountant::apply(QueueItem& item, core::TimePoint now) {
+    switch (item.kind) {
+        case QueueItem::Kind::Samples:
+            for (const auto& s : item.samples) {
+                accounting_.apply(s, now);
+            }
+            metrics_.samples_applied += item.samples.size();
+            break;
+        case QueueItem::Kind::DumpBegin:
+            accounting_.dump_begin(item.seq);
+            break;
+        case QueueItem::Kind::DumpEnd: {
+            const auto lost = accounting_.dump_end(item.seq, item.complete);
+            if (!lost.empty()) {
+                // Never invented: what was credited stays, the rest is reported.
+                spdlog::warn(
+                    "{} flows vanished without a DESTROY event (lost events or downtime); "
+                    "their traffic after the last dump is not counted",
+                    lost.size());
+            }
+            break;
+        }
+    }
+}
+
+void Accountant::publish_stats() {
+    const auto& ledger = accounting_.ledger();
+    metrics_.flows_tracked = ledger.live_flows();
+    metrics_.flows_lost = ledger.stats().lost_flows;
+    metrics_.duplicate_events = ledger.stats().duplicates;
+    metrics_.unattributed_bytes = accounting_.stats().unattributed_bytes;
+}
+
+// Traffic that matches no subscriber is stored (usage_unattributed) and
+// counted; the log says so at most once a minute, with an example flow.
+void Accountant::log_unattributed() {
+    constexpr auto kEvery = std::chrono::minutes(1);
+    const auto& stats = accounting_.stats();
+    const auto now = std::chrono::steady_clock::now();
+    if (stats.unattributed_bytes == unattributed_logged_ || now < next_unattributed_log_) {
+        return;
+    }
+    const auto& t = stats.last_unattributed;
+    spdlog::warn(
+        "{} bytes matched no subscriber since the last report (e.g. {} -> {} proto {}); "
+        "stored as unattributed",
+        stats.unattributed_bytes - unattributed_logged_, t.src.to_string(), t.dst.to_string(),
+        t.l4proto);
+    unattributed_logged_ = stats.unattributed_bytes;
+    next_unattributed_log_ = now + kEvery;
+}
+
+void Accountant::loop() {
+    std::deque<QueueItem> items;
+    while (true) {
+        items.clear();
+        const bool open = queue_.pop_all(items, std::chrono::milliseconds(200));
+        if (!items.empty()) {
+            const auto now = clock_.now();
+            for (auto& item : items) {
+                std::lock_guard lock(mu_);  // per item, so a flush never waits long
+                apply(item, now);
+            }
+            std::lock_guard lock(mu_);
+            publish_stats();
+            log_unattributed();
+        }
+        if (!open) {
+            return;
+        }
+    }
+}
+
+}  // namespace ctquota::runtime

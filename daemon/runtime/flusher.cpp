@@ -1,0 +1,136 @@
+#include "runtime/flusher.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace ctquota::runtime {
+namespace {
+
+constexpr std::size_t kMinSnapshotBytes = 1 << 20;
+constexpr auto kIndexRefresh = std::chrono::seconds(2);
+
+}  // namespace
+
+Flusher::Flusher(const AccountingConfig& config, const core::Clock& clock, store::Database& db,
+                 Accountant& accountant, metrics::Metrics& metrics)
+    : config_(config),
+      clock_(clock),
+      db_(db),
+      usage_store_(db, config.gateway_id),
+      subscribers_(db),
+      accountant_(accountant),
+      metrics_(metrics) {}
+
+Flusher::~Flusher() {
+    stopping_ = true;
+    wake_.notify_all();
+    if (thread_.joinable()) {
+        thread_.join();
+    }
+}
+
+void Flusher::refresh_index(bool force) {
+    auto fingerprint = subscribers_.bindings_fingerprint();
+    if (!force && fingerprint == bindings_fingerprint_) {
+        return;
+    }
+    auto bindings = subscribers_.load_bindings(clock_.now());
+    const auto n = bindings.size();
+    accountant_.set_index(std::make_shared<const core::SubscriberIndex>(std::move(bindings)));
+    bindings_fingerprint_ = std::move(fingerprint);
+    metrics_.subscriber_bindings = n;
+    spdlog::info("subscriber index loaded: {} bindings", n);
+}
+
+void Flusher::start() {
+    thread_ = std::thread([this] { loop(); });
+}
+
+bool Flusher::want_snapshot() const {
+    // Compact the checkpoint log once the deltas outweigh a fresh snapshot.
+    const auto since = usage_store_.checkpoint_bytes_since_snapshot();
+    return first_flush_ ||
+           since > std::max(kMinSnapshotBytes, 2 * usage_store_.last_snapshot_bytes());
+}
+
+bool Flusher::flush_once() {
+    const auto batch = accountant_.take(want_snapshot());
+    if (batch.empty()) {
+        return true;
+    }
+    const auto started = std::chrono::steady_clock::now();
+    try {
+        usage_store_.flush(batch);
+    } catch (const std::exception& e) {
+        accountant_.give_back(batch);
+        ++metrics_.db_errors;
+        ++metrics_.flush_failures;
+        metrics_.database_ok = false;
+        ++failing_since_;
+        spdlog::error("flush failed, keeping {} subscriber-periods in memory: {}",
+                      batch.usage.periods.size(), e.what());
+        return false;
+    }
+    metrics_.observe_flush(std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - started));
+    ++metrics_.flushes;
+    metrics_.database_ok = true;
+    if (failing_since_ != 0) {
+        spdlog::info("database writes succeed again after {} failed flushes", failing_since_);
+        failing_since_ = 0;
+    }
+    first_flush_ = false;
+    if (on_flushed_) {
+        std::vector<core::SubscriberId> changed;
+        changed.reserve(batch.usage.periods.size());
+        for (const auto& p : batch.usage.periods) {
+            changed.push_back(p.subscriber);
+        }
+        on_flushed_(changed);
+    }
+    return true;
+}
+
+void Flusher::loop() {
+    auto backoff = config_.flush_interval;
+    auto next_index_refresh = std::chrono::steady_clock::now() + kIndexRefresh;
+    while (!stopping_) {
+        const bool ok = flush_once();
+        backoff = ok ? config_.flush_interval
+                     : std::min(backoff * 2, std::chrono::nanoseconds(config_.retry_max));
+        if (index_dirty_.exchange(false) ||
+            (ok && std::chrono::steady_clock::now() >= next_index_refresh)) {
+            try {
+                refresh_index(false);
+            } catch (const std::exception& e) {
+                ++metrics_.db_errors;
+                spdlog::warn("could not refresh the subscriber index: {}", e.what());
+            }
+            next_index_refresh = std::chrono::steady_clock::now() + kIndexRefresh;
+        }
+        std::unique_lock lock(mu_);
+        wake_.wait_for(lock, backoff, [this] { return stopping_.load() || index_dirty_.load(); });
+    }
+}
+
+bool Flusher::stop_and_flush(std::chrono::nanoseconds grace) {
+    stopping_ = true;
+    wake_.notify_all();
+    if (thread_.joinable()) {
+        thread_.join();
+    }
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    auto wait = std::chrono::milliseconds(100);
+    while (!flush_once()) {
+        if (std::chrono::steady_clock::now() + wait > deadline) {
+            spdlog::critical("could not write the last totals before exiting; they are lost");
+            return false;
+        }
+        std::this_thread::sleep_for(wait);  // retry pacing, not synchronisation
+        wait = std::min(wait * 2, std::chrono::milliseconds(2000));
+    }
+    return true;
+}
+
+}  // namespace ctquota::runtime

@@ -1,0 +1,67 @@
+#pragma once
+// Flusher: the only thread that talks to PostgreSQL while the daemon runs.
+// Every flush interval it takes what the accountant gathered and writes it in
+// one transaction; on failure it hands it back and retries with backoff, so a
+// database outage delays totals but loses nothing. It also refreshes the
+// subscriber index when bindings change.
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "metrics/metrics.hpp"
+#include "runtime/accountant.hpp"
+#include "runtime/runtime_config.hpp"
+#include "store/subscriber_store.hpp"
+#include "store/usage_store.hpp"
+
+namespace ctquota::runtime {
+
+class Flusher {
+  public:
+    Flusher(const AccountingConfig& config, const core::Clock& clock, store::Database& db,
+            Accountant& accountant, metrics::Metrics& metrics);
+    ~Flusher();
+
+    // Loads the subscriber index now (start-up); throws on database errors.
+    void refresh_index(bool force);
+    // Called after each committed flush with the subscribers whose usage it changed.
+    void on_flushed(std::function<void(const std::vector<core::SubscriberId>&)> fn) {
+        on_flushed_ = std::move(fn);
+    }
+    // Bindings changed (the policy engine heard it): reload the index now,
+    // not at the next poll of the fingerprint.
+    void index_changed() {
+        index_dirty_ = true;
+        wake_.notify_all();
+    }
+    void start();
+    // Stops the loop and makes a last attempt (with retries up to `grace`) to write everything.
+    bool stop_and_flush(std::chrono::nanoseconds grace);
+
+  private:
+    void loop();
+    bool flush_once();
+    bool want_snapshot() const;
+
+    const AccountingConfig& config_;
+    const core::Clock& clock_;
+    store::Database& db_;
+    store::UsageStore usage_store_;
+    store::SubscriberStore subscribers_;
+    Accountant& accountant_;
+    metrics::Metrics& metrics_;
+    std::function<void(const std::vector<core::SubscriberId>&)> on_flushed_;
+    std::string bindings_fingerprint_;
+    bool first_flush_ = true;
+    std::uint64_t failing_since_ = 0;  // consecutive failed flushes
+    std::atomic<bool> stopping_{false};
+    std::atomic<bool> index_dirty_{false};
+    std::mutex mu_;
+    std::condition_variable wake_;
+    std::thread thread_;
+};
+
+}  // namespace ctquota::runtime

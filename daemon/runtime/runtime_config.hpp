@@ -1,0 +1,28 @@
+#pragma once
+// The parts of the configuration the accounting runtime reads ([conntrack],
+// [accounting]). app::Config holds them; loading and validation live in app/.
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace ctquota::runtime {
+
+using namespace std::chrono_literals;
+
+struct ConntrackConfig {
+    std::chrono::nanoseconds poll_interval = 10s;
+    std::uint64_t event_buffer_bytes = 128ull << 20;
+    std::uint64_t max_event_buffer_bytes = 1ull << 30;
+    std::uint64_t queue_samples = 4'000'000;  // reader -> accounting hand-off bound
+    bool enable_accounting_sysctl = true;     // turn nf_conntrack_acct on if off
+    bool reliable_events = true;              // NETLINK_BROADCAST_ERROR on the event socket
+};
+
+struct AccountingConfig {
+    std::chrono::nanoseconds flush_interval = 1s;
+    std::string gateway_id;  // default: the host name
+    std::chrono::nanoseconds retry_max = 30s;
+};
+
+}  // namespace ctquota::runtime
