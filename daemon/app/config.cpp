@@ -56,103 +56,111 @@ void set_secret_file(Config& c, const std::string& src, const toml::node& n,
 
 using Setter =
     std::function<void(Config&, const std::string&, const toml::node&, const std::string&)>;
+using Keys = std::map<std::string, Setter>;
 
-const std::map<std::string, std::map<std::string, Setter>>& schema() {
-    static const std::map<std::string, std::map<std::string, Setter>> kSchema = {
-        {"database",
-         {{"url",
-           [](Config& c, auto& s, auto& n, auto& k) { c.database.url = as_string(s, n, k); }},
-          {"schema_dir", [](Config& c, auto& s, auto& n,
-                            auto& k) { c.database.schema_dir = as_string(s, n, k); }}}},
-        {"conntrack",
-         {{"poll_interval", [](Config& c, auto& s, auto& n,
-                               auto& k) { c.conntrack.poll_interval = as_duration(s, n, k); }},
-          {"event_buffer_bytes",
-           [](Config& c, auto& s, auto& n, auto& k) {
-               c.conntrack.event_buffer_bytes = as_bytes(s, n, k);
-           }},
-          {"max_event_buffer_bytes",
-           [](Config& c, auto& s, auto& n, auto& k) {
-               c.conntrack.max_event_buffer_bytes = as_bytes(s, n, k);
-           }},
-          {"queue_samples", [](Config& c, auto& s, auto& n,
-                               auto& k) { c.conntrack.queue_samples = as_bytes(s, n, k); }},
-          {"reliable_events", [](Config& c, auto& s, auto& n,
-                                 auto& k) { c.conntrack.reliable_events = as_bool(s, n, k); }},
-          {"enable_accounting_sysctl",
-           [](Config& c, auto& s, auto& n, auto& k) {
-               c.conntrack.enable_accounting_sysctl = as_bool(s, n, k);
-           }}}},
-        {"accounting",
-         {{"flush_interval", [](Config& c, auto& s, auto& n,
-                                auto& k) { c.accounting.flush_interval = as_duration(s, n, k); }},
-          {"gateway_id", [](Config& c, auto& s, auto& n,
-                            auto& k) { c.accounting.gateway_id = as_string(s, n, k); }},
-          {"retry_max", [](Config& c, auto& s, auto& n,
-                           auto& k) { c.accounting.retry_max = as_duration(s, n, k); }}}},
-        {"api",
-         {{"enabled",
-           [](Config& c, auto& s, auto& n, auto& k) { c.api.enabled = as_bool(s, n, k); }},
-          {"listen", [](Config& c, auto& s, auto& n, auto& k) { set_listen(c, s, n, k); }},
-          {"max_body_bytes", [](Config& c, auto& s, auto& n,
-                                auto& k) { c.api.max_body_bytes = as_body_limit(s, n, k); }},
-          {"tls_cert", [](Config& c, auto& s, auto& n,
-                          auto& k) { c.api.tls_cert = as_readable_path(s, n, k); }},
-          {"tls_key",
-           [](Config& c, auto& s, auto& n, auto& k) { c.api.tls_key = as_readable_path(s, n, k); }},
-          {"web_dir",
-           [](Config& c, auto& s, auto& n, auto& k) { c.api.web_dir = as_string(s, n, k); }}}},
-        {"webhooks",
-         {{"urls", [](Config& c, auto& s, auto& n,
-                      auto& k) { c.webhooks.urls = as_webhook_urls(s, n, k); }},
-          {"secret", [](Config& c, auto& s, auto& n, auto& k) { set_secret(c, s, n, k); }},
-          {"secret_file",
-           [](Config& c, auto& s, auto& n, auto& k) { set_secret_file(c, s, n, k); }},
-          {"timeout",
-           [](Config& c, auto& s, auto& n, auto& k) { c.webhooks.timeout = as_duration(s, n, k); }},
-          {"max_backoff", [](Config& c, auto& s, auto& n,
-                             auto& k) { c.webhooks.max_backoff = as_duration(s, n, k); }}}},
+// A key that is one member of one section, read by one typed reader.
+template <auto Section, auto Member, auto Read>
+void assign(Config& c, const std::string& src, const toml::node& n, const std::string& key) {
+    (c.*Section).*Member = Read(src, n, key);
+}
+
+std::string as_table_name(const std::string& src, const toml::node& n, const std::string& key) {
+    return as_enforce_name(src, n, key, 64);
+}
+
+std::string as_interface_name(const std::string& src, const toml::node& n, const std::string& key) {
+    return as_enforce_name(src, n, key, 15, true);
+}
+
+// 0 turns arming off; anything else is a size.
+std::uint64_t as_arm_below(const std::string& src, const toml::node& n, const std::string& key) {
+    return n.is_integer() && n.as_integer()->get() == 0 ? 0 : as_bytes(src, n, key);
+}
+
+int as_hook_priority(const std::string& src, const toml::node& n, const std::string& key) {
+    if (!n.is_integer() || n.as_integer()->get() < -400 || n.as_integer()->get() > 400) {
+        fail(src, n, key, "expected an integer in -400..400 (filter = 0)");
+    }
+    return static_cast<int>(n.as_integer()->get());
+}
+
+Keys database_keys() {
+    using D = Config::Database;
+    return {{"url", assign<&Config::database, &D::url, as_string>},
+            {"schema_dir", assign<&Config::database, &D::schema_dir, as_string>}};
+}
+
+Keys conntrack_keys() {
+    using C = runtime::ConntrackConfig;
+    constexpr auto section = &Config::conntrack;
+    return {
+        {"poll_interval", assign<section, &C::poll_interval, as_duration>},
+        {"event_buffer_bytes", assign<section, &C::event_buffer_bytes, as_bytes>},
+        {"max_event_buffer_bytes", assign<section, &C::max_event_buffer_bytes, as_bytes>},
+        {"queue_samples", assign<section, &C::queue_samples, as_bytes>},
+        {"reliable_events", assign<section, &C::reliable_events, as_bool>},
+        {"enable_accounting_sysctl", assign<section, &C::enable_accounting_sysctl, as_bool>},
+    };
+}
+
+Keys accounting_keys() {
+    using A = runtime::AccountingConfig;
+    constexpr auto section = &Config::accounting;
+    return {{"flush_interval", assign<section, &A::flush_interval, as_duration>},
+            {"gateway_id", assign<section, &A::gateway_id, as_string>},
+            {"retry_max", assign<section, &A::retry_max, as_duration>}};
+}
+
+Keys api_keys() {
+    using A = Config::Api;
+    constexpr auto section = &Config::api;
+    return {{"enabled", assign<section, &A::enabled, as_bool>},
+            {"listen", set_listen},
+            {"max_body_bytes", assign<section, &A::max_body_bytes, as_body_limit>},
+            {"tls_cert", assign<section, &A::tls_cert, as_readable_path>},
+            {"tls_key", assign<section, &A::tls_key, as_readable_path>},
+            {"web_dir", assign<section, &A::web_dir, as_string>}};
+}
+
+Keys webhook_keys() {
+    using W = Config::Webhooks;
+    constexpr auto section = &Config::webhooks;
+    return {{"urls", assign<section, &W::urls, as_webhook_urls>},
+            {"secret", set_secret},
+            {"secret_file", set_secret_file},
+            {"timeout", assign<section, &W::timeout, as_duration>},
+            {"max_backoff", assign<section, &W::max_backoff, as_duration>}};
+}
+
+Keys enforce_keys() {
+    using E = Config::Enforce;
+    constexpr auto section = &Config::enforce;
+    return {
+        {"enabled", assign<section, &E::enabled, as_bool>},
+        {"table", assign<section, &E::table, as_table_name>},
+        {"subscriber_interface", assign<section, &E::subscriber_interface, as_interface_name>},
+        {"delete_conntrack_on_block", assign<section, &E::delete_conntrack_on_block, as_bool>},
+        {"arm_quota_below_bytes", assign<section, &E::arm_quota_below_bytes, as_arm_below>},
+        {"forward_priority", assign<section, &E::forward_priority, as_hook_priority>},
+    };
+}
+
+// Every section and key the config file may have, with the reader of each.
+const std::map<std::string, Keys>& schema() {
+    using P = policy::PoliciesConfig;
+    static const std::map<std::string, Keys> kSchema = {
+        {"database", database_keys()},
+        {"conntrack", conntrack_keys()},
+        {"accounting", accounting_keys()},
+        {"api", api_keys()},
+        {"webhooks", webhook_keys()},
         {"policies",
-         {{"dir", [](Config& c, auto& s, auto& n,
-                     auto& k) { c.policies.dir = as_string(s, n, k); }},
-          {"reconcile_interval",
-           [](Config& c, auto& s, auto& n, auto& k) {
-               c.policies.reconcile_interval = as_duration(s, n, k);
-           }}}},
+         {{"dir", assign<&Config::policies, &P::dir, as_string>},
+          {"reconcile_interval", assign<&Config::policies, &P::reconcile_interval, as_duration>}}},
         {"clock",
-         {{"offset_file",
-           [](Config& c, auto& s, auto& n, auto& k) {
-               c.clock.offset_file = as_string(s, n, k);
-           }}}},
-        {"enforce",
-         {{"enabled",
-           [](Config& c, auto& s, auto& n, auto& k) { c.enforce.enabled = as_bool(s, n, k); }},
-          {"table", [](Config& c, auto& s, auto& n,
-                       auto& k) { c.enforce.table = as_enforce_name(s, n, k, 64); }},
-          {"subscriber_interface",
-           [](Config& c, auto& s, auto& n, auto& k) {
-               c.enforce.subscriber_interface = as_enforce_name(s, n, k, 15, true);
-           }},
-          {"delete_conntrack_on_block",
-           [](Config& c, auto& s, auto& n, auto& k) {
-               c.enforce.delete_conntrack_on_block = as_bool(s, n, k);
-           }},
-          {"arm_quota_below_bytes",
-           [](Config& c, auto& s, auto& n, auto& k) {
-               c.enforce.arm_quota_below_bytes =
-                   n.is_integer() && n.as_integer()->get() == 0 ? 0 : as_bytes(s, n, k);
-           }},
-          {"forward_priority",
-           [](Config& c, auto& s, auto& n, auto& k) {
-               if (!n.is_integer() || n.as_integer()->get() < -400 ||
-                   n.as_integer()->get() > 400) {
-                   fail(s, n, k, "expected an integer in -400..400 (filter = 0)");
-               }
-               c.enforce.forward_priority = static_cast<int>(n.as_integer()->get());
-           }}}},
-        {"log",
-         {{"level",
-           [](Config& c, auto& s, auto& n, auto& k) { c.log.level = as_string(s, n, k); }}}},
+         {{"offset_file", assign<&Config::clock, &Config::Clock::offset_file, as_string>}}},
+        {"enforce", enforce_keys()},
+        {"log", {{"level", assign<&Config::log, &Config::Log::level, as_string>}}},
     };
     return kSchema;
 }

@@ -169,6 +169,59 @@ std::filesystem::path schema_dir(const Config& config) {
                                               : config.database.schema_dir;
 }
 
+namespace {
+
+std::unique_ptr<api::Server> start_api(const Config& config, metrics::Metrics& metrics,
+                                       const core::Clock& clock) {
+    if (!config.api.enabled) {
+        return nullptr;
+    }
+    auto server = std::make_unique<api::Server>(api_options(config), metrics, clock);
+    server->start();
+    return server;
+}
+
+std::unique_ptr<notify::WebhookSender> start_webhooks(const Config& config,
+                                                      metrics::Metrics& metrics) {
+    if (config.webhooks.urls.empty()) {
+        return nullptr;
+    }
+    auto sender = std::make_unique<notify::WebhookSender>(webhook_sender_options(config), metrics);
+    sender->start();
+    return sender;
+}
+
+void log_running(const Config& config) {
+    using std::chrono::duration_cast;
+    using std::chrono::milliseconds;
+    spdlog::info("ctquotad running: gateway {}, poll every {} ms, flush every {} ms",
+                 config.accounting.gateway_id,
+                 duration_cast<milliseconds>(config.conntrack.poll_interval).count(),
+                 duration_cast<milliseconds>(config.accounting.flush_interval).count());
+}
+
+// Until SIGTERM/SIGINT: SIGHUP reloads the plan files, and a status line every 30 s.
+void serve_signals(policy::PolicyEngine& engine, const metrics::Metrics& metrics) {
+    auto next_status = std::chrono::steady_clock::now() + kStatusEvery;
+    while (true) {
+        const int sig = wait_signal(std::chrono::seconds(1));
+        if (is_stop(sig)) {
+            spdlog::info("signal {}: flushing and stopping", sig);
+            return;
+        }
+        if (sig == SIGHUP) {
+            spdlog::info("SIGHUP: reloading the plan files");
+            engine.request_reload();
+        }
+        if (std::chrono::steady_clock::now() >= next_status) {
+            log_status(metrics);
+            next_status += kStatusEvery;
+        }
+    }
+}
+
+}  // namespace
+
 int run_daemon(const Config& config) {
     // Threads inherit the mask; only this thread takes control signals.
     const sigset_t set = control_signals();
@@ -186,11 +239,7 @@ int run_daemon(const Config& config) {
     runtime::Readers readers(config.conntrack, queue, metrics);
     // Up before the database, so /healthz and /readyz answer while start-up waits for it;
     // a port that cannot be bound is fatal here, like a bad config.
-    std::unique_ptr<api::Server> api_server;
-    if (config.api.enabled) {
-        api_server = std::make_unique<api::Server>(api_options(config), metrics, clock);
-        api_server->start();
-    }
+    auto api_server = start_api(config, metrics, clock);
     if (!prepare_database(config, db, accountant, flusher)) {
         return 0;
     }
@@ -209,35 +258,10 @@ int run_daemon(const Config& config) {
     accountant.start();
     readers.start();
     flusher.start();
-    std::unique_ptr<notify::WebhookSender>
-        webhooks;  // after the migrations: it needs the outbox table
-    if (!config.webhooks.urls.empty()) {
-        webhooks = std::make_unique<notify::WebhookSender>(webhook_sender_options(config), metrics);
-        webhooks->start();
-    }
-    spdlog::info(
-        "ctquotad running: gateway {}, poll every {} ms, flush every {} ms",
-        config.accounting.gateway_id,
-        std::chrono::duration_cast<std::chrono::milliseconds>(config.conntrack.poll_interval)
-            .count(),
-        std::chrono::duration_cast<std::chrono::milliseconds>(config.accounting.flush_interval)
-            .count());
-    auto next_status = std::chrono::steady_clock::now() + kStatusEvery;
-    while (true) {
-        const int sig = wait_signal(std::chrono::seconds(1));
-        if (is_stop(sig)) {
-            spdlog::info("signal {}: flushing and stopping", sig);
-            break;
-        }
-        if (sig == SIGHUP) {
-            spdlog::info("SIGHUP: reloading the plan files");
-            engine.request_reload();
-        }
-        if (std::chrono::steady_clock::now() >= next_status) {
-            log_status(metrics);
-            next_status += kStatusEvery;
-        }
-    }
+    auto webhooks = start_webhooks(config, metrics);  // after the migrations: it needs the outbox
+    log_running(config);
+    serve_signals(engine, metrics);
+
     if (api_server) {
         api_server->stop();
     }

@@ -43,6 +43,58 @@ core::DesiredState desired_of(const store::SubscriberStateRecord& state) {
     return d;
 }
 
+namespace {
+
+store::NewEvent cycle_event(const store::PolicySubscriber& subscriber,
+                            const core::Evaluation& evaluation, const core::Cycle& cycle,
+                            core::TimePoint previous_start, core::TimePoint now) {
+    auto ev = event(subscriber, evaluation, now, "cycle",
+                    "new billing cycle from " + core::iso8601_utc(cycle.start));
+    ev.detail_json = nlohmann::json{{"cycle_start", core::iso8601_utc(cycle.start)},
+                                    {"cycle_end", core::iso8601_utc(cycle.end)},
+                                    {"previous_cycle_start", core::iso8601_utc(previous_start)}}
+                         .dump();
+    return ev;
+}
+
+// The state row takes the evaluated state; the event says from what to what.
+void change_state(const store::PolicySubscriber& subscriber, const core::Evaluation& evaluation,
+                  const core::DesiredState& before, core::TimePoint now, store::PolicyDecision& d) {
+    const core::DesiredState& after = evaluation.state;
+    auto ev = event(subscriber, evaluation, now, "state", evaluation.reason);
+    ev.from_state = std::string(core::to_string(before.kind));
+    ev.to_state = std::string(core::to_string(after.kind));
+    nlohmann::json detail = nlohmann::json::object();
+    if (after.kind == core::StateKind::Throttled) {
+        detail["down_bps"] = after.rate.down_bps;
+        detail["up_bps"] = after.rate.up_bps;
+    }
+    ev.detail_json = detail.dump();
+    d.events.push_back(std::move(ev));
+    d.state.state = std::string(core::to_string(after.kind));
+    d.state.down_bps = rate_or_none(after.kind, after.rate.down_bps);
+    d.state.up_bps = rate_or_none(after.kind, after.rate.up_bps);
+    d.state.reason = evaluation.reason;
+    d.state.since = now;
+}
+
+// Each warning threshold is reported once per cycle: the highest one reached.
+void warn_if_new(const store::PolicySubscriber& subscriber, const core::Evaluation& evaluation,
+                 core::TimePoint now, store::PolicyDecision& d) {
+    const unsigned reached =
+        evaluation.warnings_reached.empty() ? 0 : evaluation.warnings_reached.back();
+    if (reached <= d.state.warned_percent) {
+        return;
+    }
+    auto ev = event(subscriber, evaluation, now, "warning",
+                    std::to_string(reached) + "% of the allowance used");
+    ev.detail_json = nlohmann::json{{"percent", reached}}.dump();
+    d.events.push_back(std::move(ev));
+    d.state.warned_percent = reached;
+}
+
+}  // namespace
+
 Decision decide(const store::PolicySubscriber& subscriber, const core::Evaluation& evaluation,
                 const core::Cycle& cycle,
                 const std::optional<store::SubscriberStateRecord>& previous, core::TimePoint now) {
@@ -53,48 +105,15 @@ Decision decide(const store::PolicySubscriber& subscriber, const core::Evaluatio
     d.state = prev;
     d.state.cycle_start = cycle.start;
     d.state.warned_percent = same_cycle ? prev.warned_percent : 0;
-
     if (prev.cycle_start && !same_cycle) {
-        auto ev = event(subscriber, evaluation, now, "cycle",
-                        "new billing cycle from " + core::iso8601_utc(cycle.start));
-        ev.detail_json =
-            nlohmann::json{{"cycle_start", core::iso8601_utc(cycle.start)},
-                           {"cycle_end", core::iso8601_utc(cycle.end)},
-                           {"previous_cycle_start", core::iso8601_utc(*prev.cycle_start)}}
-                .dump();
-        d.events.push_back(std::move(ev));
+        d.events.push_back(cycle_event(subscriber, evaluation, cycle, *prev.cycle_start, now));
     }
-
     const core::DesiredState before = desired_of(prev);
-    const core::DesiredState& after = evaluation.state;
-    const bool changed = !(before == after);
+    const bool changed = !(before == evaluation.state);
     if (changed) {
-        auto ev = event(subscriber, evaluation, now, "state", evaluation.reason);
-        ev.from_state = std::string(core::to_string(before.kind));
-        ev.to_state = std::string(core::to_string(after.kind));
-        nlohmann::json detail = nlohmann::json::object();
-        if (after.kind == core::StateKind::Throttled) {
-            detail["down_bps"] = after.rate.down_bps;
-            detail["up_bps"] = after.rate.up_bps;
-        }
-        ev.detail_json = detail.dump();
-        d.events.push_back(std::move(ev));
-        d.state.state = std::string(core::to_string(after.kind));
-        d.state.down_bps = rate_or_none(after.kind, after.rate.down_bps);
-        d.state.up_bps = rate_or_none(after.kind, after.rate.up_bps);
-        d.state.reason = evaluation.reason;
-        d.state.since = now;
+        change_state(subscriber, evaluation, before, now, d);
     }
-
-    const unsigned reached =
-        evaluation.warnings_reached.empty() ? 0 : evaluation.warnings_reached.back();
-    if (reached > d.state.warned_percent) {
-        auto ev = event(subscriber, evaluation, now, "warning",
-                        std::to_string(reached) + "% of the allowance used");
-        ev.detail_json = nlohmann::json{{"percent", reached}}.dump();
-        d.events.push_back(std::move(ev));
-        d.state.warned_percent = reached;
-    }
+    warn_if_new(subscriber, evaluation, now, d);
 
     Decision out;
     out.state_changed = changed;

@@ -2,6 +2,8 @@
 // decisions, and the hand-off to the kernel.
 #include <spdlog/spdlog.h>
 
+#include <span>
+
 #include "core/cycle.hpp"
 #include "policy/decisions.hpp"
 #include "policy/policy_engine.hpp"
@@ -50,58 +52,82 @@ enforce::SubscriberTarget PolicyEngine::target_of(const store::PolicySubscriber&
     return t;
 }
 
+std::vector<store::CycleKey> PolicyEngine::current_cycles(
+    std::span<const core::SubscriberId> ids, core::TimePoint now,
+    std::unordered_map<core::SubscriberId, core::Cycle>& cycles) const {
+    std::vector<store::CycleKey> keys;
+    for (const auto id : ids) {
+        auto it = subscribers_.find(id);
+        if (it == subscribers_.end()) {
+            continue;
+        }
+        const auto cycle = core::cycle_at(plan_of(it->second).cycle, it->second.created_at, now);
+        cycles.emplace(id, cycle);
+        keys.push_back(store::CycleKey{id, cycle.start});
+    }
+    return keys;
+}
+
+void PolicyEngine::evaluate_one(const store::PolicySubscriber& s, const core::Cycle& cycle,
+                                store::EvaluationInputs& in, core::TimePoint now,
+                                std::vector<store::PolicyDecision>& decisions,
+                                std::vector<enforce::SubscriberTarget>& targets) {
+    const core::Plan& plan = plan_of(s);
+    core::EvaluationInput input;
+    input.plan = &plan;
+    input.cycle = cycle;
+    input.usage = in.usage;
+    input.quota_override = in.quota_override;
+    input.topups = std::move(in.topups);
+    input.now = now;
+    const core::Evaluation e = core::evaluate(input);
+    ++metrics_.policy_evaluations;
+    std::optional<store::SubscriberStateRecord> prev;
+    if (auto st = states_.find(s.id); st != states_.end()) {
+        prev = st->second;
+    }
+    Decision d = decide(s, e, cycle, prev, now);
+    const auto armed_before = armed_.count(s.id) ? std::optional(armed_[s.id].bytes) : std::nullopt;
+    const auto armed_now = arm(s.id, plan, e);
+    if (d.state_changed || armed_before != armed_now) {
+        targets.push_back(target_of(s, e.state));
+    }
+    if (d.state_changed) {
+        spdlog::info("subscriber {}: {} -> {} ({})", s.external_id, prev ? prev->state : "normal",
+                     core::to_string(e.state.kind), e.reason);
+    }
+    if (d.record) {
+        decisions.push_back(std::move(*d.record));
+    }
+    schedule(s.id, e.next_check);
+}
+
+// Everybody who is not plainly normal: what a full read-back must find in the kernel.
+std::vector<enforce::SubscriberTarget> PolicyEngine::reconcile_targets() {
+    std::vector<enforce::SubscriberTarget> targets;
+    for (const auto& [id, s] : subscribers_) {
+        auto st = states_.find(id);
+        const auto desired = st == states_.end() ? core::DesiredState{} : desired_of(st->second);
+        if (desired.kind != core::StateKind::Normal || armed_.count(id) != 0) {
+            targets.push_back(target_of(s, desired));
+        }
+    }
+    return targets;
+}
+
 std::size_t PolicyEngine::evaluate(const std::vector<core::SubscriberId>& ids,
                                    bool full_reconcile) {
     const core::TimePoint now = clock_.now();
     std::vector<enforce::SubscriberTarget> targets;
     for (std::size_t begin = 0; begin < ids.size(); begin += kChunk) {
-        std::vector<store::CycleKey> keys;
+        const std::span chunk(ids.data() + begin, std::min(kChunk, ids.size() - begin));
         std::unordered_map<core::SubscriberId, core::Cycle> cycles;
-        for (std::size_t i = begin; i < std::min(ids.size(), begin + kChunk); ++i) {
-            auto it = subscribers_.find(ids[i]);
-            if (it == subscribers_.end()) {
-                continue;
-            }
-            const auto cycle =
-                core::cycle_at(plan_of(it->second).cycle, it->second.created_at, now);
-            cycles.emplace(ids[i], cycle);
-            keys.push_back(store::CycleKey{ids[i], cycle.start});
-        }
+        const auto keys = current_cycles(chunk, now, cycles);
         auto inputs = store_.inputs(keys, now);
         std::vector<store::PolicyDecision> decisions;
         for (const auto& key : keys) {
-            const auto& s = subscribers_.at(key.id);
-            const core::Plan& plan = plan_of(s);
-            auto& in = inputs[key.id];
-            core::EvaluationInput input;
-            input.plan = &plan;
-            input.cycle = cycles.at(key.id);
-            input.usage = in.usage;
-            input.quota_override = in.quota_override;
-            input.topups = std::move(in.topups);
-            input.now = now;
-            const core::Evaluation e = core::evaluate(input);
-            ++metrics_.policy_evaluations;
-            std::optional<store::SubscriberStateRecord> prev;
-            if (auto st = states_.find(key.id); st != states_.end()) {
-                prev = st->second;
-            }
-            Decision d = decide(s, e, input.cycle, prev, now);
-            const auto armed_before =
-                armed_.count(key.id) ? std::optional(armed_[key.id].bytes) : std::nullopt;
-            const auto armed_now = arm(key.id, plan, e);
-            if (d.state_changed || armed_before != armed_now) {
-                targets.push_back(target_of(s, e.state));
-            }
-            if (d.state_changed) {
-                spdlog::info("subscriber {}: {} -> {} ({})", s.external_id,
-                             prev ? prev->state : "normal", core::to_string(e.state.kind),
-                             e.reason);
-            }
-            if (d.record) {
-                decisions.push_back(std::move(*d.record));
-            }
-            schedule(key.id, e.next_check);
+            evaluate_one(subscribers_.at(key.id), cycles.at(key.id), inputs[key.id], now, decisions,
+                         targets);
         }
         store_.record(decisions, outbox_);  // throws: nothing applied, the caller retries
         for (auto& d : decisions) {
@@ -110,15 +136,7 @@ std::size_t PolicyEngine::evaluate(const std::vector<core::SubscriberId>& ids,
         }
     }
     if (full_reconcile) {
-        targets.clear();
-        for (const auto& [id, s] : subscribers_) {
-            auto st = states_.find(id);
-            const auto desired =
-                st == states_.end() ? core::DesiredState{} : desired_of(st->second);
-            if (desired.kind != core::StateKind::Normal || armed_.count(id) != 0) {
-                targets.push_back(target_of(s, desired));
-            }
-        }
+        targets = reconcile_targets();
     }
     const auto changed = apply_to_kernel(targets, full_reconcile);
     publish_counts();

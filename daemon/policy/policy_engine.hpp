@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <span>
 #include <thread>
 #include <unordered_map>
 
@@ -64,6 +65,14 @@ class PolicyEngine {
     void install_usage_rules();
     // Returns how many subscribers' kernel state changed.
     std::size_t evaluate(const std::vector<core::SubscriberId>& ids, bool full_reconcile);
+    std::vector<store::CycleKey> current_cycles(
+        std::span<const core::SubscriberId> ids, core::TimePoint now,
+        std::unordered_map<core::SubscriberId, core::Cycle>& cycles) const;
+    void evaluate_one(const store::PolicySubscriber& s, const core::Cycle& cycle,
+                      store::EvaluationInputs& in, core::TimePoint now,
+                      std::vector<store::PolicyDecision>& decisions,
+                      std::vector<enforce::SubscriberTarget>& targets);
+    std::vector<enforce::SubscriberTarget> reconcile_targets();
     std::size_t apply_to_kernel(const std::vector<enforce::SubscriberTarget>& targets, bool full);
     void schedule(core::SubscriberId id, core::TimePoint when);
     std::vector<core::SubscriberId> take_due(core::TimePoint now);
