@@ -19,6 +19,17 @@ bool is_zero(const Counters& c) {
 // DESTROY: the one running and the next.
 constexpr std::uint64_t kTombstoneDumps = 2;
 
+// How each sample kind names the cases that credit() tells apart.
+struct Outcomes {
+    LedgerOutcome unseen;    // no entry yet: full counters
+    LedgerOutcome known;     // the difference
+    LedgerOutcome absorbed;  // a tombstone took the sample: nothing
+};
+constexpr Outcomes kPollOutcomes{LedgerOutcome::FirstSeen, LedgerOutcome::Progress,
+                                 LedgerOutcome::Stale};
+constexpr Outcomes kDestroyOutcomes{LedgerOutcome::FinalUnseen, LedgerOutcome::Final,
+                                    LedgerOutcome::Duplicate};
+
 }  // namespace
 
 LedgerResult FlowLedger::apply(const FlowSample& sample) {
@@ -27,17 +38,18 @@ LedgerResult FlowLedger::apply(const FlowSample& sample) {
                                               : apply_poll(key, sample);
 }
 
-LedgerResult FlowLedger::apply_poll(const FlowKey& key, const FlowSample& s) {
+FlowLedger::Entry* FlowLedger::credit(const FlowKey& key, const FlowSample& s, LedgerResult& r) {
+    const bool destroy = s.kind == SampleKind::Destroy;
+    const Outcomes& outcomes = destroy ? kDestroyOutcomes : kPollOutcomes;
     auto [it, inserted] = entries_.try_emplace(key);
     Entry& e = it.value();
-    LedgerResult r;
     if (e.dead) {
-        ++stats_.stale;
-        r.outcome = LedgerOutcome::Stale;
-        return r;
+        ++(destroy ? stats_.duplicates : stats_.stale);
+        r.outcome = outcomes.absorbed;
+        return nullptr;
     }
     if (inserted) {
-        r.outcome = LedgerOutcome::FirstSeen;
+        r.outcome = outcomes.unseen;
         r.orig_delta = s.orig_counters;
         r.reply_delta = s.reply_counters;
     } else if (below(s.orig_counters, e.orig) || below(s.reply_counters, e.reply)) {
@@ -46,51 +58,46 @@ LedgerResult FlowLedger::apply_poll(const FlowKey& key, const FlowSample& s) {
         r.orig_delta = s.orig_counters;
         r.reply_delta = s.reply_counters;
     } else {
-        r.outcome = LedgerOutcome::Progress;
+        r.outcome = outcomes.known;
         r.orig_delta = minus(s.orig_counters, e.orig);
         r.reply_delta = minus(s.reply_counters, e.reply);
     }
-    e.last_seen_dump = current_dump_;
-    e.missed_dumps = 0;
-    if (inserted || !is_zero(r.orig_delta) || !is_zero(r.reply_delta)) {
-        e.orig = s.orig_counters;
-        e.reply = s.reply_counters;
-        mark_dirty(key, e);
+    return &e;
+}
+
+LedgerResult FlowLedger::apply_poll(const FlowKey& key, const FlowSample& s) {
+    LedgerResult r;
+    Entry* e = credit(key, s, r);
+    if (e == nullptr) {
+        return r;
     }
-    r.tag = &e.tag;
+    e->last_seen_dump = current_dump_;
+    e->missed_dumps = 0;
+    if (r.outcome == LedgerOutcome::FirstSeen || !is_zero(r.orig_delta) ||
+        !is_zero(r.reply_delta)) {
+        e->orig = s.orig_counters;
+        e->reply = s.reply_counters;
+        mark_dirty(key, *e);
+    }
+    r.tag = &e->tag;
     return r;
 }
 
 LedgerResult FlowLedger::apply_destroy(const FlowKey& key, const FlowSample& s) {
-    auto [it, inserted] = entries_.try_emplace(key);
-    Entry& e = it.value();
     LedgerResult r;
-    if (e.dead) {
-        ++stats_.duplicates;
-        r.outcome = LedgerOutcome::Duplicate;
+    Entry* e = credit(key, s, r);
+    if (e == nullptr) {
         return r;
     }
-    if (inserted) {
-        r.outcome = LedgerOutcome::FinalUnseen;
-        r.orig_delta = s.orig_counters;
-        r.reply_delta = s.reply_counters;
-    } else if (below(s.orig_counters, e.orig) || below(s.reply_counters, e.reply)) {
-        ++stats_.counter_resets;
-        r.outcome = LedgerOutcome::CounterReset;
-        r.orig_delta = s.orig_counters;
-        r.reply_delta = s.reply_counters;
-    } else {
-        r.outcome = LedgerOutcome::Final;
-        r.orig_delta = minus(s.orig_counters, e.orig);
-        r.reply_delta = minus(s.reply_counters, e.reply);
+    if (r.outcome == LedgerOutcome::Final) {
         // The attribution cached by a dump is handed back once more.
-        r.final_tag = e.tag;
+        r.final_tag = e->tag;
     }
-    e.dead = true;
-    e.dead_since_dump = last_started_dump_;
+    e->dead = true;
+    e->dead_since_dump = last_started_dump_;
     ++dead_;
-    if (e.persisted) {
-        mark_dirty(key, e);  // the stored checkpoint must drop it
+    if (e->persisted) {
+        mark_dirty(key, *e);  // the stored checkpoint must drop it
     }
     return r;
 }

@@ -4,9 +4,10 @@
 // the deltas sum to its final counters, whatever the interleaving of dumps,
 // DESTROY events, duplicate events, restarts (checkpoint) and resyncs.
 //
-// Only connections seen by a dump get an entry; a connection whose DESTROY
-// arrives first is credited in full and never stored, so short flows cost no
-// ledger memory and no checkpoint traffic.
+// A connection whose DESTROY arrives before any dump saw it is credited in
+// full and kept only as a tombstone (to drop a resent DESTROY or a dump that
+// raced it), swept two dumps later and never checkpointed: short flows cost
+// ledger memory briefly and no checkpoint traffic.
 
 #include <tsl/robin_map.h>
 
@@ -113,6 +114,10 @@ class FlowLedger {
 
     LedgerResult apply_poll(const FlowKey& key, const FlowSample& s);
     LedgerResult apply_destroy(const FlowKey& key, const FlowSample& s);
+    // What a poll and a DESTROY credit alike: full counters for a new entry or
+    // after a counter reset, the difference otherwise. Null when a tombstone
+    // absorbed the sample.
+    Entry* credit(const FlowKey& key, const FlowSample& s, LedgerResult& r);
     void mark_dirty(const FlowKey& key, Entry& e) {
         if (!e.dirty) {
             e.dirty = true;
