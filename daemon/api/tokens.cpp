@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "api/base64.hpp"
+#include "core/hex.hpp"
 
 namespace ctquota::api {
 namespace {
@@ -54,14 +55,7 @@ std::string sha256_hex(std::string_view text) {
     if (EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
         throw std::runtime_error("SHA-256 failed (OpenSSL EVP_Digest)");
     }
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(std::size_t{length} * 2);
-    for (unsigned int i = 0; i < length; ++i) {
-        out += kHex[digest[i] >> 4];
-        out += kHex[digest[i] & 0xf];
-    }
-    return out;
+    return core::hex(digest, length);
 }
 
 std::optional<std::string> bearer_token(std::string_view authorization) {

@@ -8,23 +8,14 @@
 #include <algorithm>
 #include <array>
 
+#include "core/hex.hpp"
+
 namespace ctquota::notify {
 namespace {
 
 constexpr auto kWakeSlice = std::chrono::milliseconds(100);
 constexpr auto kWarnEvery = std::chrono::seconds(30);
 constexpr auto kLeaseMargin = std::chrono::seconds(30);
-
-std::string hex(const unsigned char* data, std::size_t n) {
-    static constexpr char kDigits[] = "0123456789abcdef";
-    std::string out;
-    out.reserve(n * 2);
-    for (std::size_t i = 0; i < n; ++i) {
-        out += kDigits[data[i] >> 4];
-        out += kDigits[data[i] & 0xf];
-    }
-    return out;
-}
 
 // last_error for an HTTP request that got no answer.
 std::string describe(httplib::Error error, const std::string& origin) {
@@ -57,7 +48,7 @@ std::string webhook_signature(std::string_view secret, std::string_view body) {
     if (out == nullptr) {
         throw std::runtime_error("HMAC-SHA256 failed");
     }
-    return "sha256=" + hex(mac.data(), len);
+    return "sha256=" + core::hex(mac.data(), len);
 }
 
 std::optional<WebhookTarget> split_webhook_url(std::string_view url) {
