@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <nlohmann/json.hpp>
 
 #include "api/base64.hpp"
+#include "api/problem.hpp"
 #include "api/validation.hpp"
 
 namespace ctquota::api {
@@ -65,6 +67,28 @@ std::optional<Cursor> decode_cursor(std::string_view text) {
         return std::nullopt;
     }
     return c;
+}
+
+std::string cursor_after(const Query& query, const char* kind, const char* start) {
+    const auto text = query_value(query, "cursor");
+    if (!text) {
+        return "";
+    }
+    const auto cursor = decode_cursor(*text);
+    if (!cursor || cursor->kind != kind) {
+        throw bad_request(
+            "cursor is not one this listing handed out; pass next_cursor from the previous page "
+            "unchanged, or leave cursor out to start from " +
+            std::string(start));
+    }
+    return cursor->after;
+}
+
+std::int64_t id_cursor(const Query& query, const char* kind) {
+    const auto after = cursor_after(query, kind, "the newest");
+    std::int64_t id = 0;
+    std::from_chars(after.data(), after.data() + after.size(), id);
+    return id;
 }
 
 }  // namespace ctquota::api

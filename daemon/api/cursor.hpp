@@ -4,9 +4,12 @@
 // exports) the billing cycle, so every page of one export reads the same cycle.
 // Pure.
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "api/validation.hpp"
 
 namespace ctquota::api {
 
@@ -20,5 +23,13 @@ struct Cursor {
 std::string encode_cursor(const Cursor& c);
 // nullopt for anything encode_cursor did not make (or could not have made).
 std::optional<Cursor> decode_cursor(std::string_view text);
+
+// The key after which a page of `kind` continues, from the "cursor" query
+// parameter: empty without one; 400 for a cursor another listing made, telling
+// the client that leaving it out starts from `start` ("the beginning").
+std::string cursor_after(const Query& query, const char* kind, const char* start);
+// The row id after which a page of `kind` ("events", "topups") continues: 0
+// without a cursor. These listings run newest first.
+std::int64_t id_cursor(const Query& query, const char* kind);
 
 }  // namespace ctquota::api

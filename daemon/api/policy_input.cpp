@@ -1,8 +1,5 @@
 #include "api/policy_input.hpp"
 
-#include <charconv>
-
-#include "api/cursor.hpp"
 #include "api/problem.hpp"
 #include "api/series.hpp"
 #include "api/tokens.hpp"
@@ -132,22 +129,6 @@ core::Plan parse_plan_body(nlohmann::json body, const std::string& path_name) {
     } catch (const core::PlanError& e) {
         throw invalid_body({{e.key.empty() ? "(body)" : e.key, e.message}});
     }
-}
-
-std::int64_t id_cursor(const Query& query, const char* kind) {
-    const auto text = query_value(query, "cursor");
-    if (!text) {
-        return 0;
-    }
-    const auto cursor = decode_cursor(*text);
-    if (!cursor || cursor->kind != kind) {
-        throw bad_request(
-            "cursor is not one this listing handed out; pass next_cursor from the previous page "
-            "unchanged, or leave cursor out to start from the newest");
-    }
-    std::int64_t id = 0;
-    std::from_chars(cursor->after.data(), cursor->after.data() + cursor->after.size(), id);
-    return id;
 }
 
 }  // namespace ctquota::api

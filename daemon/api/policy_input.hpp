@@ -1,7 +1,7 @@
 #pragma once
 // Bodies and parameters of the policy routes: quota overrides, top-ups and
-// their Idempotency-Key, plan bodies, and the id cursors of event and top-up
-// pages. Malformed syntax is a 400, bad content a 422 naming every field. Pure.
+// their Idempotency-Key, and plan bodies. Malformed syntax is a 400, bad
+// content a 422 naming every field. Pure.
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -34,9 +34,5 @@ std::optional<std::string> idempotency_key(const std::string& header);
 // adds (source, source_file, updated_at) are ignored, so a GET body can be
 // PUT back. 422 naming the offending key.
 core::Plan parse_plan_body(nlohmann::json body, const std::string& path_name);
-
-// The row id after which a page of `kind` ("events", "topups") continues; 0
-// without a cursor; 400 for a cursor another listing made.
-std::int64_t id_cursor(const Query& query, const char* kind);
 
 }  // namespace ctquota::api

@@ -17,6 +17,14 @@ const std::string& subscriber_path_id(const Request& r,
     return id;
 }
 
+store::SubscriberQueries::Ref subscriber_ref(store::Database& db, const std::string& id) {
+    auto ref = store::SubscriberQueries(db).ref(id);
+    if (!ref) {
+        throw not_found("no subscriber '" + id + "'");
+    }
+    return *std::move(ref);
+}
+
 void require_json(const Request& r) {
     const auto type = r.header("content-type");
     auto media = type.substr(0, type.find(';'));

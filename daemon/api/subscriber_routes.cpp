@@ -18,8 +18,6 @@
 namespace ctquota::api {
 namespace {
 
-constexpr std::size_t kDefaultLimit = 100;
-constexpr std::size_t kMaxLimit = 1000;
 constexpr const char* kCollection = "/api/v1/subscribers";
 
 using json = nlohmann::ordered_json;
@@ -147,47 +145,35 @@ Reply remove(Services& s, const Request& r) {
     return no_content();
 }
 
-std::string cursor_after(const Query& query) {
-    const auto text = query_value(query, "cursor");
-    if (!text) {
-        return "";
+store::SubscriberFilter read_filter(const Query& query) {
+    store::SubscriberFilter filter{query_value(query, "q").value_or(""),
+                                   query_value(query, "plan").value_or(""),
+                                   query_value(query, "state").value_or("")};
+    if (query_value(query, "plan") && !core::valid_plan_name(filter.plan)) {
+        throw bad_request("plan must be a plan name ([a-z0-9][a-z0-9._-]{0,62}), got '" +
+                          filter.plan.substr(0, 64) + "'");
     }
-    const auto cursor = decode_cursor(*text);
-    if (!cursor || cursor->kind != "subscribers") {
-        throw bad_request(
-            "cursor is not one this listing handed out; pass next_cursor from the previous page "
-            "unchanged, or leave cursor out to start from the beginning");
+    if (query_value(query, "state") && !core::state_from_string(filter.state)) {
+        throw bad_request("state must be normal, throttled or blocked, got '" +
+                          filter.state.substr(0, 32) + "'");
     }
-    return cursor->after;
+    return filter;
 }
 
 Reply list(Services& s, const Request& r) {
     check_query(r.query, {"q", "plan", "state", "limit", "cursor"});
-    const auto limit = parse_limit(r.query, kDefaultLimit, kMaxLimit);
-    const auto after = cursor_after(r.query);
-    store::SubscriberFilter filter{query_value(r.query, "q").value_or(""),
-                                   query_value(r.query, "plan").value_or(""),
-                                   query_value(r.query, "state").value_or("")};
-    if (query_value(r.query, "plan") && !core::valid_plan_name(filter.plan)) {
-        throw bad_request("plan must be a plan name ([a-z0-9][a-z0-9._-]{0,62}), got '" +
-                          filter.plan.substr(0, 64) + "'");
-    }
-    if (query_value(r.query, "state") && !core::state_from_string(filter.state)) {
-        throw bad_request("state must be normal, throttled or blocked, got '" +
-                          filter.state.substr(0, 32) + "'");
-    }
-    auto lease = s.pool.acquire();
-    auto rows = store::SubscriberQueries(*lease).page(filter, after, limit + 1, s.clock.now());
-    json next;
-    if (rows.size() > limit) {
-        rows.resize(limit);
-        next = encode_cursor({"subscribers", rows.back().external_id, ""});
-    }
-    json items = json::array();
-    for (const auto& row : rows) {
-        items.push_back(subscriber_json(row));
-    }
-    return json_reply(200, {{"items", std::move(items)}, {"next_cursor", next}});
+    return keyset_page(
+        r.query, "subscribers",
+        [](const Query& query, const char* kind) {
+            return cursor_after(query, kind, "the beginning");
+        },
+        [&](const std::string& after, std::size_t n) {
+            // Read here, after limit and cursor, whose 400s come first.
+            const auto filter = read_filter(r.query);
+            auto lease = s.pool.acquire();
+            return store::SubscriberQueries(*lease).page(filter, after, n, s.clock.now());
+        },
+        [](const store::SubscriberView& row) { return row.external_id; }, subscriber_json);
 }
 
 }  // namespace

@@ -5,7 +5,6 @@
 // second credit; the same key with another body is a 422. The NOTIFY trigger
 // on topups wakes the daemon's policy engine.
 
-#include "api/cursor.hpp"
 #include "api/policy_input.hpp"
 #include "api/policy_view.hpp"
 #include "api/problem.hpp"
@@ -19,8 +18,6 @@ namespace ctquota::api {
 namespace {
 
 constexpr const char* kPath = "/api/v1/subscribers/{id}/topups";
-constexpr std::size_t kDefaultLimit = 100;
-constexpr std::size_t kMaxLimit = 1000;
 
 using json = nlohmann::ordered_json;
 
@@ -39,21 +36,14 @@ Reply add(Services& s, const Request& r) {
     const auto key = idempotency_key(r.header("idempotency-key"));
     const auto now = s.clock.now();
     const auto input = parse_topup_body(parse_json_object(r.body), now);
-    std::optional<store::SubscriberQueries::Ref> ref;
-    {
-        auto lease = s.pool.acquire();
-        ref = store::SubscriberQueries(*lease).ref(id);
-    }
-    if (!ref) {
-        throw not_found("no subscriber '" + id + "'");
-    }
+    const auto ref = subscriber_ref(*s.pool.acquire(), id);
     const auto expires = input.expires_at.value_or(
-        current_cycle(ref->created_at, ref->plan, ref->plan_definition, now).end);
+        current_cycle(ref.created_at, ref.plan, ref.plan_definition, now).end);
     store::TopUpResult result;
     try {
         auto lease = s.pool.acquire();
         result = store::QuotaStore(*lease).add_topup(
-            ref->id, {input.bytes, now, expires, key, key ? input.request_sha256_hex : ""});
+            ref.id, {input.bytes, now, expires, key, key ? input.request_sha256_hex : ""});
     } catch (const store::IdempotencyKeyReused& e) {
         Problem p{422, "idempotency-key-reused", status_title(422), e.what(), {}, {}};
         p.extensions["errors"] =
@@ -69,30 +59,19 @@ Reply add(Services& s, const Request& r) {
 
 Reply list(Services& s, const Request& r) {
     const auto& id = subscriber_path_id(r, {"limit", "cursor"});
-    const auto limit = parse_limit(r.query, kDefaultLimit, kMaxLimit);
-    const auto before = id_cursor(r.query, "topups");
     const auto now = s.clock.now();
-    std::vector<store::TopUpRecord> rows;
-    {
-        auto lease = s.pool.acquire();
-        const auto ref = store::SubscriberQueries(*lease).ref(id);
-        if (!ref) {
-            throw not_found("no subscriber '" + id + "'");
-        }
-        rows = store::QuotaStore(*lease).topups(ref->id, before, limit + 1);
-    }
-    json next;
-    if (rows.size() > limit) {
-        rows.resize(limit);
-        next = encode_cursor({"topups", std::to_string(rows.back().id), ""});
-    }
-    json items = json::array();
-    for (const auto& t : rows) {
-        auto item = topup_json(id, t);
-        item["active"] = t.created_at <= now && now < t.expires_at;
-        items.push_back(std::move(item));
-    }
-    return json_reply(200, {{"items", std::move(items)}, {"next_cursor", next}});
+    return id_page(
+        r.query, "topups",
+        [&](std::int64_t before, std::size_t n) {
+            auto lease = s.pool.acquire();
+            const auto ref = subscriber_ref(*lease, id);
+            return store::QuotaStore(*lease).topups(ref.id, before, n);
+        },
+        [&](const store::TopUpRecord& t) {
+            auto item = topup_json(id, t);
+            item["active"] = t.created_at <= now && now < t.expires_at;
+            return item;
+        });
 }
 
 }  // namespace
