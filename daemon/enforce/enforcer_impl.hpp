@@ -1,6 +1,7 @@
 #pragma once
-// Enforcer internals shared by enforcer.cpp (changes) and readback.cpp
-// (parsing the kernel into per-subscriber items). Not a public header.
+// Enforcer internals shared by enforcer.cpp (start-up, planning), execute.cpp
+// (applying changes) and readback.cpp (parsing the kernel into per-subscriber
+// items). Not a public header.
 
 #include <array>
 #include <map>
@@ -63,6 +64,26 @@ struct Enforcer::Impl {
     void execute(std::vector<SubscriberDelta>& deltas,
                  std::map<core::SubscriberId, SubscriberItems>& wants, const nlohmann::json& before,
                  ReconcileReport& report);
+    // The steps of execute(), in its order (execute.cpp).
+    std::set<core::SubscriberId> set_classes(const std::vector<SubscriberDelta>& deltas,
+                                             ReconcileReport& report);
+    nftjson::Batch build_batch(const std::vector<SubscriberDelta>& deltas,
+                               const std::map<core::SubscriberId, SubscriberItems>& wants) const;
+    std::set<core::SubscriberId> run_nft(const std::vector<SubscriberDelta>& deltas,
+                                         const std::map<core::SubscriberId, SubscriberItems>& wants,
+                                         const nlohmann::json& before, ReconcileReport& report);
+    std::set<core::SubscriberId> retry_per_subscriber(const std::vector<SubscriberDelta>& deltas,
+                                                      const nlohmann::json& before,
+                                                      ReconcileReport& report);
+    void delete_classes(const std::vector<SubscriberDelta>& deltas,
+                        const std::set<core::SubscriberId>& nft_failed, ReconcileReport& report);
+    void flush_blocked(const std::vector<SubscriberDelta>& deltas,
+                       const std::set<core::SubscriberId>& nft_failed, ReconcileReport& report);
+    void remember_installed(const std::vector<SubscriberDelta>& deltas,
+                            std::map<core::SubscriberId, SubscriberItems>& wants,
+                            const nlohmann::json& before,
+                            const std::set<core::SubscriberId>& failed,
+                            const std::set<core::SubscriberId>& nft_failed);
 };
 
 }  // namespace ctquota::enforce

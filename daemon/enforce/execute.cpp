@@ -17,6 +17,10 @@ void record(ReconcileReport& report, std::string message) {
     report.errors.push_back(std::move(message));
 }
 
+std::string who(core::SubscriberId id) {
+    return id == 0 ? std::string("unowned entries") : "subscriber " + std::to_string(id);
+}
+
 // From this many deletions in one map on, the map is refilled instead.
 constexpr std::size_t kRefillFromDeletions = 32;
 
@@ -91,14 +95,11 @@ void Enforcer::Impl::release_moved_prefixes(const std::vector<SubscriberTarget>&
     }
 }
 
-void Enforcer::Impl::execute(std::vector<SubscriberDelta>& deltas,
-                             std::map<core::SubscriberId, SubscriberItems>& wants,
-                             const nlohmann::json& before, ReconcileReport& report) {
+// HTB classes go first: nft may point at them once they exist. Returns the
+// subscribers whose classes the kernel refused.
+std::set<core::SubscriberId> Enforcer::Impl::set_classes(const std::vector<SubscriberDelta>& deltas,
+                                                         ReconcileReport& report) {
     std::set<core::SubscriberId> failed;
-    auto who = [](core::SubscriberId id) {
-        return id == 0 ? std::string("unowned entries") : "subscriber " + std::to_string(id);
-    };
-    // 1. HTB classes first: nft may point at them once they exist.
     std::vector<TcOp> sets;
     std::vector<core::SubscriberId> set_owner;
     for (const auto& d : deltas) {
@@ -117,7 +118,12 @@ void Enforcer::Impl::execute(std::vector<SubscriberDelta>& deltas,
             failed.insert(set_owner[i]);
         }
     }
-    // 2. One nft transaction for everything; on rejection, each subscriber alone.
+    return failed;
+}
+
+nftjson::Batch Enforcer::Impl::build_batch(
+    const std::vector<SubscriberDelta>& deltas,
+    const std::map<core::SubscriberId, SubscriberItems>& wants) const {
     nftjson::Batch batch(cfg.table);
     std::map<std::string, std::size_t> deletions;
     for (const auto& d : deltas) {
@@ -132,36 +138,61 @@ void Enforcer::Impl::execute(std::vector<SubscriberDelta>& deltas,
             batch.replace(set, contents_after(set, deltas, wants));
         }
     }
-    std::set<core::SubscriberId> nft_failed;
-    if (batch.commands() > 0 || !before.empty()) {
+    return batch;
+}
+
+// One nft transaction for everything; on rejection, each subscriber alone, so
+// that one refused change does not hold back the others. Returns the
+// subscribers whose changes the kernel refused.
+std::set<core::SubscriberId> Enforcer::Impl::run_nft(
+    const std::vector<SubscriberDelta>& deltas,
+    const std::map<core::SubscriberId, SubscriberItems>& wants, const nlohmann::json& before,
+    ReconcileReport& report) {
+    const nftjson::Batch batch = build_batch(deltas, wants);
+    if (batch.commands() == 0 && before.empty()) {
+        return {};
+    }
+    ++report.nft_transactions;
+    report.nft_commands += batch.commands() + before.size();
+    auto err = nft.run(batch.build(before));
+    if (err.empty()) {
+        return {};
+    }
+    spdlog::warn("enforce: nft transaction of {} commands rejected ({}); retrying per subscriber",
+                 batch.commands() + before.size(), err);
+    return retry_per_subscriber(deltas, before, report);
+}
+
+std::set<core::SubscriberId> Enforcer::Impl::retry_per_subscriber(
+    const std::vector<SubscriberDelta>& deltas, const nlohmann::json& before,
+    ReconcileReport& report) {
+    if (!before.empty()) {
         ++report.nft_transactions;
-        report.nft_commands += batch.commands() + before.size();
-        if (auto err = nft.run(batch.build(before)); !err.empty()) {
-            spdlog::warn(
-                "enforce: nft transaction of {} commands rejected ({}); retrying per "
-                "subscriber",
-                batch.commands() + before.size(), err);
-            if (!before.empty()) {
-                ++report.nft_transactions;
-                if (auto e2 = nft.run(nlohmann::json{{"nftables", before}}); !e2.empty()) {
-                    record(report, "updating the always-allowed sets of the plans: " + e2);
-                }
-            }
-            for (const auto& d : deltas) {
-                if (d.nft_commands() == 0) {
-                    continue;
-                }
-                nftjson::Batch one(cfg.table);
-                one.add(d);
-                ++report.nft_transactions;
-                if (auto e3 = nft.run(one.build()); !e3.empty()) {
-                    record(report, who(d.id) + ": " + describe(d) + ": " + e3);
-                    nft_failed.insert(d.id);
-                }
-            }
+        if (auto e2 = nft.run(nlohmann::json{{"nftables", before}}); !e2.empty()) {
+            record(report, "updating the always-allowed sets of the plans: " + e2);
         }
     }
-    // 3. Classes nothing points at any more.
+    std::set<core::SubscriberId> nft_failed;
+    for (const auto& d : deltas) {
+        if (d.nft_commands() == 0) {
+            continue;
+        }
+        nftjson::Batch one(cfg.table);
+        one.add(d);
+        ++report.nft_transactions;
+        if (auto e3 = nft.run(one.build()); !e3.empty()) {
+            record(report, who(d.id) + ": " + describe(d) + ": " + e3);
+            nft_failed.insert(d.id);
+        }
+    }
+    return nft_failed;
+}
+
+// Classes nothing points at any more: not those of subscribers whose nft
+// change failed, their old elements may still point at them.
+void Enforcer::Impl::delete_classes(const std::vector<SubscriberDelta>& deltas,
+                                    const std::set<core::SubscriberId>& nft_failed,
+                                    ReconcileReport& report) {
     std::vector<TcOp> dels;
     for (const auto& d : deltas) {
         if (nft_failed.contains(d.id)) {
@@ -171,20 +202,27 @@ void Enforcer::Impl::execute(std::vector<SubscriberDelta>& deltas,
             dels.push_back(TcOp{TcOp::Kind::Delete, classid, 0, who(d.id)});
         }
     }
-    if (tc && !dels.empty()) {
-        auto r = tc->run(dels);
-        report.tc_messages += r.messages;
-        for (const auto& [i, msg] : r.errors) {
-            if (msg != std::strerror(ENOENT)) {
-                record(report, dels[i].who + ": delete HTB class " + classid_text(dels[i].classid) +
-                                   ": " + msg);
-            }
-        }
-        for (std::size_t i = 0; i < dels.size(); ++i) {
-            used_classids.erase(dels[i].classid);
+    if (!tc || dels.empty()) {
+        return;
+    }
+    auto r = tc->run(dels);
+    report.tc_messages += r.messages;
+    for (const auto& [i, msg] : r.errors) {
+        if (msg != std::strerror(ENOENT)) {
+            record(report, dels[i].who + ": delete HTB class " + classid_text(dels[i].classid) +
+                               ": " + msg);
         }
     }
-    // 4. Established connections of newly blocked subscribers.
+    for (std::size_t i = 0; i < dels.size(); ++i) {
+        used_classids.erase(dels[i].classid);
+    }
+}
+
+// Established connections of newly blocked subscribers (why: see
+// conntrack_flush.hpp), but only where the block is in place.
+void Enforcer::Impl::flush_blocked(const std::vector<SubscriberDelta>& deltas,
+                                   const std::set<core::SubscriberId>& nft_failed,
+                                   ReconcileReport& report) {
     std::vector<core::Prefix> blocked;
     for (const auto& d : deltas) {
         if (!nft_failed.contains(d.id)) {
@@ -198,7 +236,15 @@ void Enforcer::Impl::execute(std::vector<SubscriberDelta>& deltas,
             record(report, "deleting conntrack entries of blocked subscribers: " + r.error);
         }
     }
-    // 5. Remember what is installed now.
+}
+
+// The cache of what is installed, so that the next change is planned without
+// reading the kernel back; a failure leaves it unknown.
+void Enforcer::Impl::remember_installed(const std::vector<SubscriberDelta>& deltas,
+                                        std::map<core::SubscriberId, SubscriberItems>& wants,
+                                        const nlohmann::json& before,
+                                        const std::set<core::SubscriberId>& failed,
+                                        const std::set<core::SubscriberId>& nft_failed) {
     for (const auto& d : deltas) {
         if (d.id == 0) {
             continue;
@@ -219,6 +265,16 @@ void Enforcer::Impl::execute(std::vector<SubscriberDelta>& deltas,
             allowed_installed[plan] = list;
         }
     }
+}
+
+void Enforcer::Impl::execute(std::vector<SubscriberDelta>& deltas,
+                             std::map<core::SubscriberId, SubscriberItems>& wants,
+                             const nlohmann::json& before, ReconcileReport& report) {
+    const auto failed = set_classes(deltas, report);
+    const auto nft_failed = run_nft(deltas, wants, before, report);
+    delete_classes(deltas, nft_failed, report);
+    flush_blocked(deltas, nft_failed, report);
+    remember_installed(deltas, wants, before, failed, nft_failed);
     report.subscribers_changed += deltas.size();
 }
 

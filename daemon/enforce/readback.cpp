@@ -29,17 +29,8 @@ bool ours(const std::string& map) {
     return false;
 }
 
-}  // namespace
-
-Loaded load_kernel(NftSession& nft, TcLink* tc, const std::string& table) {
-    Loaded l;
-    if (auto out = nft.list_table(table)) {
-        l.table = nftjson::parse_table(*out);
-    }
-    if (tc != nullptr) {
-        l.classes = tc->dump_classes();
-    }
-    SubscriberDelta orphan;  // id 0: owned by nobody
+// Map elements by the owner their comment names.
+void group_elements(Loaded& l, SubscriberDelta& orphan) {
     for (const auto& [map, elems] : l.table.maps) {
         if (!ours(map)) {
             continue;
@@ -53,6 +44,10 @@ Loaded load_kernel(NftSession& nft, TcLink* tc, const std::string& table) {
             }
         }
     }
+}
+
+// Limits and quotas by the owner their name carries.
+void group_objects(Loaded& l, SubscriberDelta& orphan) {
     for (const auto& [name, limit] : l.table.limits) {
         auto id = id_after(name, "up_");
         if (!id) {
@@ -71,6 +66,12 @@ Loaded load_kernel(NftSession& nft, TcLink* tc, const std::string& table) {
             orphan.del_objects.push_back(ObjectRef{true, name});
         }
     }
+}
+
+// A class belongs to the subscriber whose throttle element points at it; the
+// others are orphans. The items are sorted as planned ones are: diff_items
+// binary-searches them and compares them whole.
+void attach_classes(Loaded& l, SubscriberDelta& orphan) {
     std::set<std::uint32_t> referenced;
     for (auto& [id, items] : l.items) {
         std::sort(items.elements.begin(), items.elements.end());
@@ -92,9 +93,10 @@ Loaded load_kernel(NftSession& nft, TcLink* tc, const std::string& table) {
             orphan.tc_del.push_back(classid);
         }
     }
-    if (!orphan.empty()) {
-        l.orphans.push_back(std::move(orphan));
-    }
+}
+
+// allow_<plan>_v4 / allow_<plan>_v6, merged per plan.
+void group_allowed(Loaded& l) {
     for (const auto& [name, prefixes] : l.table.allow_sets) {
         if (name.starts_with("allow_") && name.size() > 9) {
             auto& list = l.allowed[name.substr(6, name.size() - 9)];
@@ -104,6 +106,26 @@ Loaded load_kernel(NftSession& nft, TcLink* tc, const std::string& table) {
     for (auto& [plan, list] : l.allowed) {
         list = without_nested(list);
     }
+}
+
+}  // namespace
+
+Loaded load_kernel(NftSession& nft, TcLink* tc, const std::string& table) {
+    Loaded l;
+    if (auto out = nft.list_table(table)) {
+        l.table = nftjson::parse_table(*out);
+    }
+    if (tc != nullptr) {
+        l.classes = tc->dump_classes();
+    }
+    SubscriberDelta orphan;  // id 0: owned by nobody
+    group_elements(l, orphan);
+    group_objects(l, orphan);
+    attach_classes(l, orphan);
+    if (!orphan.empty()) {
+        l.orphans.push_back(std::move(orphan));
+    }
+    group_allowed(l);
     return l;
 }
 

@@ -5,12 +5,13 @@
 //     class 1:<k+1> (100 Gbit/s)  -> htb <k+2>:  k = 0..kHtbShards-1 (shards)
 //       class <k+2>:<minor>  one leaf per throttled subscriber, rate = ceil
 //
-// nftables sets skb->priority to the leaf's class id. The root has one
-// classic-BPF filter mapping priority major M to shard class 1:<M-1>; inside
-// the shard HTB finds the leaf by skb->priority itself (no per-subscriber
-// filter). Why shards: creating (or deleting) a class makes the kernel walk
-// every class of that qdisc (tc_bind_tclass), so one flat qdisc costs
-// O(n^2) for n classes (10k classes: ~4 s of kernel CPU here).
+// nftables sets skb->priority to the leaf's class id. The root has one cls_bpf
+// filter whose eBPF program (sched_cls, not direct-action; tc_messages.cpp)
+// maps priority major M to shard class 1:<M-1>; inside the shard HTB finds
+// the leaf by skb->priority itself (no per-subscriber filter). Why shards:
+// creating (or deleting) a class makes the kernel walk every class of that
+// qdisc (tc_bind_tclass), so one flat qdisc costs O(n^2) for n classes (10k
+// classes: ~4 s of kernel CPU here).
 // Class changes go in batches (one sendmsg, errors matched to their message
 // by sequence number) and are read back with an RTM_GETTCLASS dump.
 

@@ -154,6 +154,64 @@ std::optional<std::uint64_t> optional_count(const pqxx::field& f) {
     return f.is_null() ? std::nullopt : std::optional(f.as<std::uint64_t>());
 }
 
+// The kind 0 row: everything but the cycle, its uncounted parts, the quota
+// override and the top-ups.
+SubscriberDetail subscriber_of(const std::string& external_id, const pqxx::row& r) {
+    SubscriberDetail d;
+    d.id = r[1].as<core::SubscriberId>();
+    d.subscriber = {external_id, time_at(r, 2), split_addresses(r[11]), optional_text(r[12])};
+    d.plan_definition = optional_text(r[13]);
+    if (!r[14].is_null()) {
+        SubscriberStateRecord st;
+        st.subscriber_id = d.id;
+        st.state = r[14].as<std::string>();
+        st.down_bps = optional_count(r[3]);
+        st.up_bps = optional_count(r[4]);
+        st.reason = r[15].as<std::string>();
+        st.since = time_at(r, 5);
+        d.state = st;
+    }
+    return d;
+}
+
+// A kind 1 row: one period's sums, added when the period starts in the cycle.
+void add_period(SubscriberDetail& d, const pqxx::row& row) {
+    const auto period_start = time_at(row, 1);
+    if (period_start < d.span.start || period_start >= d.span.end) {
+        return;
+    }
+    const auto sums = usage_of(d.subscriber.external_id, row, 2);
+    d.cycle.usage += sums.usage;
+    if (sums.updated_at && (!d.cycle.updated_at || *sums.updated_at > *d.cycle.updated_at)) {
+        d.cycle.updated_at = sums.updated_at;
+    }
+    d.uncounted.free_up_bytes += row[7].as<std::uint64_t>();
+    d.uncounted.free_down_bytes += row[8].as<std::uint64_t>();
+    d.uncounted.zero_up_bytes += row[9].as<std::uint64_t>();
+    d.uncounted.zero_down_bytes += row[10].as<std::uint64_t>();
+}
+
+// A kind 3 row.
+TopUpRecord topup_of(const pqxx::row& row) {
+    return {bigint_at(row, 2), row[3].as<std::uint64_t>(), time_at(row, 4), time_at(row, 1),
+            optional_text(row[11])};
+}
+
+// Rows of kinds 1 and 2 are only used when the whole cycle lies in the window
+// they were read from (`in_window`); otherwise they may miss part of it.
+void add_rows(SubscriberDetail& d, const pqxx::result& rows, bool in_window) {
+    for (const auto& row : rows) {
+        const auto kind = row[0].as<int>();
+        if (kind == 1 && in_window) {
+            add_period(d, row);
+        } else if (kind == 2 && in_window && time_at(row, 1) == d.span.start) {
+            d.quota_override = row[2].as<std::uint64_t>();
+        } else if (kind == 3) {
+            d.topups.push_back(topup_of(row));
+        }
+    }
+}
+
 }  // namespace
 
 std::optional<SubscriberDetail> SubscriberQueries::find(const std::string& external_id,
@@ -179,48 +237,11 @@ std::optional<SubscriberDetail> SubscriberQueries::find(const std::string& exter
         if (rows.empty() || rows[0][0].as<int>() != 0) {
             return std::nullopt;
         }
-        const auto& r = rows[0];
-        SubscriberDetail d;
-        d.id = r[1].as<core::SubscriberId>();
-        d.subscriber = {external_id, time_at(r, 2), split_addresses(r[11]), optional_text(r[12])};
-        d.plan_definition = optional_text(r[13]);
-        if (!r[14].is_null()) {
-            SubscriberStateRecord st;
-            st.subscriber_id = d.id;
-            st.state = r[14].as<std::string>();
-            st.down_bps = optional_count(r[3]);
-            st.up_bps = optional_count(r[4]);
-            st.reason = r[15].as<std::string>();
-            st.since = time_at(r, 5);
-            d.state = st;
-        }
+        auto d = subscriber_of(external_id, rows[0]);
         d.span = cycle_of(d.subscriber.created_at, d.subscriber.plan, d.plan_definition);
         const bool in_window = d.span.start >= window_start && d.span.end <= window_end;
         d.cycle.external_id = external_id;
-        for (const auto& row : rows) {
-            const auto kind = row[0].as<int>();
-            if (kind == 1 && in_window) {
-                const auto period_start = time_at(row, 1);
-                if (period_start < d.span.start || period_start >= d.span.end) {
-                    continue;
-                }
-                const auto sums = usage_of(external_id, row, 2);
-                d.cycle.usage += sums.usage;
-                if (sums.updated_at &&
-                    (!d.cycle.updated_at || *sums.updated_at > *d.cycle.updated_at)) {
-                    d.cycle.updated_at = sums.updated_at;
-                }
-                d.uncounted.free_up_bytes += row[7].as<std::uint64_t>();
-                d.uncounted.free_down_bytes += row[8].as<std::uint64_t>();
-                d.uncounted.zero_up_bytes += row[9].as<std::uint64_t>();
-                d.uncounted.zero_down_bytes += row[10].as<std::uint64_t>();
-            } else if (kind == 2 && in_window && time_at(row, 1) == d.span.start) {
-                d.quota_override = row[2].as<std::uint64_t>();
-            } else if (kind == 3) {
-                d.topups.push_back({bigint_at(row, 2), row[3].as<std::uint64_t>(), time_at(row, 4),
-                                    time_at(row, 1), optional_text(row[11])});
-            }
-        }
+        add_rows(d, rows, in_window);
         if (!in_window) {
             read_cycle(txn, d);
             read_quota_override(txn, d);
