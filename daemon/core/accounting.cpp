@@ -49,7 +49,7 @@ void Accounting::apply(const FlowSample& sample, TimePoint now) {
     if (sample.kind == SampleKind::Destroy) {
         ++stats_.destroy_samples;
     }
-    const LedgerResult r = ledger_.apply(sample);
+    const LedgerResult r = ledger_.apply(sample, now);
     if (r.orig_delta.bytes == 0 && r.orig_delta.packets == 0 && r.reply_delta.bytes == 0 &&
         r.reply_delta.packets == 0) {
         return;
@@ -86,7 +86,7 @@ std::vector<CheckpointEntry> Accounting::dump_end(std::uint64_t seq, bool comple
     if (complete) {
         ++stats_.dumps_completed;
     }
-    return ledger_.dump_end(seq, complete);
+    return ledger_.dump_end(seq, complete, clock_.now());
 }
 
 FlushBatch Accounting::take(bool checkpoint_snapshot) {

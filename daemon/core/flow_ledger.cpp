@@ -32,10 +32,18 @@ constexpr Outcomes kDestroyOutcomes{LedgerOutcome::FinalUnseen, LedgerOutcome::F
 
 }  // namespace
 
-LedgerResult FlowLedger::apply(const FlowSample& sample) {
+LedgerResult FlowLedger::apply(const FlowSample& sample, TimePoint now) {
     const FlowKey key = FlowKey::of(sample);
-    return sample.kind == SampleKind::Destroy ? apply_destroy(key, sample)
+    return sample.kind == SampleKind::Destroy ? apply_destroy(key, sample, now)
                                               : apply_poll(key, sample);
+}
+
+void FlowLedger::leave_lost(Entry& e) {
+    if (e.state == State::Lost) {
+        --lost_;
+        ++stats_.lost_recovered;
+        e.state = State::Live;
+    }
 }
 
 FlowLedger::Entry* FlowLedger::credit(const FlowKey& key, const FlowSample& s, LedgerResult& r) {
@@ -43,7 +51,7 @@ FlowLedger::Entry* FlowLedger::credit(const FlowKey& key, const FlowSample& s, L
     const Outcomes& outcomes = destroy ? kDestroyOutcomes : kPollOutcomes;
     auto [it, inserted] = entries_.try_emplace(key);
     Entry& e = it.value();
-    if (e.dead) {
+    if (e.dead()) {
         ++(destroy ? stats_.duplicates : stats_.stale);
         r.outcome = outcomes.absorbed;
         return nullptr;
@@ -73,7 +81,9 @@ LedgerResult FlowLedger::apply_poll(const FlowKey& key, const FlowSample& s) {
     }
     e->last_seen_dump = current_dump_;
     e->missed_dumps = 0;
-    if (r.outcome == LedgerOutcome::FirstSeen || !is_zero(r.orig_delta) ||
+    const bool revived = e->state == State::Lost;
+    leave_lost(*e);
+    if (revived || r.outcome == LedgerOutcome::FirstSeen || !is_zero(r.orig_delta) ||
         !is_zero(r.reply_delta)) {
         e->orig = s.orig_counters;
         e->reply = s.reply_counters;
@@ -83,7 +93,7 @@ LedgerResult FlowLedger::apply_poll(const FlowKey& key, const FlowSample& s) {
     return r;
 }
 
-LedgerResult FlowLedger::apply_destroy(const FlowKey& key, const FlowSample& s) {
+LedgerResult FlowLedger::apply_destroy(const FlowKey& key, const FlowSample& s, TimePoint now) {
     LedgerResult r;
     Entry* e = credit(key, s, r);
     if (e == nullptr) {
@@ -93,8 +103,10 @@ LedgerResult FlowLedger::apply_destroy(const FlowKey& key, const FlowSample& s) 
         // The attribution cached by a dump is handed back once more.
         r.final_tag = e->tag;
     }
-    e->dead = true;
+    leave_lost(*e);
+    e->state = State::Dead;
     e->dead_since_dump = last_started_dump_;
+    e->dead_at = now;
     ++dead_;
     if (e->persisted) {
         mark_dirty(key, *e);  // the stored checkpoint must drop it
@@ -107,28 +119,47 @@ void FlowLedger::dump_begin(std::uint64_t seq) {
     last_started_dump_ = seq;
 }
 
-std::vector<CheckpointEntry> FlowLedger::dump_end(std::uint64_t seq, bool complete) {
+bool FlowLedger::sweep(const FlowKey& key, Entry& e, std::uint64_t seq, bool complete,
+                       TimePoint now, std::vector<CheckpointEntry>& lost) {
+    const auto lived = [&](auto lifetime) { return now - e.dead_at >= lifetime; };
+    switch (e.state) {
+        case State::Dead:
+            if (e.dead_since_dump + kTombstoneDumps > seq || !lived(kTombstoneTtl)) {
+                return false;
+            }
+            forget(key, e);
+            --dead_;
+            return true;
+        case State::Lost:
+            if (!lived(kLostMemory)) {
+                return false;
+            }
+            --lost_;
+            return true;
+        case State::Live:
+            break;
+    }
+    if (!complete || e.last_seen_dump >= seq || ++e.missed_dumps < kMissedDumpsBeforeLost) {
+        return false;
+    }
+    lost.push_back(CheckpointEntry{key, e.orig, e.reply});
+    ++stats_.lost_flows;
+    forget(key, e);
+    e.state = State::Lost;
+    e.persisted = false;  // its removal is on its way to the stored checkpoint
+    e.dead_at = now == TimePoint::max() ? TimePoint{} : now;
+    ++lost_;
+    return false;
+}
+
+std::vector<CheckpointEntry> FlowLedger::dump_end(std::uint64_t seq, bool complete, TimePoint now) {
     std::vector<CheckpointEntry> lost;
     for (auto it = entries_.begin(); it != entries_.end();) {
-        Entry& e = it.value();
-        if (e.dead) {
-            if (e.dead_since_dump + kTombstoneDumps <= seq) {
-                forget(it->first, e);
-                --dead_;
-                it = entries_.erase(it);
-            } else {
-                ++it;
-            }
-            continue;
-        }
-        if (!complete || e.last_seen_dump >= seq || ++e.missed_dumps < kMissedDumpsBeforeLost) {
+        if (sweep(it->first, it.value(), seq, complete, now, lost)) {
+            it = entries_.erase(it);
+        } else {
             ++it;
-            continue;
         }
-        lost.push_back(CheckpointEntry{it->first, e.orig, e.reply});
-        ++stats_.lost_flows;
-        forget(it->first, e);
-        it = entries_.erase(it);
     }
     return lost;
 }
@@ -138,7 +169,7 @@ CheckpointChanges FlowLedger::take_changes(bool snapshot) {
     c.snapshot = snapshot;
     auto take_one = [&c](const FlowKey& key, Entry& e) {
         e.dirty = false;
-        if (!e.dead) {
+        if (e.state == State::Live) {
             e.persisted = true;
             c.upserts.push_back(CheckpointEntry{key, e.orig, e.reply});
         } else if (e.persisted) {
@@ -146,7 +177,7 @@ CheckpointChanges FlowLedger::take_changes(bool snapshot) {
         }
     };
     if (snapshot) {
-        c.upserts.reserve(entries_.size() - dead_);
+        c.upserts.reserve(entries_.size() - dead_ - lost_);
         for (auto it = entries_.begin(); it != entries_.end(); ++it) {
             take_one(it->first, it.value());
         }
@@ -176,11 +207,11 @@ void FlowLedger::return_changes(const CheckpointChanges& changes) {
     }
     for (const auto& key : changes.removals) {
         auto it = entries_.find(key);
-        if (it != entries_.end() && it->second.dead) {
-            mark_dirty(key, it.value());
-        } else if (it == entries_.end()) {
+        if (it == entries_.end() || it->second.state == State::Lost) {
             removed_keys_.push_back(key);
-        }
+        } else if (it->second.dead()) {
+            mark_dirty(key, it.value());
+        }  // Live again (a lost flow seen by a dump): its upsert replaces the row
     }
 }
 

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/clock.hpp"
 #include "core/flow.hpp"
 
 namespace ctquota::core {
@@ -61,7 +62,8 @@ struct LedgerStats {
     std::uint64_t duplicates = 0;
     std::uint64_t stale = 0;
     std::uint64_t counter_resets = 0;
-    std::uint64_t lost_flows = 0;  // credited flows that vanished without a DESTROY we saw
+    std::uint64_t lost_flows = 0;      // credited flows that vanished without a DESTROY we saw
+    std::uint64_t lost_recovered = 0;  // of those, flows whose DESTROY or a dump came later
 };
 
 class FlowLedger {
@@ -72,15 +74,27 @@ class FlowLedger {
     // socket drains; until the flow is declared lost, its credited counters
     // stay, so a late DESTROY still credits only the rest.
     static constexpr std::uint32_t kMissedDumpsBeforeLost = 30;
+    // A tombstone lives at least this long (and at least two dumps): a DESTROY
+    // resent by reliable delivery, or a dump sample that raced it, must still
+    // find it however short the poll interval is.
+    static constexpr std::chrono::seconds kTombstoneTtl{10};
+    // What was credited for a flow declared lost is kept this long, so that a
+    // DESTROY (or a dump) that shows up later credits only the rest.
+    static constexpr std::chrono::hours kLostMemory{1};
 
-    LedgerResult apply(const FlowSample& sample);
+    // `now` dates tombstones and lost flows (their lifetimes above).
+    LedgerResult apply(const FlowSample& sample, TimePoint now);
+    LedgerResult apply(const FlowSample& sample) { return apply(sample, TimePoint{}); }
 
     // A dump brackets its samples with begin/end. A known flow missing from
     // kMissedDumpsBeforeLost complete dumps in a row lost its DESTROY (downtime,
-    // an overrun without reliable delivery): it is dropped and counted as lost;
-    // nothing is invented for it.
+    // an overrun without reliable delivery): it leaves the checkpoint and is
+    // counted as lost; nothing is invented for it, and what it was credited is
+    // remembered for kLostMemory. `now` (default: the end of time) decides
+    // which tombstones and lost flows have lived long enough to be swept.
     void dump_begin(std::uint64_t seq);
-    std::vector<CheckpointEntry> dump_end(std::uint64_t seq, bool complete);
+    std::vector<CheckpointEntry> dump_end(std::uint64_t seq, bool complete,
+                                          TimePoint now = TimePoint::max());
 
     // Checkpoint: what changed since the last call (or everything).
     CheckpointChanges take_changes(bool snapshot);
@@ -92,28 +106,41 @@ class FlowLedger {
     // never rehashes a million entries in the middle of a burst.
     void reserve(std::size_t flows) { entries_.reserve(flows); }
 
-    [[nodiscard]] std::size_t live_flows() const { return entries_.size() - dead_; }
+    [[nodiscard]] std::size_t live_flows() const { return entries_.size() - dead_ - lost_; }
     [[nodiscard]] std::size_t tombstones() const { return dead_; }
+    [[nodiscard]] std::size_t lost_remembered() const { return lost_; }
     [[nodiscard]] const LedgerStats& stats() const { return stats_; }
 
   private:
+    // Live: in the kernel's table as far as we know, checkpointed.
+    // Dead: a tombstone; the flow's DESTROY was credited, and any later sample
+    // for it (a resent event, a dump that raced the event) is dropped; swept
+    // after two dumps and kTombstoneTtl.
+    // Lost: declared lost; not checkpointed; a later sample credits only what
+    // exceeds the counters below; swept after kLostMemory.
+    enum class State : std::uint8_t { Live, Dead, Lost };
+
     struct Entry {
         Counters orig;  // credited so far
         Counters reply;
         std::uint64_t last_seen_dump = 0;
-        // Dead entries are tombstones: the flow's DESTROY was credited, and any
-        // later sample for it (a resent event, a dump that raced the event) is
-        // dropped. They are swept two dumps later.
         std::uint64_t dead_since_dump = 0;
+        TimePoint dead_at{};  // when it became Dead or Lost
         std::uint32_t missed_dumps = 0;
-        bool dead = false;
+        State state = State::Live;
+        [[nodiscard]] bool dead() const { return state == State::Dead; }
         bool dirty = false;      // changed since the last checkpoint; key is in dirty_keys_
         bool persisted = false;  // handed to a checkpoint at least once
         FlowTag tag;
     };
 
     LedgerResult apply_poll(const FlowKey& key, const FlowSample& s);
-    LedgerResult apply_destroy(const FlowKey& key, const FlowSample& s);
+    LedgerResult apply_destroy(const FlowKey& key, const FlowSample& s, TimePoint now);
+    // A Lost entry that hears of its flow again is counted as recovered.
+    void leave_lost(Entry& e);
+    // dump_end's verdict on one entry: true when it is to be erased.
+    bool sweep(const FlowKey& key, Entry& e, std::uint64_t seq, bool complete, TimePoint now,
+               std::vector<CheckpointEntry>& lost);
     // What a poll and a DESTROY credit alike: full counters for a new entry or
     // after a counter reset, the difference otherwise. Null when a tombstone
     // absorbed the sample.
@@ -127,7 +154,7 @@ class FlowLedger {
     // Before erasing: a stored entry whose removal no checkpoint has carried yet
     // must still be removed from the stored checkpoint.
     void forget(const FlowKey& key, const Entry& e) {
-        if (e.persisted && (!e.dead || e.dirty)) {
+        if (e.persisted && (!e.dead() || e.dirty)) {
             removed_keys_.push_back(key);
         }
     }
@@ -140,6 +167,7 @@ class FlowLedger {
                                     std::allocator<std::pair<FlowKey, Entry>>, true>;
     EntryMap entries_;
     std::size_t dead_ = 0;
+    std::size_t lost_ = 0;
     std::vector<FlowKey> dirty_keys_;
     std::vector<FlowKey> removed_keys_;  // removals of entries swept before a checkpoint saw them
     std::uint64_t current_dump_ = 0;

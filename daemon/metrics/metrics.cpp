@@ -95,6 +95,9 @@ std::string Metrics::render_prometheus() const {
             queue_overflows.load());
     counter("dumps_total", "conntrack table dumps", dumps.load());
     counter("flows_lost_total", "credited flows whose final counters were lost", flows_lost.load());
+    counter("flows_lost_recovered_total",
+            "flows declared lost whose DESTROY (or a dump) came later and credited only the rest",
+            flows_lost_recovered.load());
     counter("unattributed_bytes_total", "bytes matching no subscriber", unattributed_bytes.load());
     counter("flushes_total", "successful database flushes", flushes.load());
     counter("db_errors_total", "database errors", db_errors.load());

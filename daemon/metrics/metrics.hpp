@@ -48,6 +48,7 @@ struct Metrics {
     std::atomic<std::uint64_t> samples_applied{0};
     std::atomic<std::uint64_t> flows_tracked{0};
     std::atomic<std::uint64_t> flows_lost{0};
+    std::atomic<std::uint64_t> flows_lost_recovered{0};
     std::atomic<std::uint64_t> duplicate_events{0};
     std::atomic<std::uint64_t> unattributed_bytes{0};
     std::atomic<std::uint64_t> flushes{0};

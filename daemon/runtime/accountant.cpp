@@ -69,7 +69,8 @@ void Accountant::apply(QueueItem& item, core::TimePoint now) {
                 // Never invented: what was credited stays, the rest is reported.
                 spdlog::warn(
                     "{} flows vanished without a DESTROY event (lost events or downtime); "
-                    "their traffic after the last dump is not counted",
+                    "their traffic after the last dump is not counted unless their DESTROY "
+                    "still arrives within an hour",
                     lost.size());
             }
             break;
@@ -81,6 +82,7 @@ void Accountant::publish_stats() {
     const auto& ledger = accounting_.ledger();
     metrics_.flows_tracked = ledger.live_flows();
     metrics_.flows_lost = ledger.stats().lost_flows;
+    metrics_.flows_lost_recovered = ledger.stats().lost_recovered;
     metrics_.duplicate_events = ledger.stats().duplicates;
     metrics_.unattributed_bytes = accounting_.stats().unattributed_bytes;
 }

@@ -157,10 +157,26 @@ TEST_CASE("ledger interleavings credit every byte exactly once") {
          with_empty_dumps({begin(1), s(poll(a, 100, 1, 200, 2)), end(1)}, 2, kLost - 1,
                           {s(destroy(a, 120, 2, 220, 3))}),
          {{120, 2}, {220, 3}}},
-        {"a DESTROY minutes after the flow was declared lost is taken as a new flow (documented "
-         "limit)",
+        {"a DESTROY after the flow was declared lost credits only the rest",
          with_empty_dumps({begin(1), s(poll(a, 100, 1, 200, 2)), end(1)}, 2, kLost,
                           {s(destroy(a, 120, 2, 220, 3))}),
+         {{120, 2}, {220, 3}},
+         1},
+        {"a DESTROY resent after the one that followed a lost verdict credits nothing",
+         with_empty_dumps({begin(1), s(poll(a, 100, 1, 200, 2)), end(1)}, 2, kLost,
+                          {s(destroy(a, 120, 2, 220, 3)), s(destroy(a, 120, 2, 220, 3))}),
+         {{120, 2}, {220, 3}},
+         1},
+        {"a flow declared lost that a dump sees again credits only the difference",
+         with_empty_dumps(
+             {begin(1), s(poll(a, 100, 1, 200, 2)), end(1)}, 2, kLost,
+             {begin(100), s(poll(a, 130, 2, 250, 3)), end(100), s(destroy(a, 140, 3, 260, 4))}),
+         {{140, 3}, {260, 4}},
+         1},
+        {"a lost flow leaves the checkpoint: after a restart its DESTROY is new (documented "
+         "limit: the hour of memory is not checkpointed)",
+         with_empty_dumps({begin(1), s(poll(a, 100, 1, 200, 2)), end(1)}, 2, kLost,
+                          {restart(), s(destroy(a, 120, 2, 220, 3))}),
          {{220, 3}, {420, 5}},
          1},
         {"incomplete dumps never declare flows lost",
@@ -185,6 +201,72 @@ TEST_CASE("ledger keeps no entry for flows that were never polled") {
     }
     CHECK(ledger.live_flows() == 0);
     CHECK(ledger.take_changes(false).upserts.empty());
+}
+
+TEST_CASE("tombstones outlive two dumps until their time-to-live has passed") {
+    const core::TimePoint t0{std::chrono::hours(1000)};
+    const auto ttl = core::FlowLedger::kTombstoneTtl;
+    const auto a = flow(1, "100.64.1.1", 1);
+    core::FlowLedger ledger;
+    ledger.dump_begin(1);
+    CHECK(ledger.apply(destroy(a, 10, 1, 10, 1), t0).orig_delta.bytes == 10);
+    ledger.dump_end(1, true, t0);
+    ledger.dump_begin(2);
+    ledger.dump_end(2, true, t0 + std::chrono::seconds(1));
+    ledger.dump_begin(3);
+    ledger.dump_end(3, true, t0 + ttl - std::chrono::seconds(1));  // two dumps, but too young
+    CHECK(ledger.tombstones() == 1);
+    // A resent DESTROY now (reliable delivery) is still recognised.
+    CHECK(ledger.apply(destroy(a, 10, 1, 10, 1), t0 + ttl).outcome == LedgerOutcome::Duplicate);
+    ledger.dump_begin(4);
+    ledger.dump_end(4, true, t0 + ttl);
+    CHECK(ledger.tombstones() == 0);
+}
+
+TEST_CASE("what a lost flow was credited is remembered for an hour, then forgotten") {
+    const core::TimePoint t0{std::chrono::hours(1000)};
+    const auto a = flow(1, "100.64.1.1", 1);
+    core::FlowLedger ledger;
+    ledger.dump_begin(1);
+    ledger.apply(poll(a, 100, 1, 100, 1), t0);
+    ledger.dump_end(1, true, t0);
+    std::uint64_t seq = 2;
+    std::size_t lost = 0;
+    for (; lost == 0; ++seq) {
+        ledger.dump_begin(seq);
+        lost += ledger.dump_end(seq, true, t0).size();
+    }
+    CHECK(lost == 1);
+    CHECK(ledger.live_flows() == 0);
+    CHECK(ledger.lost_remembered() == 1);
+    CHECK(ledger.take_changes(true).upserts.empty());  // not checkpointed any more
+    ledger.dump_begin(seq);
+    ledger.dump_end(seq, true, t0 + core::FlowLedger::kLostMemory - std::chrono::seconds(1));
+    CHECK(ledger.lost_remembered() == 1);
+    ledger.dump_begin(seq + 1);
+    ledger.dump_end(seq + 1, true, t0 + core::FlowLedger::kLostMemory);
+    CHECK(ledger.lost_remembered() == 0);
+    CHECK(ledger.stats().lost_recovered == 0);
+}
+
+TEST_CASE("a lost flow's late DESTROY is counted as recovered and becomes a tombstone") {
+    const core::TimePoint t0{std::chrono::hours(1000)};
+    const auto a = flow(1, "100.64.1.1", 1);
+    core::FlowLedger ledger;
+    ledger.dump_begin(1);
+    ledger.apply(poll(a, 100, 1, 100, 1), t0);
+    ledger.dump_end(1, true, t0);
+    for (std::uint64_t seq = 2; seq < 2 + kLost; ++seq) {
+        ledger.dump_begin(seq);
+        ledger.dump_end(seq, true, t0);
+    }
+    const auto r = ledger.apply(destroy(a, 150, 2, 100, 1), t0 + std::chrono::minutes(20));
+    CHECK(r.outcome == LedgerOutcome::Final);
+    CHECK(r.orig_delta.bytes == 50);
+    CHECK(r.reply_delta.bytes == 0);
+    CHECK(ledger.stats().lost_recovered == 1);
+    CHECK(ledger.lost_remembered() == 0);
+    CHECK(ledger.tombstones() == 1);
 }
 
 TEST_CASE("tombstones expire after two more dumps") {
