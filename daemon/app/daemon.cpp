@@ -129,10 +129,10 @@ std::unique_ptr<enforce::Enforcer> make_enforcer(const Config& config) {
 void log_status(const metrics::Metrics& m) {
     spdlog::info(
         "status: events {} dumps {} samples {} flows {} flushes {} db_errors {} enobufs {} "
-        "lost_flows {} unattributed_bytes {}",
+        "lost_flows {} unattributed_bytes {} queue_full_waits {} queue_overflows {}",
         m.events_read.load(), m.dumps.load(), m.samples_applied.load(), m.flows_tracked.load(),
         m.flushes.load(), m.db_errors.load(), m.enobufs.load(), m.flows_lost.load(),
-        m.unattributed_bytes.load());
+        m.unattributed_bytes.load(), m.queue_full_waits.load(), m.queue_overflows.load());
 }
 
 api::ServerOptions api_options(const Config& config) {

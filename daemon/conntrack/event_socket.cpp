@@ -42,7 +42,7 @@ int on_message(const nlmsghdr* nlh, void* data) {
 
 }  // namespace
 
-EventSocket::EventSocket(std::uint64_t buffer_bytes, bool reliable) : storage_(kBatch * kDatagram) {
+EventSocket::EventSocket(std::uint64_t buffer_bytes) : storage_(kBatch * kDatagram) {
     nl_ = mnl_socket_open2(NETLINK_NETFILTER, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (nl_ == nullptr) {
         throw std::runtime_error(std::string("cannot open the ctnetlink event socket: ") +
@@ -55,9 +55,14 @@ EventSocket::EventSocket(std::uint64_t buffer_bytes, bool reliable) : storage_(k
                                  std::strerror(err) + " (needs CAP_NET_ADMIN)");
     }
     set_buffer(buffer_bytes);
-    if (reliable) {
-        int on = 1;
-        setsockopt(mnl_socket_get_fd(nl_), SOL_NETLINK, NETLINK_BROADCAST_ERROR, &on, sizeof on);
+}
+
+void EventSocket::enable_reliable_delivery() {
+    int on = 1;
+    if (setsockopt(mnl_socket_get_fd(nl_), SOL_NETLINK, NETLINK_BROADCAST_ERROR, &on, sizeof on) !=
+        0) {
+        throw std::runtime_error(std::string("cannot ask for reliable conntrack events: ") +
+                                 std::strerror(errno));
     }
 }
 

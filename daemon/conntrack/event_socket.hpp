@@ -22,10 +22,13 @@ struct EventStats {
 class EventSocket {
   public:
     // Throws std::runtime_error when the socket cannot be opened or bound.
-    // reliable: ask the kernel to keep an entry until its DESTROY reached us
-    // (the NETLINK_BROADCAST_ERROR socket option), so an overrun delays events instead of
-    // losing them; resent events can arrive twice and the ledger drops those.
-    EventSocket(std::uint64_t buffer_bytes, bool reliable);
+    explicit EventSocket(std::uint64_t buffer_bytes);
+    // Asks the kernel to keep an entry until its DESTROY reached us (the
+    // NETLINK_BROADCAST_ERROR socket option), so an overrun delays events
+    // instead of losing them; resent events can arrive twice and the ledger
+    // drops those. Only once somebody reads: the kernel holds dying entries
+    // for as long as the socket is full.
+    void enable_reliable_delivery();
     ~EventSocket();
     EventSocket(const EventSocket&) = delete;
     EventSocket& operator=(const EventSocket&) = delete;

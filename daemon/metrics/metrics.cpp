@@ -93,6 +93,9 @@ std::string Metrics::render_prometheus() const {
     counter("resyncs_total", "full-dump resyncs after lost events", resyncs.load());
     counter("queue_overflows_total", "reader hand-offs dropped because the queue was full",
             queue_overflows.load());
+    counter("queue_full_waits_total",
+            "event hand-offs that waited for room (reliable delivery: nothing dropped)",
+            queue_full_waits.load());
     counter("dumps_total", "conntrack table dumps", dumps.load());
     counter("flows_lost_total", "credited flows whose final counters were lost", flows_lost.load());
     counter("flows_lost_recovered_total",

@@ -15,10 +15,7 @@ constexpr auto kCoalesce = std::chrono::milliseconds(2);
 }  // namespace
 
 Readers::Readers(const ConntrackConfig& config, SampleQueue& queue, metrics::Metrics& metrics)
-    : config_(config),
-      queue_(queue),
-      metrics_(metrics),
-      events_(config.event_buffer_bytes, config.reliable_events) {
+    : config_(config), queue_(queue), metrics_(metrics), events_(config.event_buffer_bytes) {
     metrics_.event_buffer_bytes = events_.buffer_bytes();
     if (events_.buffer_bytes() < config.event_buffer_bytes) {
         spdlog::warn(
@@ -35,6 +32,11 @@ Readers::~Readers() {
 }
 
 void Readers::start() {
+    if (config_.reliable_events) {
+        // Not before: while start-up waits for the database nobody reads, and
+        // the kernel would keep every dying entry for us meanwhile.
+        events_.enable_reliable_delivery();
+    }
     metrics_.reader_running = true;
     event_thread_ = std::thread([this] { event_loop(); });
     dump_thread_ = std::thread([this] { dump_loop(); });
@@ -87,14 +89,7 @@ void Readers::event_loop() {
             continue;
         }
         const auto n = batch.size();
-        if (!queue_.try_push(QueueItem{QueueItem::Kind::Samples, std::move(batch), 0, false})) {
-            // The accounting thread is behind. Never wait here: the kernel
-            // would drop events instead, uncounted. Drop, count, resync.
-            ++metrics_.queue_overflows;
-            metrics_.samples_dropped += n;
-            spdlog::warn("accounting queue full: dropped {} events; resyncing", n);
-            request_resync();
-        }
+        hand_off(std::move(batch));
         if (n < kCoalesceBelow) {
             // A trickle of events: let a few milliseconds' worth gather in the
             // (large) socket buffer, so each wakeup carries a batch instead of
@@ -105,13 +100,37 @@ void Readers::event_loop() {
     }
 }
 
+void Readers::hand_off(std::vector<core::FlowSample>&& batch) {
+    const auto n = batch.size();
+    QueueItem item{QueueItem::Kind::Samples, std::move(batch), 0, false};
+    if (config_.reliable_events) {
+        // The kernel holds the entries whose DESTROY we have not read: waiting
+        // here delays events, dropping them would lose the flows for good.
+        bool waited = false;
+        queue_.push_wait(std::move(item), SampleQueue::Lane::Events, &waited);
+        if (waited) {
+            ++metrics_.queue_full_waits;
+        }
+        return;
+    }
+    if (!queue_.try_push(std::move(item))) {
+        // Without reliable delivery a waiting reader makes the kernel drop
+        // events, uncounted. Drop, count, resync.
+        ++metrics_.queue_overflows;
+        metrics_.samples_dropped += n;
+        spdlog::warn("accounting queue full: dropped {} events; resyncing", n);
+        request_resync();
+    }
+}
+
 bool Readers::dump_once(std::uint64_t seq) {
-    if (!queue_.push_wait(QueueItem{QueueItem::Kind::DumpBegin, {}, seq, false})) {
+    constexpr auto kDump = SampleQueue::Lane::Dump;
+    if (!queue_.push_wait(QueueItem{QueueItem::Kind::DumpBegin, {}, seq, false}, kDump)) {
         return false;
     }
     conntrack::DumpSocket socket;
     const auto result = socket.dump([this](std::vector<core::FlowSample>&& samples) {
-        queue_.push_wait(QueueItem{QueueItem::Kind::Samples, std::move(samples), 0, false});
+        queue_.push_wait(QueueItem{QueueItem::Kind::Samples, std::move(samples), 0, false}, kDump);
     });
     ++metrics_.dumps;
     metrics_.dump_entries += result.entries;
@@ -120,7 +139,7 @@ bool Readers::dump_once(std::uint64_t seq) {
         spdlog::warn("conntrack dump {} incomplete after {} entries ({})", seq, result.entries,
                      result.error != 0 ? std::strerror(result.error) : "table changed during dump");
     }
-    return queue_.push_wait(QueueItem{QueueItem::Kind::DumpEnd, {}, seq, result.complete});
+    return queue_.push_wait(QueueItem{QueueItem::Kind::DumpEnd, {}, seq, result.complete}, kDump);
 }
 
 void Readers::dump_loop() {

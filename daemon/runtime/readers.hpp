@@ -28,6 +28,7 @@ class Readers {
     void event_loop();
     void dump_loop();
     bool dump_once(std::uint64_t seq);
+    void hand_off(std::vector<core::FlowSample>&& batch);
 
     const ConntrackConfig& config_;
     SampleQueue& queue_;

@@ -15,11 +15,16 @@ bool SampleQueue::try_push(QueueItem&& item) {
     return true;
 }
 
-bool SampleQueue::push_wait(QueueItem&& item) {
+bool SampleQueue::push_wait(QueueItem&& item, Lane lane, bool* waited) {
     {
         std::unique_lock lock(mu_);
-        not_full_.wait(
-            lock, [&] { return closed_ || samples_ == 0 || samples_ + weight(item) <= capacity_; });
+        const auto room = [&] {
+            return closed_ || samples_ == 0 || samples_ + weight(item) <= limit(lane);
+        };
+        if (waited != nullptr) {
+            *waited = !room();
+        }
+        not_full_.wait(lock, room);
         if (closed_) {
             return false;
         }

@@ -1,7 +1,11 @@
 #pragma once
 // SampleQueue: the hand-off between the netlink readers and the accounting
-// thread. The event reader never waits: when the queue is full its batch is
-// dropped, counted, and a resync is requested. The dump thread may wait.
+// thread. With reliable event delivery the event reader waits for room when
+// the queue is full (the kernel keeps dying entries until their DESTROY is
+// read, so waiting loses nothing, while dropping would lose flows that a
+// resync can never bring back); without it, it drops, counts and resyncs.
+// The dump may only fill part of the queue: the rest is kept for events, so
+// a dump of a large table never makes the event reader wait.
 
 #include <chrono>
 #include <condition_variable>
@@ -23,11 +27,16 @@ struct QueueItem {
 
 class SampleQueue {
   public:
+    // Who pushes: the dump lane gets half of the capacity, events all of it.
+    enum class Lane : std::uint8_t { Events, Dump };
+
     explicit SampleQueue(std::size_t capacity_samples) : capacity_(capacity_samples) {}
 
     bool try_push(QueueItem&& item);  // false when full; never blocks
-    // Waits for room; false when the queue was closed while waiting.
-    bool push_wait(QueueItem&& item);
+    // Waits for room in `lane` (an item larger than the lane goes into an
+    // empty queue); false when the queue was closed while waiting. `waited`,
+    // when given, is set to whether it had to wait.
+    bool push_wait(QueueItem&& item, Lane lane, bool* waited = nullptr);
     // Moves everything queued into `out`; waits up to `timeout` for the first item.
     // False once the queue is closed and drained.
     bool pop_all(std::deque<QueueItem>& out, std::chrono::milliseconds timeout);
@@ -36,6 +45,9 @@ class SampleQueue {
 
   private:
     static std::size_t weight(const QueueItem& item) { return item.samples.size(); }
+    [[nodiscard]] std::size_t limit(Lane lane) const {
+        return lane == Lane::Events ? capacity_ : capacity_ / 2;
+    }
 
     mutable std::mutex mu_;
     std::condition_variable not_empty_;
