@@ -223,20 +223,33 @@ TEST_CASE("tombstones outlive two dumps until their time-to-live has passed") {
     CHECK(ledger.tombstones() == 0);
 }
 
-TEST_CASE("what a lost flow was credited is remembered for an hour, then forgotten") {
-    const core::TimePoint t0{std::chrono::hours(1000)};
-    const auto a = flow(1, "100.64.1.1", 1);
-    core::FlowLedger ledger;
+namespace {
+
+const core::TimePoint kT0{std::chrono::hours(1000)};
+
+// Polls `a` (100 B, 1 packet each way) at kT0, then complete dumps without it
+// until it is declared lost. Returns the next dump's sequence number.
+std::uint64_t poll_until_lost(core::FlowLedger& ledger, const core::FlowSample& a) {
     ledger.dump_begin(1);
-    ledger.apply(poll(a, 100, 1, 100, 1), t0);
-    ledger.dump_end(1, true, t0);
+    ledger.apply(poll(a, 100, 1, 100, 1), kT0);
+    ledger.dump_end(1, true, kT0);
     std::uint64_t seq = 2;
     std::size_t lost = 0;
-    for (; lost == 0; ++seq) {
+    for (; lost == 0 && seq < 10 * kLost; ++seq) {
         ledger.dump_begin(seq);
-        lost += ledger.dump_end(seq, true, t0).size();
+        lost += ledger.dump_end(seq, true, kT0).size();
     }
     CHECK(lost == 1);
+    CHECK(seq == 2 + kLost);
+    return seq;
+}
+
+}  // namespace
+
+TEST_CASE("what a lost flow was credited is remembered for an hour, then forgotten") {
+    const core::TimePoint t0 = kT0;
+    core::FlowLedger ledger;
+    const std::uint64_t seq = poll_until_lost(ledger, flow(1, "100.64.1.1", 1));
     CHECK(ledger.live_flows() == 0);
     CHECK(ledger.lost_remembered() == 1);
     CHECK(ledger.take_changes(true).upserts.empty());  // not checkpointed any more
@@ -250,16 +263,10 @@ TEST_CASE("what a lost flow was credited is remembered for an hour, then forgott
 }
 
 TEST_CASE("a lost flow's late DESTROY is counted as recovered and becomes a tombstone") {
-    const core::TimePoint t0{std::chrono::hours(1000)};
+    const core::TimePoint t0 = kT0;
     const auto a = flow(1, "100.64.1.1", 1);
     core::FlowLedger ledger;
-    ledger.dump_begin(1);
-    ledger.apply(poll(a, 100, 1, 100, 1), t0);
-    ledger.dump_end(1, true, t0);
-    for (std::uint64_t seq = 2; seq < 2 + kLost; ++seq) {
-        ledger.dump_begin(seq);
-        ledger.dump_end(seq, true, t0);
-    }
+    poll_until_lost(ledger, a);
     const auto r = ledger.apply(destroy(a, 150, 2, 100, 1), t0 + std::chrono::minutes(20));
     CHECK(r.outcome == LedgerOutcome::Final);
     CHECK(r.orig_delta.bytes == 50);
