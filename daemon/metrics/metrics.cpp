@@ -93,6 +93,10 @@ std::string Metrics::render_prometheus() const {
     counter("resyncs_total", "full-dump resyncs after lost events", resyncs.load());
     counter("queue_overflows_total", "reader hand-offs dropped because the queue was full",
             queue_overflows.load());
+    counter("flushes_in_doubt_total",
+            "flushes whose COMMIT lost its answer and could not be resolved at once (held, "
+            "never retried blindly)",
+            flushes_in_doubt.load());
     counter("queue_full_waits_total",
             "event hand-offs that waited for room (reliable delivery: nothing dropped)",
             queue_full_waits.load());

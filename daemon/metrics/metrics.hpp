@@ -42,6 +42,7 @@ struct Metrics {
     std::atomic<std::uint64_t> resyncs{0};
     std::atomic<std::uint64_t> queue_overflows{0};
     std::atomic<std::uint64_t> queue_full_waits{0};
+    std::atomic<std::uint64_t> flushes_in_doubt{0};
     std::atomic<std::uint64_t> samples_dropped{0};
     std::atomic<std::uint64_t> dumps{0};
     std::atomic<std::uint64_t> dumps_incomplete{0};

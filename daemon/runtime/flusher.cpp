@@ -54,7 +54,31 @@ bool Flusher::want_snapshot() const {
            since > std::max(kMinSnapshotBytes, 2 * usage_store_.last_snapshot_bytes());
 }
 
+bool Flusher::settle_in_doubt() {
+    if (!in_doubt_) {
+        return true;
+    }
+    const auto committed = usage_store_.resolve_in_doubt();
+    if (!committed) {
+        ++metrics_.db_errors;
+        spdlog::warn("the flush in doubt is still unresolved; holding its {} subscriber-periods",
+                     in_doubt_->usage.periods.size());
+        return false;
+    }
+    spdlog::warn("the flush in doubt {}", *committed ? "had committed" : "had not committed");
+    if (*committed) {
+        flushed(*in_doubt_, std::chrono::steady_clock::now());
+    } else {
+        accountant_.give_back(*in_doubt_);
+    }
+    in_doubt_.reset();
+    return true;
+}
+
 bool Flusher::flush_once() {
+    if (!settle_in_doubt()) {
+        return false;
+    }
     const auto batch = accountant_.take(want_snapshot());
     if (batch.empty()) {
         return true;
@@ -63,15 +87,26 @@ bool Flusher::flush_once() {
     try {
         usage_store_.flush(batch);
     } catch (const std::exception& e) {
-        accountant_.give_back(batch);
         ++metrics_.db_errors;
         ++metrics_.flush_failures;
         metrics_.database_ok = false;
         ++failing_since_;
+        if (dynamic_cast<const store::InDoubtError*>(&e) != nullptr) {
+            ++metrics_.flushes_in_doubt;
+            in_doubt_ = batch;  // merged into nothing: it may have been written
+        } else {
+            accountant_.give_back(batch);
+        }
         spdlog::error("flush failed, keeping {} subscriber-periods in memory: {}",
                       batch.usage.periods.size(), e.what());
         return false;
     }
+    flushed(batch, started);
+    return true;
+}
+
+void Flusher::flushed(const core::FlushBatch& batch,
+                      std::chrono::steady_clock::time_point started) {
     metrics_.observe_flush(std::chrono::duration_cast<std::chrono::microseconds>(
         std::chrono::steady_clock::now() - started));
     ++metrics_.flushes;
@@ -89,7 +124,6 @@ bool Flusher::flush_once() {
         }
         on_flushed_(changed);
     }
-    return true;
 }
 
 void Flusher::loop() {

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "metrics/metrics.hpp"
@@ -44,6 +45,10 @@ class Flusher {
   private:
     void loop();
     bool flush_once();
+    // A batch whose COMMIT is in doubt: dropped once the database says it
+    // committed, given back once it says it did not; false while it cannot tell.
+    bool settle_in_doubt();
+    void flushed(const core::FlushBatch& batch, std::chrono::steady_clock::time_point started);
     bool want_snapshot() const;
 
     const AccountingConfig& config_;
@@ -56,6 +61,7 @@ class Flusher {
     std::function<void(const std::vector<core::SubscriberId>&)> on_flushed_;
     std::string bindings_fingerprint_;
     bool first_flush_ = true;
+    std::optional<core::FlushBatch> in_doubt_;
     std::uint64_t failing_since_ = 0;  // consecutive failed flushes
     std::atomic<bool> stopping_{false};
     std::atomic<bool> index_dirty_{false};

@@ -145,6 +145,9 @@ UsageStore::UsageStore(Database& db, std::string gateway_id)
     : db_(db), gateway_id_(std::move(gateway_id)), tokens_(std::random_device{}()) {}
 
 void UsageStore::flush(const core::FlushBatch& batch) {
+    if (in_doubt_) {
+        throw InDoubtError("flush: the previous flush is still in doubt; resolve it first");
+    }
     const Columns hours(rows_of(batch.usage.hours, [](const core::HourUsage& h) {
         return std::pair{h.subscriber, h.hour};
     }));
@@ -184,11 +187,12 @@ void UsageStore::flush(const core::FlushBatch& batch) {
         txn.commit();
     } catch (const pqxx::in_doubt_error&) {
         db_.reset();
-        const auto outcome = committed(token);
+        in_doubt_ = token;
+        const auto outcome = resolve_in_doubt();
         if (!outcome) {
-            throw DatabaseError(
-                "flush: connection lost during COMMIT and the database cannot be asked whether it "
-                "committed; retrying may count this batch twice");
+            throw InDoubtError(
+                "flush: connection lost during COMMIT and the database cannot be asked yet "
+                "whether it committed; the batch is held until it can");
         }
         if (!*outcome) {
             throw DatabaseError("flush: connection lost during COMMIT; the flush did not commit");
@@ -203,6 +207,17 @@ void UsageStore::flush(const core::FlushBatch& batch) {
     } else {
         since_snapshot_ += blob.size();
     }
+}
+
+std::optional<bool> UsageStore::resolve_in_doubt() {
+    if (!in_doubt_) {
+        return std::nullopt;
+    }
+    const auto outcome = committed(*in_doubt_);
+    if (outcome) {
+        in_doubt_.reset();
+    }
+    return outcome;
 }
 
 std::optional<bool> UsageStore::committed(std::int64_t token) {

@@ -14,14 +14,29 @@
 
 namespace ctquota::store {
 
+// The connection broke during COMMIT and the database could not be asked
+// whether the flush committed: the batch is neither written nor unwritten.
+// The caller keeps it aside (never merges it into the next one, which could
+// count it twice) until resolve_in_doubt() knows.
+class InDoubtError : public DatabaseError {
+  public:
+    using DatabaseError::DatabaseError;
+};
+
 class UsageStore {
   public:
     UsageStore(Database& db, std::string gateway_id);
 
     // All or nothing; throws DatabaseError and leaves the database unchanged.
     // When the connection breaks during COMMIT, asks the database whether the
-    // flush committed (by its token in gateway_flush) and returns normally if so.
+    // flush committed (by its token in gateway_flush) and returns normally if
+    // so; throws InDoubtError when it cannot tell. No flush may follow an
+    // InDoubtError before resolve_in_doubt() answered.
     void flush(const core::FlushBatch& batch);
+    // After an InDoubtError: true/false when the database says the flush
+    // did / did not commit; nullopt while it cannot tell (ask again later).
+    std::optional<bool> resolve_in_doubt();
+    [[nodiscard]] bool in_doubt() const { return in_doubt_.has_value(); }
     // Snapshot + the deltas after it, replayed.
     std::vector<core::CheckpointEntry> load_checkpoint();
     // Bytes of checkpoint written since the last snapshot, to decide when to compact.
@@ -37,6 +52,7 @@ class UsageStore {
     std::size_t since_snapshot_ = 0;
     std::size_t last_snapshot_ = 0;
     std::mt19937_64 tokens_;
+    std::optional<std::int64_t> in_doubt_;  // the token of a flush whose COMMIT is in doubt
 };
 
 }  // namespace ctquota::store
