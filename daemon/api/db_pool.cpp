@@ -4,9 +4,10 @@
 
 namespace ctquota::api {
 
-DatabasePool::DatabasePool(const std::string& url, std::size_t size) {
+DatabasePool::DatabasePool(const std::string& url, std::size_t size,
+                           std::chrono::milliseconds statement_timeout) {
     for (std::size_t i = 0; i < size; ++i) {
-        all_.push_back(std::make_unique<store::Database>(url));
+        all_.push_back(std::make_unique<store::Database>(url, statement_timeout));
         free_.push_back(all_.back().get());
     }
 }

@@ -17,7 +17,8 @@ namespace ctquota::api {
 class DatabasePool {
   public:
     // `size` connections, each opened on first use and reopened after a failure.
-    DatabasePool(const std::string& url, std::size_t size);
+    DatabasePool(const std::string& url, std::size_t size,
+                 std::chrono::milliseconds statement_timeout = std::chrono::milliseconds(0));
 
     class Lease {
       public:

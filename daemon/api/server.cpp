@@ -66,6 +66,10 @@ Reply problem_reply(const Problem& p) {
 
 void write(httplib::Response& res, const Reply& reply) {
     res.status = reply.status;
+    // Usage and tokens are nobody's cache's business; and a browser must take
+    // a body for what its Content-Type says, never sniff it into HTML.
+    res.set_header("Cache-Control", "no-store");
+    res.set_header("X-Content-Type-Options", "nosniff");
     for (const auto& [name, value] : reply.headers) {
         res.set_header(name, value);
     }
@@ -98,6 +102,9 @@ std::unique_ptr<httplib::Server> make_http_server(const ServerOptions& o) {
                                  "' and '" + o.tls_key +
                                  "' (PEM certificate and its unencrypted private key expected)");
     }
+    if (SSL_CTX_set_min_proto_version(server->ssl_context(), TLS1_2_VERSION) != 1) {
+        throw std::runtime_error("api: cannot require TLS 1.2 or newer");
+    }
     return server;
 }
 
@@ -106,7 +113,7 @@ std::unique_ptr<httplib::Server> make_http_server(const ServerOptions& o) {
 Server::Server(ServerOptions options, metrics::Metrics& metrics, const core::Clock& clock)
     : options_(std::move(options)),
       metrics_(metrics),
-      pool_(options_.database_url, options_.threads),
+      pool_(options_.database_url, options_.threads, options_.statement_timeout),
       services_{pool_, clock, metrics},
       auth_(lookup_in(pool_), clock, options_.token_cache_ttl),
       router_(make_router(services_)),

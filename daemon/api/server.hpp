@@ -35,6 +35,9 @@ struct ServerOptions {
     std::string database_url;
     std::size_t threads = 8;  // HTTP workers, and as many database connections
     std::chrono::seconds token_cache_ttl{10};
+    // Every statement of an API request: a runaway query gives the client an
+    // error instead of holding one of the few connections for ever.
+    std::chrono::milliseconds statement_timeout{5000};
     std::string tls_cert;  // PEM files; both set: HTTPS only, neither: plain HTTP
     std::string tls_key;
     std::filesystem::path web_dir;  // the web page's files; empty: no page

@@ -155,7 +155,8 @@ std::vector<std::string> connection_secrets(const std::string& url) {
     return out;
 }
 
-Database::Database(std::string url) : url_(std::move(url)) {}
+Database::Database(std::string url, std::chrono::milliseconds statement_timeout)
+    : url_(std::move(url)), statement_timeout_(statement_timeout) {}
 
 Database::~Database() {
     reset();
@@ -178,6 +179,11 @@ pqxx::connection& Database::connection() {
     reset();
     try {
         auto conn = std::make_unique<pqxx::connection>(url_);
+        if (statement_timeout_.count() > 0) {
+            // A number we chose, never input: safe to spell into the statement.
+            pqxx::nontransaction(*conn).exec0("SET statement_timeout = " +
+                                              std::to_string(statement_timeout_.count()));
+        }
         notices_ = std::make_unique<NoticeLogger>(*conn);
         conn_ = std::move(conn);
     } catch (const std::exception& e) {

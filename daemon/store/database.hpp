@@ -10,6 +10,7 @@
 // another subscriber) it is the subclass ConflictError.
 // Messages never contain the password of the connection string.
 
+#include <chrono>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -39,7 +40,10 @@ class ConflictError : public std::invalid_argument {
 
 class Database {
   public:
-    explicit Database(std::string url);
+    // statement_timeout > 0: set for every session (SET statement_timeout), so a
+    // runaway statement fails instead of holding the connection.
+    explicit Database(std::string url,
+                      std::chrono::milliseconds statement_timeout = std::chrono::milliseconds(0));
     ~Database();
     Database(const Database&) = delete;
     Database& operator=(const Database&) = delete;
@@ -61,6 +65,7 @@ class Database {
 
   private:
     std::string url_;
+    std::chrono::milliseconds statement_timeout_;
     std::unique_ptr<pqxx::connection> conn_;
     std::unique_ptr<pqxx::errorhandler> notices_;  // destroyed before conn_
 };

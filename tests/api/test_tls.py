@@ -61,6 +61,27 @@ def run(world):
     check(r.stdout.endswith("\n200"), f"https authenticated GET: {r.stdout!r} {r.stderr!r}")
     print("https with the CA: 200")
 
+    r = sh(["ip", "netns", "exec", world.ns, "curl", "-sS", "--max-time", "5", "-o", "/dev/null",
+            "-D", "-", "--cacert", cert, "-H", f"Authorization: Bearer {token}",
+            base + "/api/v1/subscribers"], check=False)
+    headers = r.stdout.lower()
+    check("cache-control: no-store" in headers and "x-content-type-options: nosniff" in headers,
+          f"API response headers: {r.stdout!r}")
+    print("API responses: Cache-Control: no-store, X-Content-Type-Options: nosniff")
+
+    def handshake(version):
+        # SECLEVEL=0 lets the client offer old versions: the server alone must refuse.
+        return sh(["ip", "netns", "exec", world.ns, "openssl", "s_client", "-connect",
+                   f"127.0.0.1:{API_PORT}", version, "-cipher", "DEFAULT@SECLEVEL=0",
+                   "-CAfile", cert], check=False, input="", timeout=10)
+    for old in ("-tls1", "-tls1_1"):
+        r = handshake(old)
+        check(r.returncode != 0, f"{old} handshake accepted: {r.stdout[-300:]!r}")
+    r = handshake("-tls1_2")
+    check(r.returncode == 0 and "Protocol  : TLSv1.2" in r.stdout,
+          f"TLS 1.2 handshake: rc {r.returncode} {r.stdout[-300:]!r} {r.stderr[-300:]!r}")
+    print("TLS 1.0 and 1.1 refused by the server, TLS 1.2 accepted")
+
     r = curl(world, f"http://127.0.0.1:{API_PORT}/healthz")
     check(r.returncode != 0 or not r.stdout.endswith("\n200"), f"plain http answered: {r.stdout!r}")
     print(f"plain http: no answer (curl exit {r.returncode}: {r.stderr.strip()[:80]})")

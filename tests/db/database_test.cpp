@@ -98,3 +98,26 @@ TEST_CASE("SQL errors become DatabaseError naming the operation; the connection 
     scratch.exec("ALTER TABLE subscriber_bindings_gone RENAME TO subscriber_bindings");
     CHECK(subscribers.load_bindings(dbtest::now_us()).empty());
 }
+
+TEST_CASE("a statement timeout, when asked for, holds for every session and survives reconnects") {
+    ScratchDatabase scratch;
+    store::Database db(scratch.url(), std::chrono::milliseconds(300));
+    auto show = [&db] {
+        pqxx::nontransaction tx(db.connection());
+        return tx.exec1("SHOW statement_timeout")[0].as<std::string>();
+    };
+    CHECK(show() == "300ms");
+    bool timed_out = false;
+    try {
+        pqxx::nontransaction tx(db.connection());
+        tx.exec("SELECT pg_sleep(3)");
+    } catch (const std::exception& e) {
+        timed_out = std::string(e.what()).find("statement timeout") != std::string::npos;
+    }
+    CHECK(timed_out);
+    db.reset();
+    CHECK(show() == "300ms");  // a new session gets it too
+    store::Database plain(scratch.url());
+    pqxx::nontransaction tx(plain.connection());
+    CHECK(tx.exec1("SHOW statement_timeout")[0].as<std::string>() == "0");
+}
