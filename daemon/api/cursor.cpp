@@ -7,6 +7,7 @@
 
 #include "api/base64.hpp"
 #include "api/problem.hpp"
+#include "api/series.hpp"
 #include "api/validation.hpp"
 
 namespace ctquota::api {
@@ -29,7 +30,11 @@ bool valid_kind(const std::string& kind, const std::string& cycle, const std::st
     if (kind == "events" || kind == "topups") {
         return cycle.empty() && positive_integer(after);
     }
-    return kind == "usage" && parse_date(cycle).has_value();
+    if (kind == "usage-range") {
+        return !cycle.empty();  // the route checks it against its from, to and granularity
+    }
+    // A date (cycle=YYYY-MM-DD) or the instant cycle=current was read at.
+    return kind == "usage" && parse_timestamp(cycle).has_value();
 }
 
 }  // namespace

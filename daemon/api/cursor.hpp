@@ -14,9 +14,11 @@
 namespace ctquota::api {
 
 struct Cursor {
-    std::string kind;   // "subscribers", "usage", "events" or "topups"
+    std::string kind;   // "subscribers", "usage", "usage-range", "events" or "topups"
     std::string after;  // the last external id (events, top-ups: row id) of the previous page
-    std::string cycle;  // "YYYY-MM-DD" (usage only; empty otherwise)
+    // usage: "YYYY-MM-DD" (cycle=date) or the ISO-8601 instant cycle=current
+    // read; usage-range: "from/to/granularity"; empty otherwise
+    std::string cycle;
     bool operator==(const Cursor&) const = default;
 };
 

@@ -36,6 +36,20 @@ store::CycleSpan current_cycle(core::TimePoint created_at,
     return {start, core::next_month_start_utc(start)};
 }
 
+store::CycleSpan cycle_on_date(core::TimePoint created_at,
+                               const std::optional<std::string>& plan_name,
+                               const std::optional<std::string>& plan_definition,
+                               core::TimePoint day) {
+    if (plan_name && plan_definition) {
+        if (const auto plan = stored_plan(*plan_name, *plan_definition)) {
+            const auto c = core::cycle_on_day(plan->cycle, created_at, day);
+            return {c.start, c.end};
+        }
+    }
+    const auto start = core::month_start_utc(day);
+    return {start, core::next_month_start_utc(start)};
+}
+
 store::CycleOf cycle_finder(core::TimePoint now) {
     return [now](core::TimePoint created_at, const std::optional<std::string>& plan,
                  const std::optional<std::string>& definition) {

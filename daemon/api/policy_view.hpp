@@ -24,6 +24,14 @@ store::CycleSpan current_cycle(core::TimePoint created_at,
                                const std::optional<std::string>& plan_definition,
                                core::TimePoint now);
 
+// The cycle that a date (its midnight in UTC) names for such a subscriber: the
+// one running at the end of that day in the plan's time zone (core::cycle_on_day),
+// or the calendar month in UTC containing it without a plan.
+store::CycleSpan cycle_on_date(core::TimePoint created_at,
+                               const std::optional<std::string>& plan_name,
+                               const std::optional<std::string>& plan_definition,
+                               core::TimePoint day);
+
 // A CycleOf for SubscriberQueries::find that uses current_cycle.
 store::CycleOf cycle_finder(core::TimePoint now);
 

@@ -148,7 +148,13 @@ Reply remove(Services& s, const Request& r) {
 store::SubscriberFilter read_filter(const Query& query) {
     store::SubscriberFilter filter{query_value(query, "q").value_or(""),
                                    query_value(query, "plan").value_or(""),
-                                   query_value(query, "state").value_or("")};
+                                   query_value(query, "state").value_or(""), ""};
+    // "id or address": a q that is an address (or prefix) also finds the
+    // subscribers whose bindings overlap it.
+    std::string why;
+    if (const auto prefix = parse_cidr(filter.q, &why)) {
+        filter.address = prefix->to_string();
+    }
     if (query_value(query, "plan") && !core::valid_plan_name(filter.plan)) {
         throw bad_request("plan must be a plan name ([a-z0-9][a-z0-9._-]{0,62}), got '" +
                           filter.plan.substr(0, 64) + "'");

@@ -102,6 +102,13 @@ Cycle cycle_at(const CycleSpec& spec, TimePoint anchor, TimePoint t) {
     return monthly_cycle(spec, t);
 }
 
+Cycle cycle_on_day(const CycleSpec& spec, TimePoint anchor, TimePoint day) {
+    const auto* zone = zone_or_throw(spec.time_zone);
+    const auto midnight = date::floor<date::days>(day).time_since_epoch();
+    const auto next_local_midnight = LocalMinutes{midnight + date::days{1}};
+    return cycle_at(spec, anchor, to_instant(zone, next_local_midnight) - nanoseconds{1});
+}
+
 bool valid_time_zone(std::string_view name) {
     try {
         zone_or_throw(name);

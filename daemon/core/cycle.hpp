@@ -31,6 +31,10 @@ struct Cycle {
 // anchor: when the subscriber started (EveryNDays counts from it). Throws
 // std::invalid_argument for an unknown zone (or a spec validate_plan rejects).
 Cycle cycle_at(const CycleSpec& spec, TimePoint anchor, TimePoint t);
+// The cycle running at the end of the calendar day `day` (its midnight in UTC)
+// in spec.time_zone: the cycle that starts that day if one does, otherwise the
+// one running through it. Throws like cycle_at.
+Cycle cycle_on_day(const CycleSpec& spec, TimePoint anchor, TimePoint day);
 bool valid_time_zone(std::string_view name);
 // Is t inside one of the plan's free windows (local time in plan.cycle.time_zone)?
 // Throws std::invalid_argument for an unknown zone.

@@ -1,5 +1,7 @@
 #include "store/subscriber_queries.hpp"
 
+#include <map>
+
 #include "store/prepared.hpp"
 #include "store/sql_util.hpp"
 
@@ -270,7 +272,7 @@ std::optional<SubscriberQueries::Ref> SubscriberQueries::ref(const std::string& 
 
 std::vector<SubscriberView> SubscriberQueries::page(const std::string& q, const std::string& after,
                                                     std::size_t limit, core::TimePoint now) {
-    return page(SubscriberFilter{q, "", ""}, after, limit, now);
+    return page(SubscriberFilter{q, "", "", ""}, after, limit, now);
 }
 
 std::vector<SubscriberView> SubscriberQueries::page(const SubscriberFilter& filter,
@@ -283,12 +285,17 @@ std::vector<SubscriberView> SubscriberQueries::page(const SubscriberFilter& filt
                 ", s.plan FROM subscribers s "
                 "LEFT JOIN subscriber_state st ON st.subscriber_id = s.id "
                 "WHERE s.removed_at IS NULL AND s.external_id > $1 "
-                "AND ($2 = '' OR strpos(lower(s.external_id), lower($2)) > 0) "
+                "AND (($2 = '' AND $7 = '') OR ($2 <> '' AND strpos(lower(s.external_id), "
+                "lower($2)) > 0) OR EXISTS (SELECT 1 FROM subscriber_bindings b "
+                "WHERE b.subscriber_id = s.id AND b.prefix && NULLIF($7, '')::cidr "
+                "AND b.valid_from <= " +
+                ts(4) + " AND (b.valid_until IS NULL OR b.valid_until > " + ts(4) +
+                "))) "
                 "AND ($5 = '' OR s.plan = $5) "
                 "AND ($6 = '' OR coalesce(st.state, 'normal') = $6) "
                 "ORDER BY s.external_id LIMIT $3",
             after, filter.q, static_cast<std::int64_t>(limit), to_micros(now), filter.plan,
-            filter.state);
+            filter.state, filter.address);
         std::vector<SubscriberView> out;
         out.reserve(rows.size());
         for (const auto& r : rows) {
@@ -336,7 +343,141 @@ const char* trunc_field(SeriesUnit unit) {
     return "hour";
 }
 
+// A timestamptz column of microseconds as SQL, for columns of unnest().
+std::string ts_of(const std::string& micros) {
+    return "('epoch'::timestamptz + " + micros + " * interval '1 microsecond')";
+}
+
+struct ExportCandidate {
+    core::SubscriberId id = 0;
+    std::string external_id;
+    core::TimePoint created_at{};
+    std::optional<core::TimePoint> removed_at;
+    std::optional<std::string> plan;
+    std::optional<std::string> definition;
+};
+
+// Up to `limit` ids after `after`; per id the active row, else the last removed.
+std::vector<ExportCandidate> export_candidates(pqxx::transaction_base& txn,
+                                               const std::string& after, std::size_t limit) {
+    const auto rows = txn.exec_params(
+        "SELECT DISTINCT ON (s.external_id) s.id, s.external_id, " + micros_of("s.created_at") +
+            ", " + micros_of("s.removed_at") +
+            ", s.plan, p.definition::text FROM subscribers s LEFT JOIN plans p ON p.name = s.plan "
+            "WHERE s.external_id > $1 ORDER BY s.external_id, s.removed_at DESC NULLS FIRST "
+            "LIMIT $2",
+        after, static_cast<std::int64_t>(limit));
+    std::vector<ExportCandidate> out;
+    out.reserve(rows.size());
+    for (const auto& r : rows) {
+        ExportCandidate c;
+        c.id = r[0].as<core::SubscriberId>();
+        c.external_id = r[1].as<std::string>();
+        c.created_at = from_micros(r[2].as<std::int64_t>());
+        if (!r[3].is_null()) {
+            c.removed_at = from_micros(r[3].as<std::int64_t>());
+        }
+        c.plan = optional_text(r[4]);
+        c.definition = optional_text(r[5]);
+        out.push_back(std::move(c));
+    }
+    return out;
+}
+
 }  // namespace
+
+std::vector<ExportRow> SubscriberQueries::cycle_usage_page(const std::string& after,
+                                                           std::size_t limit,
+                                                           const CycleOf& cycle_of) {
+    try {
+        pqxx::transaction<pqxx::repeatable_read> txn(db_.connection());
+        std::vector<ExportRow> out;
+        std::string next = after;
+        // Rows left out (not existing in their cycle) are made up for by reading on.
+        while (out.size() < limit) {
+            const auto want = limit - out.size();
+            const auto candidates = export_candidates(txn, next, want);
+            if (candidates.empty()) {
+                break;
+            }
+            std::vector<core::SubscriberId> ids;
+            std::vector<std::int64_t> starts;
+            std::vector<std::int64_t> ends;
+            std::vector<CycleSpan> spans;
+            for (const auto& c : candidates) {
+                spans.push_back(cycle_of(c.created_at, c.plan, c.definition));
+                ids.push_back(c.id);
+                starts.push_back(to_micros(spans.back().start));
+                ends.push_back(to_micros(spans.back().end));
+            }
+            const auto sums = txn.exec_params(
+                "SELECT q.id, " + std::string(kUsageSums) + micros_of("max(u.updated_at)") +
+                    " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS q(id, s, e) "
+                    "JOIN usage_period u ON u.subscriber_id = q.id AND u.period_start >= " +
+                    ts_of("q.s") + " AND u.period_start < " + ts_of("q.e") + " GROUP BY q.id",
+                int_array(ids), int_array(starts), int_array(ends));
+            std::map<core::SubscriberId, CycleUsage> usage;
+            for (const auto& r : sums) {
+                usage.emplace(r[0].as<core::SubscriberId>(), usage_of("", r, 1));
+            }
+            for (std::size_t i = 0; i < candidates.size(); ++i) {
+                const auto& c = candidates[i];
+                const auto& span = spans[i];
+                const auto found = usage.find(c.id);
+                const bool existed =
+                    c.created_at < span.end && (!c.removed_at || *c.removed_at > span.start);
+                if (found == usage.end() && !existed) {
+                    continue;
+                }
+                ExportRow row{c.external_id, c.plan, span, {}, std::nullopt};
+                if (found != usage.end()) {
+                    row.usage = found->second.usage;
+                    row.updated_at = found->second.updated_at;
+                }
+                out.push_back(std::move(row));
+            }
+            next = candidates.back().external_id;
+            if (candidates.size() < want) {
+                break;
+            }
+        }
+        txn.commit();
+        return out;
+    } catch (...) {
+        db_.fail("exporting usage");
+    }
+}
+
+std::vector<RangeRow> SubscriberQueries::range_usage_page(core::TimePoint from, core::TimePoint to,
+                                                          SeriesUnit unit,
+                                                          const std::string& after_id,
+                                                          core::TimePoint after_start,
+                                                          std::size_t limit) {
+    return in_transaction(db_, "exporting usage", [&](pqxx::work& txn) {
+        // Buckets in UTC whatever the session's TimeZone says.
+        const std::string bucket =
+            "(date_trunc($6::text, u.hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')";
+        const auto rows = txn.exec_params(
+            "SELECT s.external_id, " + micros_of(bucket) +
+                " AS bucket, (array_agg(s.plan ORDER BY s.removed_at DESC NULLS FIRST))[1], " +
+                kUsageSums + micros_of("max(u.updated_at)") +
+                " FROM usage_hourly u JOIN subscribers s ON s.id = u.subscriber_id "
+                "WHERE u.hour >= " +
+                ts(1) + " AND u.hour < " + ts(2) +
+                " AND (s.external_id > $3 OR (s.external_id = $3 AND " + bucket + " > " + ts(4) +
+                ")) GROUP BY s.external_id, bucket ORDER BY s.external_id, bucket LIMIT $5",
+            to_micros(from), to_micros(to), after_id, to_micros(after_start),
+            static_cast<std::int64_t>(limit), trunc_field(unit));
+        std::vector<RangeRow> out;
+        out.reserve(rows.size());
+        for (const auto& r : rows) {
+            const auto sums = usage_of("", r, 3);
+            out.push_back({r[0].as<std::string>(), optional_text(r[2]),
+                           from_micros(r[1].as<std::int64_t>()), sums.usage, sums.updated_at});
+        }
+        return out;
+    });
+}
 
 std::optional<std::vector<SeriesPoint>> SubscriberQueries::usage_series(
     const std::string& external_id, core::TimePoint from, core::TimePoint to, SeriesUnit unit) {

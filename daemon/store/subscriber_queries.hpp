@@ -76,11 +76,33 @@ using CycleOf =
     std::function<CycleSpan(core::TimePoint created_at, const std::optional<std::string>& plan,
                             const std::optional<std::string>& plan_definition)>;
 
+// One row of a per-subscriber-cycle export: the subscriber's own cycle.
+struct ExportRow {
+    std::string external_id;
+    std::optional<std::string> plan;
+    CycleSpan span;
+    core::Usage usage;  // usage_period rows with period_start in [span.start, span.end)
+    std::optional<core::TimePoint> updated_at;
+};
+
+// One row of a time-range export: a subscriber's usage_hourly rows in one
+// bucket (UTC hour or day), summed over gateways.
+struct RangeRow {
+    std::string external_id;
+    std::optional<std::string> plan;  // of the subscriber now
+    core::TimePoint start{};
+    core::Usage usage;
+    std::optional<core::TimePoint> updated_at;
+};
+
 // Filters of a subscriber listing; "" = any.
 struct SubscriberFilter {
     std::string q;      // part of the id, case-insensitive
     std::string plan;   // exact plan name
     std::string state;  // normal | throttled | blocked (no stored state = normal)
+    // CIDR text: also subscribers with a binding valid now that overlaps it
+    // (an address inside a bound prefix finds its subscriber); "" = none.
+    std::string address = "";
 };
 
 class SubscriberQueries {
@@ -112,6 +134,18 @@ class SubscriberQueries {
     // cycle [start, end) or existed during it (with zeros), in id order.
     std::vector<CycleUsage> usage_page(core::TimePoint start, core::TimePoint end,
                                        const std::string& after, std::size_t limit);
+    // Up to `limit` subscribers with ids after `after`, each with its usage in
+    // the cycle `cycle_of` picks for it (its plan's), in id order. Per id the
+    // active subscriber is read, or without one the one removed last; it is
+    // left out when it neither existed during that cycle nor has usage in it.
+    // One REPEATABLE READ transaction: every row of a page is one snapshot.
+    std::vector<ExportRow> cycle_usage_page(const std::string& after, std::size_t limit,
+                                            const CycleOf& cycle_of);
+    // Up to `limit` (subscriber, bucket) rows with usage in [from, to), unit
+    // Hour or Day, ordered by id then bucket, after (after_id, after_start).
+    std::vector<RangeRow> range_usage_page(core::TimePoint from, core::TimePoint to,
+                                           SeriesUnit unit, const std::string& after_id,
+                                           core::TimePoint after_start, std::size_t limit);
 
     // The buckets in [from, to) that have usage, in time order (empty ones are
     // left out); nullopt when there is no active subscriber `external_id`.

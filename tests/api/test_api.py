@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from api_harness import ApiWorld, Client, sh, wait_for  # noqa: E402
 from api_case import SUBS, ApiTestCase, env  # noqa: E402
 import api_bindings  # noqa: E402
+import api_export  # noqa: E402
 import api_policies  # noqa: E402
 import api_malformed  # noqa: E402
 
@@ -197,7 +198,7 @@ class Usage(ApiTestCase):
             self.assertEqual(r.status, 200, r)
             self.assertTrue(r.content_type.startswith("text/csv"), r)
             reader = csv.DictReader(io.StringIO(r.body.decode()))
-            self.assertEqual(reader.fieldnames[:2], ["subscriber_id", "cycle_start"])
+            self.assertEqual(reader.fieldnames[:4], ["subscriber_id", "plan", "cycle_start", "cycle_end"])
             csv_rows += list(reader)
             cursor = r.headers.get("x-next-cursor")
             if not cursor:
@@ -217,8 +218,8 @@ class Usage(ApiTestCase):
         for cycle in (old.isoformat(), (old + datetime.timedelta(days=17)).isoformat()):
             r = self.billing.get(f"/api/v1/usage?cycle={cycle}")
             body = r.json()
-            self.assertEqual(body["cycle_start"], old.isoformat() + "T00:00:00Z")
             row = [x for x in body["items"] if x["subscriber_id"] == "exp-010"]
+            self.assertEqual(row[0]["cycle_start"], old.isoformat() + "T00:00:00Z")  # no plan: UTC month
             self.assertEqual(row[0]["up_bytes"], 111)
         # A cursor belongs to its cycle.
         cursor = self.billing.get("/api/v1/usage?limit=1").json()["next_cursor"]
@@ -313,7 +314,8 @@ def run_inside():
     suite = unittest.TestSuite()
     for case in (Health, Auth, Subscribers, Usage, api_bindings.Series, api_bindings.Addresses,
                  api_bindings.Replace, api_policies.Plans, api_policies.SubscriberPlans,
-                 api_policies.TopUps, api_policies.Events, api_policies.PolicyRoles, Pagination,
+                 api_policies.TopUps, api_policies.Events, api_policies.PolicyRoles, api_export.Export,
+                 Pagination,
                  Malformed, Outage):
         suite.addTests(loader.loadTestsFromTestCase(case))
     result = unittest.TextTestRunner(verbosity=2).run(suite)
