@@ -1,4 +1,5 @@
-// Overview: subscribers by state, this cycle's traffic, the top 10 by usage
+// Overview: subscribers by state, the traffic of each subscriber's current cycle (the
+// cycles summed are listed), the top 10 by usage
 // and recent enforcement events. The API has no global event feed, so the
 // events shown are those of the subscribers not in the normal state and of
 // the top 10, merged newest first.
@@ -61,13 +62,26 @@ export function eventRows(events, withSubscriber) {
     h('td', { text: e.reason })));
 }
 
+// Which cycles the totals sum: one line per plan and cycle, with its subscribers.
+function cycleList(items) {
+  const groups = new Map();
+  for (const r of items) {
+    const key = `${r.plan ?? ''}\u0000${r.cycle_start}\u0000${r.cycle_end}`;
+    const g = groups.get(key) || { plan: r.plan, start: r.cycle_start, end: r.cycle_end, n: 0 };
+    g.n += 1;
+    groups.set(key, g);
+  }
+  const sorted = [...groups.values()].sort((a, b) => ((a.plan ?? '') < (b.plan ?? '') ? -1 : (a.plan ?? '') > (b.plan ?? '') ? 1 : a.start < b.start ? -1 : 1));
+  return h('ul', { class: 'help', id: 'traffic-cycles' }, sorted.map((g) => h('li', {
+    'data-plan': g.plan ?? '', 'data-cycle-start': g.start, 'data-cycle-end': g.end,
+    text: `${g.plan ?? 'no plan'}: ${formatTime(g.start)} – ${formatTime(g.end)} (${g.n} subscriber${g.n === 1 ? '' : 's'})`,
+  })));
+}
+
 export async function renderOverview({ view, isCurrent }) {
   const [states, usage] = await Promise.all([
     stateCounts(),
-    api.get(withQuery('/api/v1/usage', { cycle: 'current', limit: 1 })).then(async (first) => {
-      const items = await pageAll('/api/v1/usage', { cycle: 'current' }, 10000);
-      return { cycle_start: first.cycle_start, cycle_end: first.cycle_end, items };
-    }),
+    pageAll('/api/v1/usage', { cycle: 'current' }, 10000).then((items) => ({ items })),
   ]);
   if (!isCurrent()) return;
   let up = 0;
@@ -95,7 +109,8 @@ export async function renderOverview({ view, isCurrent }) {
       states.statesKnown ? null : h('p', { class: 'help', text: 'This server does not report states yet (no state filter in its API).' })),
     h('section', { 'aria-labelledby': 'traffic-h' },
       h('h2', { id: 'traffic-h', text: 'Traffic this cycle' }),
-      h('p', { class: 'help', text: `Cycle ${formatTime(usage.cycle_start)} – ${formatTime(usage.cycle_end)} (UTC months), all subscribers.` }),
+      h('p', { class: 'help', text: 'Each subscriber\'s own current billing cycle (its plan\'s; the calendar month in UTC without a plan), summed over all subscribers:' }),
+      cycleList(usage.items),
       h('div', { class: 'cards', id: 'traffic-total', 'data-total-up': up, 'data-total-down': down },
         h('div', { class: 'card count' }, h('span', { class: 'count-label', text: 'Down' }), h('span', { class: 'count-value', text: formatBytes(down) })),
         h('div', { class: 'card count' }, h('span', { class: 'count-label', text: 'Up' }), h('span', { class: 'count-value', text: formatBytes(up) })),
