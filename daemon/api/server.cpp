@@ -3,6 +3,8 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 
@@ -64,12 +66,24 @@ Reply problem_reply(const Problem& p) {
     return Reply{p.status, "application/problem+json", to_body(problem_json(p)), p.headers};
 }
 
+bool sets_header(const Reply& reply, std::string_view name) {
+    return std::any_of(reply.headers.begin(), reply.headers.end(), [name](const auto& h) {
+        return std::equal(h.first.begin(), h.first.end(), name.begin(), name.end(),
+                          [](char a, char b) { return std::tolower(a) == std::tolower(b); });
+    });
+}
+
 void write(httplib::Response& res, const Reply& reply) {
     res.status = reply.status;
-    // Usage and tokens are nobody's cache's business; and a browser must take
-    // a body for what its Content-Type says, never sniff it into HTML.
-    res.set_header("Cache-Control", "no-store");
-    res.set_header("X-Content-Type-Options", "nosniff");
+    // Usage and tokens are nobody's cache's business, and a browser must take
+    // a body for what its Content-Type says, never sniff it into HTML. A
+    // route that says otherwise (the web page's files: no-cache + ETag) wins.
+    for (const auto& [name, value] :
+         {std::pair{"Cache-Control", "no-store"}, std::pair{"X-Content-Type-Options", "nosniff"}}) {
+        if (!sets_header(reply, name)) {
+            res.set_header(name, value);
+        }
+    }
     for (const auto& [name, value] : reply.headers) {
         res.set_header(name, value);
     }
