@@ -117,7 +117,8 @@ class CuttingProxy {
                 ++cuts_;
                 break;  // the COMMIT's answer never reaches the client
             }
-            if (write(to, buf.data(), static_cast<std::size_t>(n)) != n) {
+            // MSG_NOSIGNAL: the other side may be gone; that ends the pump, not the test.
+            if (send(to, buf.data(), static_cast<std::size_t>(n), MSG_NOSIGNAL) != n) {
                 break;
             }
         }
