@@ -1,6 +1,6 @@
 #pragma once
 // Plans as JSON, the shape the API and the database (plans.definition) use.
-// Lives in its own target, ctquota_policy_io (core + nlohmann_json), so that
+// Lives in its own target, ctquota_plan_json (core + nlohmann_json), so that
 // ctquota_core links no JSON library.
 //
 // {"name":"home-100g","description":"…",
