@@ -2,7 +2,8 @@
 // (default: the end of the current billing cycle), and list them newest
 // first. POST honours an Idempotency-Key header: a retry with the same body
 // answers 200 with the first top-up and "Idempotent-Replayed: true", never a
-// second credit; the same key with another body is a 422. The NOTIFY trigger
+// second credit; the same key with another body is a 422, and so is a top-up
+// that would take the active ones past 1 EB (core::kMaxAllowanceBytes). The NOTIFY trigger
 // on topups wakes the daemon's policy engine.
 
 #include "api/policy_input.hpp"
@@ -48,6 +49,10 @@ Reply add(Services& s, const Request& r) {
         Problem p{422, "idempotency-key-reused", status_title(422), e.what(), {}, {}};
         p.extensions["errors"] =
             json::array({{{"field", "Idempotency-Key"}, {"message", e.what()}}});
+        throw ApiError(std::move(p));
+    } catch (const store::AllowanceLimitExceeded& e) {
+        Problem p{422, "allowance-limit", status_title(422), e.what(), {}, {}};
+        p.extensions["errors"] = json::array({{{"field", "bytes"}, {"message", e.what()}}});
         throw ApiError(std::move(p));
     }
     Reply reply = json_reply(result.replayed ? 200 : 201, topup_json(id, result.topup));

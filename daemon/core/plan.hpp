@@ -75,8 +75,14 @@ class PlanError : public std::runtime_error {
 
 // Limits that make a value "absurd" rather than merely large.
 inline constexpr std::uint64_t kMaxQuotaBytes = 1'000'000'000'000'000'000ull;  // 1 EB
-inline constexpr std::uint64_t kMinRateBps = 1'000;                            // 1 kbit/s
-inline constexpr std::uint64_t kMaxRateBps = 1'000'000'000'000ull;             // 1 Tbit/s
+// A cycle's allowance: the plan's quota or the override (each <= 1 EB) plus
+// the active top-ups (the store refuses a top-up that would take their sum
+// past kMaxQuotaBytes). Evaluation clamps to it, so an allowance always fits
+// a PostgreSQL bigint and an nft quota (both INT64_MAX) even for rows written
+// behind the API's back.
+inline constexpr std::uint64_t kMaxAllowanceBytes = 2 * kMaxQuotaBytes;
+inline constexpr std::uint64_t kMinRateBps = 1'000;                 // 1 kbit/s
+inline constexpr std::uint64_t kMaxRateBps = 1'000'000'000'000ull;  // 1 Tbit/s
 inline constexpr unsigned kMaxPercent = 1000;
 inline constexpr int kMaxCycleDays = 366;
 inline constexpr std::size_t kMaxListEntries = 64;      // warn_percent, tiers, free_windows

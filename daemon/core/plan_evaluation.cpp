@@ -140,8 +140,9 @@ Evaluation evaluate(const EvaluationInput& input) {
         return ev;
     }
     ev.next_check = next_check_at(input);
-    const auto allowance = add_sat(input.quota_override.value_or(*plan.quota_bytes),
-                                   active_topup_bytes(input.topups, input.now));
+    const auto allowance = std::min(add_sat(input.quota_override.value_or(*plan.quota_bytes),
+                                            active_topup_bytes(input.topups, input.now)),
+                                    kMaxAllowanceBytes);
     const auto counted = ev.counted_bytes;
     ev.allowance_bytes = allowance;
     ev.remaining_bytes = sub_floor(allowance, counted);

@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <limits>
 #include <map>
 
 namespace ctquota::enforce {
 namespace {
+
+constexpr auto kMaxNftQuota = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
 
 const char* map_stem(MapKind kind) {
     switch (kind) {
@@ -137,7 +140,9 @@ SubscriberItems desired_items(const SubscriberTarget& t, const ModelContext& ctx
         }
     }
     if (quota_armed(t, ctx)) {
-        items.quota = QuotaObject{quota_name(t.id), *t.kernel_quota_bytes};
+        // nft quotas hold at most INT64_MAX bytes; the engine never asks for
+        // more (core::kMaxAllowanceBytes), a caller that does gets the most.
+        items.quota = QuotaObject{quota_name(t.id), std::min(*t.kernel_quota_bytes, kMaxNftQuota)};
         const bool up = t.counts != core::CountedDirections::Down;
         const bool down = t.counts != core::CountedDirections::Up;
         if (up) {

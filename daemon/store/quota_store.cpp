@@ -6,6 +6,7 @@
 #include <pqxx/pqxx>
 #include <stdexcept>
 
+#include "core/plan.hpp"
 #include "store/sql_util.hpp"
 
 namespace ctquota::store {
@@ -56,6 +57,48 @@ TopUpRecord topup_of(const pqxx::row& r) {
     return t;
 }
 
+// The top-up stored under t's key, if any; IdempotencyKeyReused when it was
+// made by another request.
+std::optional<TopUpRecord> held_topup(pqxx::work& txn, core::SubscriberId id, const NewTopUp& t) {
+    const auto held = txn.exec_params("SELECT " + topup_columns() +
+                                          ", encode(request_sha256, 'hex') FROM topups "
+                                          "WHERE subscriber_id = $1 AND idempotency_key = $2",
+                                      id, t.idempotency_key);
+    if (held.empty()) {
+        return std::nullopt;
+    }
+    std::string stored = held[0][5].is_null() ? "" : held[0][5].as<std::string>();
+    std::string given = t.request_sha256_hex;
+    for (auto* s : {&stored, &given}) {
+        std::transform(s->begin(), s->end(), s->begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    }
+    if (stored != given) {
+        throw IdempotencyKeyReused("the Idempotency-Key '" + *t.idempotency_key +
+                                   "' was used before with another request (top-up " +
+                                   held[0][0].as<std::string>() +
+                                   "); use a new key for a new top-up");
+    }
+    return topup_of(held[0]);
+}
+
+// Top-ups still active when t starts, plus t, stay within kMaxQuotaBytes.
+void check_allowance_room(pqxx::work& txn, core::SubscriberId id, const NewTopUp& t) {
+    const auto limit = static_cast<std::int64_t>(core::kMaxQuotaBytes);
+    const auto row = txn.exec_params1(
+        "SELECT s::text, s > $4 FROM (SELECT COALESCE(sum(bytes), 0)::numeric + $2 AS s "
+        "FROM topups WHERE subscriber_id = $1 AND expires_at > " +
+            ts(3) + ") t",
+        id, as_bigint(t.bytes, "bytes"), to_micros(t.created_at), limit);
+    const auto total = row[0].as<std::string>();
+    const bool over = row[1].as<bool>();
+    if (over) {
+        throw AllowanceLimitExceeded("this top-up would bring the subscriber's active top-ups to " +
+                                     total + " bytes, more than the limit of " +
+                                     std::to_string(limit) + " bytes (1 EB)");
+    }
+}
+
 }  // namespace
 
 bool QuotaStore::set_override(core::SubscriberId id, core::TimePoint cycle_start,
@@ -104,9 +147,16 @@ TopUpResult QuotaStore::add_topup(core::SubscriberId id, const NewTopUp& t) {
     const auto hash = t.request_sha256_hex.empty() ? std::optional<std::string>()
                                                    : std::optional(t.request_sha256_hex);
     return in_transaction(db_, "adding a top-up", [&](pqxx::work& txn) {
-        // A concurrent insert of the same key makes this one wait for it to
-        // commit and then do nothing; the SELECT (a new snapshot under READ
-        // COMMITTED) then sees the winner's row.
+        // The row lock serialises this subscriber's top-ups: the sum below
+        // cannot be raced past the limit, and a concurrent retry of the same
+        // key waits here and then finds the winner's row.
+        txn.exec_params("SELECT 1 FROM subscribers WHERE id = $1 FOR NO KEY UPDATE", id);
+        if (t.idempotency_key) {
+            if (auto held = held_topup(txn, id, t)) {
+                return TopUpResult{*held, true};
+            }
+        }
+        check_allowance_room(txn, id, t);
         const auto inserted = txn.exec_params(
             "INSERT INTO topups (subscriber_id, bytes, created_at, expires_at, idempotency_key, "
             "request_sha256) VALUES ($1, $2, " +
@@ -118,26 +168,10 @@ TopUpResult QuotaStore::add_topup(core::SubscriberId id, const NewTopUp& t) {
         if (!inserted.empty()) {
             return TopUpResult{topup_of(inserted[0]), false};
         }
-        const auto held = txn.exec_params("SELECT " + topup_columns() +
-                                              ", encode(request_sha256, 'hex') FROM topups "
-                                              "WHERE subscriber_id = $1 AND idempotency_key = $2",
-                                          id, t.idempotency_key);
-        if (held.empty()) {
-            throw DatabaseError("a top-up's idempotency key conflicted but its row is gone");
+        if (auto held = held_topup(txn, id, t)) {  // raced by an insert without the lock
+            return TopUpResult{*held, true};
         }
-        std::string stored = held[0][5].is_null() ? "" : held[0][5].as<std::string>();
-        std::string given = t.request_sha256_hex;
-        for (auto* s : {&stored, &given}) {
-            std::transform(s->begin(), s->end(), s->begin(),
-                           [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-        }
-        if (stored != given) {
-            throw IdempotencyKeyReused("the Idempotency-Key '" + *t.idempotency_key +
-                                       "' was used before with another request (top-up " +
-                                       held[0][0].as<std::string>() +
-                                       "); use a new key for a new top-up");
-        }
-        return TopUpResult{topup_of(held[0]), true};
+        throw DatabaseError("a top-up's idempotency key conflicted but its row is gone");
     });
 }
 

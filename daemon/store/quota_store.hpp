@@ -52,6 +52,14 @@ class IdempotencyKeyReused : public ConflictError {
     using ConflictError::ConflictError;
 };
 
+// The subscriber's top-ups still active when the new one starts would sum
+// past core::kMaxQuotaBytes (what makes an allowance fit the kernel and
+// PostgreSQL: core::kMaxAllowanceBytes). Nothing was written.
+class AllowanceLimitExceeded : public ConflictError {
+  public:
+    using ConflictError::ConflictError;
+};
+
 class QuotaStore {
   public:
     explicit QuotaStore(Database& db) : db_(db) {}
@@ -65,7 +73,9 @@ class QuotaStore {
     std::optional<QuotaOverride> find_override(core::SubscriberId id, core::TimePoint cycle_start);
 
     // See the header comment. Throws std::invalid_argument for bytes of 0 or
-    // past INT64_MAX, an expiry not after created_at, a bad key or hash.
+    // past INT64_MAX, an expiry not after created_at, a bad key or hash;
+    // AllowanceLimitExceeded (checked under the subscriber's row lock, after a
+    // replay is answered) when the active top-ups would sum past the limit.
     TopUpResult add_topup(core::SubscriberId id, const NewTopUp& topup);
     // created_at <= now < expires_at, oldest expiry first.
     std::vector<TopUpRecord> active_topups(core::SubscriberId id, core::TimePoint now);

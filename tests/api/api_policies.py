@@ -217,6 +217,35 @@ class TopUps(ApiTestCase):
                              "ON s.id = t.subscriber_id WHERE s.external_id = 'pol-top-2'")
         self.assertEqual(rows, [["1", "777"]])
 
+    def test_topups_past_the_allowance_limit_are_refused(self):
+        eb = 10 ** 18  # core::kMaxQuotaBytes; an allowance holds at most 2 EB (kMaxAllowanceBytes)
+        r = self.admin.request("PUT", PLANS + "/pol-1eb", json_body=plan_body(quota=eb))
+        self.assertIn(r.status, (200, 201), r)
+        self.admin.post(SUBS, {"id": "pol-top-4", "plan": "pol-1eb"})
+        self.assertEqual(self.admin.request("PUT", SUBS + "/pol-top-4/quota", json_body={"quota_bytes": eb}).status,
+                         201)
+        key = {"Idempotency-Key": "pol-top-4-last"}
+        for i in range(10):
+            r = self.admin.post(SUBS + "/pol-top-4/topups", {"bytes": eb // 10}, headers=key if i == 9 else None)
+            self.assertEqual(r.status, 201, r)
+        before = self.db.fingerprint()
+        body = self.assertProblem(self.admin.post(SUBS + "/pol-top-4/topups", {"bytes": 1}), 422)
+        self.assertEqual(body["type"], "urn:ctquota:problem:allowance-limit")
+        self.assertEqual(body["errors"][0]["field"], "bytes")
+        self.assertIn(str(eb), body["detail"])
+        self.assertIn(str(eb + 1), body["detail"])  # the sum it would have made
+        self.assertEqual(self.db.fingerprint(), before)
+        # A retry of the top-up that reached the limit is still a replay, not a refusal.
+        r = self.admin.post(SUBS + "/pol-top-4/topups", {"bytes": eb // 10}, headers=key)
+        self.assertEqual((r.status, r.headers.get("idempotent-replayed")), (200, "true"))
+        self.assertEqual(self.billing.get(SUBS + "/pol-top-4").json()["quota_bytes"], 2 * eb)
+        # Rows written behind the API's back: the allowance saturates at 2 EB, never wraps.
+        self.db.exec("INSERT INTO topups (subscriber_id, bytes, created_at, expires_at) SELECT id, "
+                     "9000000000000000000, now(), now() + interval '1 day' FROM subscribers "
+                     "WHERE external_id = 'pol-top-4'")
+        body = self.billing.get(SUBS + "/pol-top-4").json()
+        self.assertEqual((body["quota_bytes"], body["remaining_bytes"]), (2 * eb, 2 * eb))
+
     def test_pages(self):
         self.create("pol-top-3")
         for i in range(5):

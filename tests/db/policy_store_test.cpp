@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/plan.hpp"
 #include "db_fixture.hpp"
 #include "store/event_store.hpp"
 #include "store/plan_store.hpp"
@@ -170,6 +171,27 @@ TEST_CASE("top-ups: 20 concurrent retries with one key credit once") {
     }
     CHECK(fresh == 1);
     CHECK(ids.size() == 1);
+}
+
+TEST_CASE("top-ups: 20 racing credits of 0.1 EB stop exactly at the 1 EB limit") {
+    ScratchDatabase scratch;
+    const auto id = store::SubscriberStore(scratch.db()).add("alice", {}, dbtest::now_us() - 1h);
+    const auto tenth = core::kMaxQuotaBytes / 10;
+    const auto r = dbtest::race(scratch.url(), 20, [&](int, store::Database& db) {
+        store::QuotaStore(db).add_topup(id, topup(tenth, std::nullopt));
+    });
+    CHECK(r.won == 10);
+    CHECK(r.conflicts == 10);  // AllowanceLimitExceeded, a ConflictError
+    CHECK(scratch.scalar("SELECT sum(bytes) FROM topups") ==
+          static_cast<std::int64_t>(core::kMaxQuotaBytes));
+    store::QuotaStore quotas(scratch.db());
+    CHECK_THROWS_AS(quotas.add_topup(id, topup(1, std::nullopt)), store::AllowanceLimitExceeded);
+    // Expired ones leave room again.
+    scratch.exec(
+        "UPDATE topups SET created_at = created_at - interval '2 days', "
+        "expires_at = created_at - interval '1 day' WHERE id = (SELECT min(id) FROM topups)");
+    CHECK_FALSE(quotas.add_topup(id, topup(tenth, std::nullopt)).replayed);
+    CHECK_THROWS_AS(quotas.add_topup(id, topup(1, std::nullopt)), store::AllowanceLimitExceeded);
 }
 
 TEST_CASE("top-ups: a reused key with another request changes nothing; no key always credits") {

@@ -3,6 +3,7 @@
 // the tc class message bytes. No kernel needed.
 #include <doctest/doctest.h>
 #include <linux/rtnetlink.h>
+#include <limits>
 
 #include "enforce/kernel_model.hpp"
 #include "enforce/nft_json.hpp"
@@ -146,6 +147,17 @@ TEST_CASE("desired items per state (table-driven)") {
         CHECK(items.limits.size() == row.limits);
         CHECK(items.quota.has_value() == row.quota);
         CHECK(items.tc_class.has_value() == row.tc_class);
+    }
+}
+
+TEST_CASE("an armed kernel quota never exceeds what nft accepts (INT64_MAX)") {
+    ModelContext ctx{true, 0, nullptr};
+    constexpr auto kInt64Max = std::uint64_t{std::numeric_limits<std::int64_t>::max()};
+    for (const auto asked :
+         {kInt64Max - 1, kInt64Max, kInt64Max + 1, std::numeric_limits<std::uint64_t>::max()}) {
+        const auto items = desired_items(target(core::StateKind::Normal, {}, asked), ctx, 0);
+        REQUIRE(items.quota);
+        CHECK(items.quota->bytes == std::min(asked, kInt64Max));
     }
 }
 

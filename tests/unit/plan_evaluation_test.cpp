@@ -278,8 +278,19 @@ TEST_CASE("percentages and sums saturate instead of overflowing") {
     in.now = kNow;
     const auto ev = evaluate(in);
     CHECK(ev.counted_bytes == kMax);
-    CHECK(ev.allowance_bytes == kMax);
+    // The allowance saturates at what PostgreSQL and an nft quota hold.
+    CHECK(ev.allowance_bytes == kMaxAllowanceBytes);
+    CHECK(kMaxAllowanceBytes <= std::uint64_t{std::numeric_limits<std::int64_t>::max()});
     CHECK(ev.state.kind == StateKind::Blocked);
+    // Ten top-ups of 1 EB on a 1 EB override: 2 EB, not 11 EB (which wrapped
+    // nothing but broke the kernel quota and the bigint columns).
+    in.usage = down(0, 0);
+    in.quota_override = kMaxQuotaBytes;
+    in.topups.assign(10, topup(kMaxQuotaBytes, kNow, kNow + 1s));
+    const auto big = evaluate(in);
+    CHECK(big.allowance_bytes == kMaxAllowanceBytes);
+    CHECK(big.remaining_bytes == kMaxAllowanceBytes);
+    CHECK(big.state.kind == StateKind::Normal);
 }
 
 TEST_CASE("state names") {
