@@ -125,29 +125,55 @@ SubscriberDelta Enforcer::Impl::plan_target(const SubscriberTarget& t, Subscribe
 }
 
 nlohmann::json Enforcer::Impl::plan_updates(ReconcileReport& report) {
+    std::vector<std::string> changed;
     plans_with_chain.clear();
     for (const auto& [plan, list] : allowed) {
         plans_with_chain.insert(plan);
-    }
-    nlohmann::json containers = nlohmann::json::array();
-    nlohmann::json contents = nlohmann::json::array();
-    for (const auto& [plan, list] : allowed) {
         auto it = allowed_installed.find(plan);
-        if (it != allowed_installed.end() && it->second == list) {
-            continue;
+        if (it == allowed_installed.end() || it->second != list) {
+            changed.push_back(plan);
         }
-        nftjson::plan_containers(containers, cfg.table, plan);
-        nftjson::plan_contents(contents, cfg.table, plan, list);
     }
-    if (!containers.empty()) {
-        ++report.nft_transactions;
-        report.nft_commands += containers.size();
-        if (auto err = nft.run(nlohmann::json{{"nftables", containers}}); !err.empty()) {
-            record(report, "creating the always-allowed sets/chains of the plans: " + err);
-            return nlohmann::json::array();
+    const auto refused = create_plan_containers(changed, report);
+    nlohmann::json contents = nlohmann::json::array();
+    for (const auto& plan : changed) {
+        if (refused.contains(plan)) {
+            plans_with_chain.erase(plan);  // its blocks jump to the generic chain
+        } else {
+            nftjson::plan_contents(contents, cfg.table, plan, allowed.at(plan));
         }
     }
     return contents;
+}
+
+// All plans' containers in one transaction; when it is refused, each plan
+// alone, so that one plan's failure costs only its own always-allowed list.
+std::set<std::string> Enforcer::Impl::create_plan_containers(const std::vector<std::string>& plans,
+                                                             ReconcileReport& report) {
+    if (plans.empty()) {
+        return {};
+    }
+    nlohmann::json all = nlohmann::json::array();
+    for (const auto& plan : plans) {
+        nftjson::plan_containers(all, cfg.table, plan);
+    }
+    ++report.nft_transactions;
+    report.nft_commands += all.size();
+    if (nft.run(nlohmann::json{{"nftables", all}}).empty()) {
+        return {};
+    }
+    std::set<std::string> refused;
+    for (const auto& plan : plans) {
+        nlohmann::json one = nlohmann::json::array();
+        nftjson::plan_containers(one, cfg.table, plan);
+        ++report.nft_transactions;
+        if (auto err = nft.run(nlohmann::json{{"nftables", one}}); !err.empty()) {
+            record(report, "plan '" + plan + "': creating its always-allowed sets and chain: " +
+                               err + "; its blocked subscribers use the generic block chain");
+            refused.insert(plan);
+        }
+    }
+    return refused;
 }
 
 Enforcer::Enforcer(EnforceConfig config)

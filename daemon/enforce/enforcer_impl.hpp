@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -58,8 +59,13 @@ struct Enforcer::Impl {
     // Plan chains/sets that differ from `allowed`: containers run now (own
     // transaction), contents returned for the main transaction.
     nlohmann::json plan_updates(ReconcileReport& report);
+    // Plans whose containers the kernel refused: left out of plans_with_chain.
+    std::set<std::string> create_plan_containers(const std::vector<std::string>& plans,
+                                                 ReconcileReport& report);
+    // `set` as the kernel will hold it: subscribers in `changed` as in
+    // `wants`, the others as installed.
     std::vector<std::pair<core::SubscriberId, Element>> contents_after(
-        const std::string& set, const std::vector<SubscriberDelta>& deltas,
+        const std::string& set, const std::set<core::SubscriberId>& changed,
         const std::map<core::SubscriberId, SubscriberItems>& wants) const;
     void execute(std::vector<SubscriberDelta>& deltas,
                  std::map<core::SubscriberId, SubscriberItems>& wants, const nlohmann::json& before,
@@ -67,14 +73,24 @@ struct Enforcer::Impl {
     // The steps of execute(), in its order (execute.cpp).
     std::set<core::SubscriberId> set_classes(const std::vector<SubscriberDelta>& deltas,
                                              ReconcileReport& report);
-    nftjson::Batch build_batch(const std::vector<SubscriberDelta>& deltas,
-                               const std::map<core::SubscriberId, SubscriberItems>& wants) const;
+    // `committed`: subscribers changed by an earlier transaction of this
+    // change (bisect), whose elements a refilled map must keep.
+    nftjson::Batch build_batch(std::span<const SubscriberDelta> deltas,
+                               const std::map<core::SubscriberId, SubscriberItems>& wants,
+                               const std::set<core::SubscriberId>& committed) const;
     std::set<core::SubscriberId> run_nft(const std::vector<SubscriberDelta>& deltas,
                                          const std::map<core::SubscriberId, SubscriberItems>& wants,
                                          const nlohmann::json& before, ReconcileReport& report);
-    std::set<core::SubscriberId> retry_per_subscriber(const std::vector<SubscriberDelta>& deltas,
-                                                      const nlohmann::json& before,
-                                                      ReconcileReport& report);
+    // After a rejected transaction: halves, recursively, until each refused
+    // change stands alone (k bad of n cost O(k log n) transactions).
+    std::set<core::SubscriberId> bisect(std::span<const SubscriberDelta> deltas,
+                                        const std::map<core::SubscriberId, SubscriberItems>& wants,
+                                        std::set<core::SubscriberId>& committed,
+                                        ReconcileReport& report);
+    std::set<core::SubscriberId> try_or_bisect(
+        std::span<const SubscriberDelta> deltas,
+        const std::map<core::SubscriberId, SubscriberItems>& wants,
+        std::set<core::SubscriberId>& committed, ReconcileReport& report);
     void delete_classes(const std::vector<SubscriberDelta>& deltas,
                         const std::set<core::SubscriberId>& nft_failed, ReconcileReport& report);
     void flush_blocked(const std::vector<SubscriberDelta>& deltas,

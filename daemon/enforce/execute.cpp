@@ -1,5 +1,5 @@
 // The change path of the Enforcer: one tc batch (classes first), one nft
-// transaction (per-subscriber retries when it is rejected), class deletions,
+// transaction (bisected when it is rejected), class deletions,
 // conntrack deletion for new blocks, then the cache of what is installed.
 #include <spdlog/spdlog.h>
 
@@ -26,15 +26,11 @@ constexpr std::size_t kRefillFromDeletions = 32;
 
 }  // namespace
 
-// Every element of `set` once `deltas` are applied: the unchanged
-// subscribers' from the cache, the changed ones' from `wants`.
+// Every element of `set` once the changes of `changed` are applied: the
+// other subscribers' from the cache, the changed ones' from `wants`.
 std::vector<std::pair<core::SubscriberId, Element>> Enforcer::Impl::contents_after(
-    const std::string& set, const std::vector<SubscriberDelta>& deltas,
+    const std::string& set, const std::set<core::SubscriberId>& changed,
     const std::map<core::SubscriberId, SubscriberItems>& wants) const {
-    std::set<core::SubscriberId> changing;
-    for (const auto& d : deltas) {
-        changing.insert(d.id);
-    }
     std::vector<std::pair<core::SubscriberId, Element>> out;
     auto take = [&](core::SubscriberId id, const SubscriberItems& items) {
         for (const auto& e : items.elements) {
@@ -44,12 +40,12 @@ std::vector<std::pair<core::SubscriberId, Element>> Enforcer::Impl::contents_aft
         }
     };
     for (const auto& [id, items] : installed) {
-        if (!changing.contains(id)) {
+        if (!changed.contains(id)) {
             take(id, items);
         }
     }
     for (const auto& [id, items] : wants) {
-        if (id != 0 && changing.contains(id)) {
+        if (id != 0 && changed.contains(id)) {
             take(id, items);
         }
     }
@@ -122,12 +118,15 @@ std::set<core::SubscriberId> Enforcer::Impl::set_classes(const std::vector<Subsc
 }
 
 nftjson::Batch Enforcer::Impl::build_batch(
-    const std::vector<SubscriberDelta>& deltas,
-    const std::map<core::SubscriberId, SubscriberItems>& wants) const {
+    std::span<const SubscriberDelta> deltas,
+    const std::map<core::SubscriberId, SubscriberItems>& wants,
+    const std::set<core::SubscriberId>& committed) const {
     nftjson::Batch batch(cfg.table);
     std::map<std::string, std::size_t> deletions;
+    std::set<core::SubscriberId> changed = committed;
     for (const auto& d : deltas) {
         batch.add(d);
+        changed.insert(d.id);
         for (const auto& e : d.del_elements) {
             ++deletions[e.set];
         }
@@ -135,20 +134,22 @@ nftjson::Batch Enforcer::Impl::build_batch(
     for (const auto& [set, n] : deletions) {
         // Only with a cache that knows every element (unowned ones stay put).
         if (n >= kRefillFromDeletions && cache_valid && !installed.contains(0)) {
-            batch.replace(set, contents_after(set, deltas, wants));
+            batch.replace(set, contents_after(set, changed, wants));
         }
     }
     return batch;
 }
 
-// One nft transaction for everything; on rejection, each subscriber alone, so
-// that one refused change does not hold back the others. Returns the
-// subscribers whose changes the kernel refused.
+// One nft transaction for everything; on rejection the plans' set contents
+// alone, then the subscribers' changes bisected, so that one refused change
+// does not hold back the others. Returns the subscribers whose changes the
+// kernel refused.
 std::set<core::SubscriberId> Enforcer::Impl::run_nft(
     const std::vector<SubscriberDelta>& deltas,
     const std::map<core::SubscriberId, SubscriberItems>& wants, const nlohmann::json& before,
     ReconcileReport& report) {
-    const nftjson::Batch batch = build_batch(deltas, wants);
+    std::set<core::SubscriberId> committed;
+    const nftjson::Batch batch = build_batch(deltas, wants, committed);
     if (batch.commands() == 0 && before.empty()) {
         return {};
     }
@@ -158,34 +159,69 @@ std::set<core::SubscriberId> Enforcer::Impl::run_nft(
     if (err.empty()) {
         return {};
     }
-    spdlog::warn("enforce: nft transaction of {} commands rejected ({}); retrying per subscriber",
-                 batch.commands() + before.size(), err);
-    return retry_per_subscriber(deltas, before, report);
-}
-
-std::set<core::SubscriberId> Enforcer::Impl::retry_per_subscriber(
-    const std::vector<SubscriberDelta>& deltas, const nlohmann::json& before,
-    ReconcileReport& report) {
+    spdlog::warn("enforce: nft transaction of {} commands rejected ({}); bisecting {} changes",
+                 batch.commands() + before.size(), err, deltas.size());
     if (!before.empty()) {
         ++report.nft_transactions;
         if (auto e2 = nft.run(nlohmann::json{{"nftables", before}}); !e2.empty()) {
             record(report, "updating the always-allowed sets of the plans: " + e2);
         }
     }
-    std::set<core::SubscriberId> nft_failed;
-    for (const auto& d : deltas) {
-        if (d.nft_commands() == 0) {
-            continue;
-        }
-        nftjson::Batch one(cfg.table);
-        one.add(d);
-        ++report.nft_transactions;
-        if (auto e3 = nft.run(one.build()); !e3.empty()) {
-            record(report, who(d.id) + ": " + describe(d) + ": " + e3);
-            nft_failed.insert(d.id);
-        }
+    const std::size_t transactions = report.nft_transactions;
+    auto failed = bisect(deltas, wants, committed, report);
+    spdlog::warn("enforce: {} of {} changes refused, found in {} transactions", failed.size(),
+                 deltas.size(), report.nft_transactions - transactions);
+    return failed;
+}
+
+std::set<core::SubscriberId> Enforcer::Impl::bisect(
+    std::span<const SubscriberDelta> deltas,
+    const std::map<core::SubscriberId, SubscriberItems>& wants,
+    std::set<core::SubscriberId>& committed, ReconcileReport& report) {
+    if (deltas.empty()) {
+        return {};
     }
-    return nft_failed;
+    if (deltas.size() > 1) {
+        const auto half = deltas.size() / 2;
+        auto failed = try_or_bisect(deltas.first(half), wants, committed, report);
+        failed.merge(try_or_bisect(deltas.subspan(half), wants, committed, report));
+        return failed;
+    }
+    const auto& d = deltas.front();
+    if (d.nft_commands() == 0) {
+        return {};
+    }
+    nftjson::Batch one(cfg.table);
+    one.add(d);
+    ++report.nft_transactions;
+    if (auto e = nft.run(one.build()); !e.empty()) {
+        record(report, who(d.id) + ": " + describe(d) + ": " + e);
+        return {d.id};
+    }
+    committed.insert(d.id);
+    return {};
+}
+
+// One transaction for `deltas`; bisected when the kernel refuses it.
+std::set<core::SubscriberId> Enforcer::Impl::try_or_bisect(
+    std::span<const SubscriberDelta> deltas,
+    const std::map<core::SubscriberId, SubscriberItems>& wants,
+    std::set<core::SubscriberId>& committed, ReconcileReport& report) {
+    if (deltas.size() == 1) {
+        return bisect(deltas, wants, committed, report);
+    }
+    const auto batch = build_batch(deltas, wants, committed);
+    if (batch.commands() == 0) {
+        return {};
+    }
+    ++report.nft_transactions;
+    if (nft.run(batch.build()).empty()) {
+        for (const auto& d : deltas) {
+            committed.insert(d.id);
+        }
+        return {};
+    }
+    return bisect(deltas, wants, committed, report);
 }
 
 // Classes nothing points at any more: not those of subscribers whose nft
@@ -262,7 +298,9 @@ void Enforcer::Impl::remember_installed(const std::vector<SubscriberDelta>& delt
     }
     if (!before.empty() && nft_failed.empty()) {
         for (const auto& [plan, list] : allowed) {
-            allowed_installed[plan] = list;
+            if (plans_with_chain.contains(plan)) {  // a refused plan is tried again next time
+                allowed_installed[plan] = list;
+            }
         }
     }
 }

@@ -4,10 +4,13 @@
 #include <doctest/doctest.h>
 
 #include <array>
+#include <chrono>
 #include <cstdio>
+#include <limits>
 #include <memory>
 #include <string>
 
+#include "core/plan.hpp"
 #include "enforce/enforcer.hpp"
 
 using namespace ctquota;
@@ -134,6 +137,23 @@ TEST_CASE_FIXTURE(Fresh, "reconcile is idempotent, repairs drift and removes sta
     CHECK(k.tc_classes == 0);
 }
 
+TEST_CASE_FIXTURE(Fresh, "the largest allowances arm a quota the kernel accepts") {
+    Enforcer e(config());
+    std::vector<SubscriberTarget> want(2);
+    want[0].id = 11;
+    want[0].prefixes = {P("100.64.5.11")};
+    want[0].kernel_quota_bytes = core::kMaxAllowanceBytes;
+    want[1].id = 12;
+    want[1].prefixes = {P("100.64.5.12")};
+    want[1].kernel_quota_bytes = std::numeric_limits<std::uint64_t>::max();
+    const auto r = e.apply(want);
+    CHECK(r.ok());
+    const auto k = e.read_back();
+    CHECK(k.subscribers.at(11).quota_bytes == core::kMaxAllowanceBytes);
+    CHECK(k.subscribers.at(12).quota_bytes ==
+          std::uint64_t{std::numeric_limits<std::int64_t>::max()});
+}
+
 TEST_CASE_FIXTURE(Fresh, "rate changes keep the HTB class; unthrottle deletes it") {
     Enforcer e(config());
     CHECK(e.apply({throttled(9, {P("100.64.2.9")}, 2'000'000, 1'000'000)}).ok());
@@ -159,6 +179,57 @@ TEST_CASE_FIXTURE(Fresh, "a rejected change names its subscriber; the others sti
     auto k = e.read_back();
     CHECK(k.subscribers.size() == 2);
     CHECK(k.subscribers.contains(3));
+}
+
+TEST_CASE_FIXTURE(Fresh, "one refused change among 2000 is found by bisecting") {
+    Enforcer e(config());
+    std::vector<SubscriberTarget> want = {blocked(1, {P("100.64.3.0/24")}),
+                                          blocked(2, {P("100.64.3.5")})};  // inside 1's /24
+    for (core::SubscriberId id = 10; id < 2010; ++id) {
+        const auto text = "100.65." + std::to_string(id / 256) + "." + std::to_string(id % 256);
+        want.push_back(blocked(id, {P(text.c_str())}));
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = e.apply(want);
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    MESSAGE("2002 changes, 1 refused: " << r.nft_transactions << " nft transactions, " << ms
+                                        << " ms");
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0].find("blocked_v4") != std::string::npos);
+    // 1 whole + 2 per level of halving (11 levels for 2002), not one per subscriber.
+    CHECK(r.nft_transactions <= 24);
+    const auto k = e.read_back();
+    CHECK(k.subscribers.size() == 2001);
+    CHECK(k.subscribers.contains(1) != k.subscribers.contains(2));
+    CHECK(k.subscribers.contains(2009));
+    CHECK(e.reconcile(want).errors.size() == 1);  // still refused, the rest stays
+    CHECK(e.read_back().subscribers.size() == 2001);
+}
+
+TEST_CASE_FIXTURE(Fresh, "a plan whose chain cannot be made blocks through the generic chain") {
+    Enforcer e(config());
+    CHECK(e.apply({}).ok());  // the skeleton
+    // Someone else's set where the plan's always-allowed set would go.
+    run("nft add set inet ctqh2test allow_bad_v4 '{ type inet_service; }'");
+    e.set_allowed({{"bad", {P("198.18.0.53")}}, {"good", {P("198.18.0.54")}}});
+    const auto r =
+        e.apply({blocked(1, {P("100.64.6.1")}, "bad"), blocked(2, {P("100.64.6.2")}, "good")});
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0].find("plan 'bad'") != std::string::npos);
+    const auto k = e.read_back();
+    CHECK(k.subscribers.at(1).block_chain == "block");
+    CHECK(k.subscribers.at(2).block_chain == "block_good");
+    const auto nft = run("nft list table inet ctqh2test");
+    CHECK(nft.find("100.64.6.1 comment \"1\" : jump block") != std::string::npos);
+    CHECK(nft.find("100.64.6.1 comment \"1\" : jump block_") == std::string::npos);
+    // Repaired: the plan gets its chain and its subscribers move onto it.
+    run("nft delete set inet ctqh2test allow_bad_v4");
+    const auto again =
+        e.reconcile({blocked(1, {P("100.64.6.1")}, "bad"), blocked(2, {P("100.64.6.2")}, "good")});
+    CHECK(again.ok());
+    CHECK(e.read_back().subscribers.at(1).block_chain == "block_bad");
 }
 
 TEST_CASE_FIXTURE(Fresh, "without a subscriber interface throttles police both ways") {
