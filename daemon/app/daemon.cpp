@@ -9,6 +9,7 @@
 #include "conntrack/sysctl.hpp"
 #include "metrics/metrics.hpp"
 #include "notify/webhook_sender.hpp"
+#include "policy/plan_files.hpp"
 #include "policy/policy_engine.hpp"
 #include "runtime/accountant.hpp"
 #include "runtime/flusher.hpp"
@@ -103,6 +104,8 @@ bool start_policy_engine(policy::PolicyEngine& engine) {
             engine.start_up();
             engine.start();
             return true;
+        } catch (const policy::PlanFileError&) {
+            throw;  // fatal (README, error policy): main prints file:line:key and exits 1
         } catch (const std::exception& e) {
             spdlog::error("policy engine start-up failed ({}); retrying in {} ms", e.what(),
                           wait.count());

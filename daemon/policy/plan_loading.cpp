@@ -1,7 +1,8 @@
 // PolicyEngine, part three: where plans come from. The plan files are
 // mirrored into the plans table (source 'file'), then every stored plan
 // (files' and the API's) is read back: the database is what all gateways
-// and the API share. A bad plan file keeps the plans in force.
+// and the API share. A bad plan file is fatal at start-up and refused on a
+// reload (the plans in force stay).
 #include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
@@ -14,7 +15,7 @@
 namespace ctquota::policy {
 namespace {
 
-void mirror_files(store::Database& db, const std::filesystem::path& dir) {
+void mirror_files(store::Database& db, const std::filesystem::path& dir, bool fatal) {
     std::error_code ec;
     if (!std::filesystem::is_directory(dir, ec)) {
         spdlog::warn(
@@ -27,6 +28,10 @@ void mirror_files(store::Database& db, const std::filesystem::path& dir) {
     try {
         set = load_plan_dir(dir);
     } catch (const PlanFileError& e) {
+        if (fatal) {
+            spdlog::critical("plan files rejected: {}", e.what());
+            throw;
+        }
         spdlog::error("plan files rejected, the plans in force stay: {}", e.what());
         return;
     }
@@ -45,9 +50,9 @@ void mirror_files(store::Database& db, const std::filesystem::path& dir) {
 
 }  // namespace
 
-void PolicyEngine::load_plans(bool from_files) {
-    if (from_files) {
-        mirror_files(db_, config_.dir);
+void PolicyEngine::load_plans(PlanReload from) {
+    if (from != PlanReload::Stored) {
+        mirror_files(db_, config_.dir, from == PlanReload::StartUp);
     }
     std::unordered_map<std::string, core::Plan> plans;
     for (const auto& r : store::PlanStore(db_).list()) {

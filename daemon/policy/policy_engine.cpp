@@ -40,7 +40,7 @@ PolicyEngine::~PolicyEngine() {
 }
 
 void PolicyEngine::start_up() {
-    load_plans(true);
+    load_plans(PlanReload::StartUp);
     refresh_subscribers({});
     states_.clear();
     for (auto& s : store::StateStore(db_).all()) {
@@ -184,7 +184,7 @@ void PolicyEngine::handle_notifications(const std::vector<std::string>& payloads
         }
     }
     if (everything) {
-        load_plans(false);
+        load_plans(PlanReload::Stored);
         refresh_subscribers({});
     } else if (!ids.empty()) {
         std::sort(ids.begin(), ids.end());
@@ -209,6 +209,9 @@ void PolicyEngine::handle_notifications(const std::vector<std::string>& payloads
 void PolicyEngine::loop() {
     auto backoff = std::chrono::milliseconds(500);
     std::vector<core::SubscriberId> retry;
+    // After a failed pass: notifications taken from the listener in it are
+    // gone, so the next good pass re-reads everything (as after a reconnect).
+    bool resync = false;
     while (true) {
         std::vector<core::SubscriberId> dirty;
         bool reload = false;
@@ -225,43 +228,58 @@ void PolicyEngine::loop() {
             usage_dirty_.clear();
             std::swap(reload, reload_requested_);
         }
+        dirty.insert(dirty.end(), retry.begin(), retry.end());
         clock_.refresh();
         try {
-            if (reload) {
-                load_plans(true);
-                install_usage_rules();
-                dirty.clear();
-                for (const auto& [id, s] : subscribers_) {
-                    dirty.push_back(id);
-                }
-            }
-            // Usage already waiting: only look for notifications, do not wait for them.
-            handle_notifications(listener_->wait(dirty.empty() ? kListenWait : kNoWait));
-            const bool full = std::chrono::steady_clock::now() >= next_reconcile_;
-            auto due = take_due(clock_.now());
-            dirty.insert(dirty.end(), due.begin(), due.end());
-            dirty.insert(dirty.end(), retry.begin(), retry.end());
-            retry.clear();
-            std::sort(dirty.begin(), dirty.end());
-            dirty.erase(std::unique(dirty.begin(), dirty.end()), dirty.end());
-            if ((!dirty.empty() || full) && evaluate(dirty, full) > 0 && flushed_at) {
-                metrics_.observe_flush_to_kernel(
-                    std::chrono::duration_cast<std::chrono::microseconds>(
-                        std::chrono::steady_clock::now() - *flushed_at));
-            }
-            if (full) {
-                next_reconcile_ = std::chrono::steady_clock::now() +
-                                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                      config_.reconcile_interval);
-            }
+            run_pass(dirty, reload, resync, flushed_at);
+            resync = false;
             backoff = std::chrono::milliseconds(500);
         } catch (const std::exception& e) {
             ++metrics_.db_errors;
             retry = std::move(dirty);
-            spdlog::warn("policy engine: {}; retrying in {} ms", e.what(), backoff.count());
+            resync = true;
+            if (reload) {
+                request_reload();  // a SIGHUP during an outage still reloads
+            }
+            spdlog::warn("policy engine: {}; retrying in {} ms (then re-reading all changes)",
+                         e.what(), backoff.count());
             std::this_thread::sleep_for(backoff);
             backoff = std::min(backoff * 2, std::chrono::milliseconds(10000));
+            continue;
         }
+        retry.clear();
+    }
+}
+
+void PolicyEngine::run_pass(std::vector<core::SubscriberId>& dirty, bool reload, bool resync,
+                            std::optional<std::chrono::steady_clock::time_point> flushed_at) {
+    if (reload) {
+        load_plans(PlanReload::Files);
+        install_usage_rules();
+        dirty.clear();
+        for (const auto& [id, s] : subscribers_) {
+            dirty.push_back(id);
+        }
+    }
+    auto payloads = listener_->wait(dirty.empty() && !resync ? kListenWait : kNoWait);
+    if (resync) {
+        payloads.emplace_back("*");
+    }
+    // Usage already waiting: only look for notifications, do not wait for them.
+    handle_notifications(payloads);
+    const bool full = std::chrono::steady_clock::now() >= next_reconcile_;
+    auto due = take_due(clock_.now());
+    dirty.insert(dirty.end(), due.begin(), due.end());
+    std::sort(dirty.begin(), dirty.end());
+    dirty.erase(std::unique(dirty.begin(), dirty.end()), dirty.end());
+    if ((!dirty.empty() || full) && evaluate(dirty, full) > 0 && flushed_at) {
+        metrics_.observe_flush_to_kernel(std::chrono::duration_cast<std::chrono::microseconds>(
+            std::chrono::steady_clock::now() - *flushed_at));
+    }
+    if (full) {
+        next_reconcile_ = std::chrono::steady_clock::now() +
+                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                              config_.reconcile_interval);
     }
 }
 

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <span>
 #include <thread>
@@ -40,7 +41,8 @@ class PolicyEngine {
 
     // Plans, subscribers, stored states, a full evaluation and a full
     // reconcile of the kernel. Throws store::DatabaseError when the database
-    // does not answer (the caller retries).
+    // does not answer (the caller retries), PlanFileError for a bad plan file
+    // (fatal: nothing would say which plans are meant).
     void start_up();
     void start();
     void stop();
@@ -59,8 +61,19 @@ class PolicyEngine {
     };
 
     void loop();
+    // One round of loop(): the plan reload, notifications (all of them when
+    // `resync`), due checks, then `dirty` (extended in place, so a failed
+    // round hands all of it to the next) is evaluated.
+    void run_pass(std::vector<core::SubscriberId>& dirty, bool reload, bool resync,
+                  std::optional<std::chrono::steady_clock::time_point> flushed_at);
     void handle_notifications(const std::vector<std::string>& payloads);
-    void load_plans(bool mirror_files);
+    // Where plans are read from, and what a bad plan file does.
+    enum class PlanReload {
+        Stored,   // the plans table only (a NOTIFY about plans)
+        Files,    // SIGHUP: mirror the files first; a bad file is refused, the plans in force stay
+        StartUp,  // mirror the files first; a bad file throws PlanFileError (fatal)
+    };
+    void load_plans(PlanReload from);
     void refresh_subscribers(const std::vector<core::SubscriberId>& only);
     void install_usage_rules();
     // Returns how many subscribers' kernel state changed.

@@ -23,7 +23,8 @@ API_PORT = 18460
 class EnforcementLab:
     """Lab + daemon + API token. close() removes everything."""
 
-    def __init__(self, n_v4=6, n_v6=2, extra_config="", offset_file=None):
+    def __init__(self, n_v4=6, n_v6=2, extra_config="", offset_file=None, policies_dir=POLICIES,
+                 policies_extra=""):
         self.offset_file = offset_file
         self.bindings = 0
         if offset_file:
@@ -38,7 +39,7 @@ class EnforcementLab:
                 raise RuntimeError("tcp-server did not start")
             self.daemon = Daemon(self.lab, poll="500ms", flush="200ms", extra_config=(
                 f'[api]\nlisten = "127.0.0.1:{API_PORT}"\n'
-                f'[policies]\ndir = "{POLICIES}"\n'
+                f'[policies]\ndir = "{policies_dir}"\n{policies_extra}'
                 f'[enforce]\nsubscriber_interface = "sub0"\n{extra_config}'))
             self.token = self.daemon.cli("token", "create", "--role", "admin").stdout.strip()
             self.daemon.start()

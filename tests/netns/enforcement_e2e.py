@@ -3,12 +3,16 @@ Real TCP traffic, the shipped plans (policies/) with tiny per-cycle quota
 overrides, the REST API, and the kernel's nftables/tc state read back."""
 
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from enforce_harness import POLICIES as POLICIES_DIR  # noqa: E402
 from enforce_harness import PORTAL_V4, EnforcementLab  # noqa: E402
 from lab import SRV_V4, SRV_V6, wait_for  # noqa: E402
 
@@ -153,6 +157,82 @@ class NewCycle(unittest.TestCase):
         self.assertEqual(sub["cycle_start"], cycle_end)
         kinds = [e["kind"] for e in env.api("GET", "/api/v1/subscribers/cyc/events")[1]["items"]]
         self.assertIn("cycle", kinds)
+
+
+class PlanFilesAndOutages(unittest.TestCase):
+    """The error policy as the README states it: a bad plan file is fatal at
+    start-up and refused on SIGHUP; changes notified while the engine's
+    database calls fail are acted on once they work again."""
+
+    def setUp(self):
+        self.policies = tempfile.mkdtemp(prefix="ctq-policies-")
+        self.addCleanup(shutil.rmtree, self.policies, True)
+        for name in os.listdir(POLICIES_DIR):
+            if name.endswith(".toml"):
+                shutil.copy(os.path.join(POLICIES_DIR, name), self.policies)
+        self.home = os.path.join(self.policies, "home-100g.toml")
+
+    def rewrite_home(self, old, new):
+        with open(self.home) as f:
+            text = f.read()
+        self.assertIn(old, text)
+        with open(self.home, "w") as f:
+            f.write(text.replace(old, new))
+        line = text[:text.index(old)].count("\n") + 1
+        return f"{self.home}:{line}"
+
+    def plan_quota(self, env):
+        code, body = env.api("GET", "/api/v1/plans/home-100g")
+        self.assertEqual(code, 200, body)
+        return body["quota_bytes"]
+
+    def test_bad_plan_file_refused_on_sighup_and_fatal_at_start(self):
+        env = EnforcementLab(n_v4=1, n_v6=0, policies_dir=self.policies)
+        self.addCleanup(env.close)
+        self.assertEqual(self.plan_quota(env), 100 * 10 ** 9)
+        where = self.rewrite_home('quota = "100 GB"', 'quota = "lots"')
+        env.daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "plan files rejected, the plans in force stay: " + where in env.daemon.read_log(),
+                 10, what="the bad file to be refused")
+        self.assertEqual(self.plan_quota(env), 100 * 10 ** 9)
+        self.assertIsNone(env.daemon.proc.poll())
+        self.rewrite_home('quota = "lots"', 'quota = "50 GB"')
+        env.daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: self.plan_quota(env) == 50 * 10 ** 9, 10, what="the fixed file to apply")
+        env.daemon.stop()
+        where = self.rewrite_home('quota = "50 GB"', 'quota = -1')
+        started = time.monotonic()
+        proc = env.lab.start(env.lab.gw, [env.daemon.binary, "--config", env.daemon.config],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out, _ = proc.communicate(timeout=30)
+        log(f"bad plan file at start: exit {proc.returncode} after {time.monotonic() - started:.2f} s")
+        self.assertEqual(proc.returncode, 1, out)
+        self.assertIn(f"ctquotad: {where}: quota: ", out)
+        self.assertNotIn("ctquotad running", out)
+
+    def test_a_change_notified_while_the_engine_fails_is_applied_after(self):
+        # No periodic reconcile to hide a lost notification.
+        env = EnforcementLab(n_v4=1, n_v6=0, policies_extra='reconcile_interval = "1h"\n')
+        self.addCleanup(env.close)
+        src = env.lab.sub_v4[0]
+        env.add_subscriber("lost", "prepaid-10g", [src + "/32"], 0)
+        env.wait_state("lost", "blocked")
+        errors_before = env.metric("ctquota_db_errors_total") or 0
+        # The top-up commits (its NOTIFY is delivered) together with a fault
+        # every engine round runs into until it is repaired.
+        env.daemon.query("BEGIN; INSERT INTO topups (subscriber_id, bytes, created_at, expires_at) "
+                         "SELECT id, 1000000000, now(), now() + interval '1 day' FROM subscribers "
+                         "WHERE external_id = 'lost'; ALTER TABLE topups RENAME TO topups_away; COMMIT")
+        wait_for(lambda: env.metric("ctquota_db_errors_total") > errors_before, 10,
+                 what="the engine to fail on the missing table")
+        wait_for(lambda: 'policy engine: ' in env.daemon.read_log() and
+                 'relation "topups" does not exist' in env.daemon.read_log(), 10,
+                 what="the engine's round to fail on the missing table")
+        env.daemon.query("ALTER TABLE topups_away RENAME TO topups")
+        repaired = time.monotonic()
+        env.wait_state("lost", "normal", timeout=15)
+        wait_for(lambda: env.reachable(src, SRV_V4, timeout=0.3), 5, what="the block to be lifted")
+        log(f"notified during the fault: applied {time.monotonic() - repaired:.2f} s after the repair")
 
 
 ANY_HANDLE = "*"
