@@ -275,6 +275,47 @@ KernelState Enforcer::read_back() {
     return to_kernel_state(load_kernel(impl_->nft, impl_->tc.get(), config_.table));
 }
 
+std::string Enforcer::damage() {
+    if (!impl_->started) {
+        return {};  // nothing built yet: the next change builds it
+    }
+    std::string found;
+    auto note = [&found](const std::string& what) { found += (found.empty() ? "" : "; ") + what; };
+    nlohmann::json listing = {{"nftables", nlohmann::json::array()}};
+    for (const char* chain : {"forward", "block"}) {
+        const auto one = impl_->nft.list_chain(config_.table, chain);
+        if (!one) {
+            note("nftables chain inet " + config_.table + " " + chain + " is gone");
+            continue;
+        }
+        for (const auto& item : one->value("nftables", nlohmann::json::array())) {
+            listing["nftables"].push_back(item);
+        }
+    }
+    if (found.empty() &&
+        !nftjson::skeleton_in_place(listing, config_.table, config_.forward_priority)) {
+        note("the rules of table inet " + config_.table + " were changed");
+    }
+    if (impl_->tc) {
+        if (auto tc = impl_->tc->root_damage(); !tc.empty()) {
+            note(tc);
+        }
+    }
+    return found;
+}
+
+void Enforcer::forget_kernel() {
+    impl_->started = false;
+    impl_->cache_valid = false;
+    impl_->installed.clear();
+    impl_->used_classids.clear();
+    impl_->allowed_installed.clear();
+    if (impl_->tc && !impl_->tc->root_damage().empty()) {
+        impl_->tc.reset();  // a new link learns the interface's current index
+        impl_->tc = std::make_unique<TcLink>(config_.subscriber_interface);
+    }
+}
+
 void Enforcer::teardown() {
     impl_->nft.run(nlohmann::json{
         {"nftables", {{{"delete", {{"table", {{"family", "inet"}, {"name", config_.table}}}}}}}}});

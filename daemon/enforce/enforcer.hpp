@@ -93,6 +93,16 @@ class Enforcer {
     ReconcileReport apply(const std::vector<SubscriberTarget>& changes);
     ReconcileReport remove(const std::vector<core::SubscriberId>& ids);
     KernelState read_back();  // what the kernel has now, parsed
+    // Cheap (two chain listings and a qdisc dump, no set elements): empty
+    // while the table's skeleton and the HTB root are in place, else what
+    // is missing (nft flush ruleset, the table deleted, the root qdisc
+    // deleted, the subscriber interface created again).
+    std::string damage();
+    // Forgets what it knew of the kernel, so that the next reconcile()
+    // rebuilds everything: table, skeleton, plan chains, the HTB tree on the
+    // interface's current index, every subscriber's items. Throws
+    // EnforceError while the subscriber interface does not exist.
+    void forget_kernel();
     // Deletes the table and the HTB root qdisc (tests, uninstall).
     void teardown();
 

@@ -48,8 +48,18 @@ std::string NftSession::run(const std::string& text) {
 }
 
 std::optional<nlohmann::json> NftSession::list_table(const std::string& table) {
-    const nlohmann::json cmd = {
-        {"nftables", {{{"list", {{"table", {{"family", "inet"}, {"name", table}}}}}}}}};
+    return list({{"table", {{"family", "inet"}, {"name", table}}}}, "table inet " + table);
+}
+
+std::optional<nlohmann::json> NftSession::list_chain(const std::string& table,
+                                                     const std::string& chain) {
+    return list({{"chain", {{"family", "inet"}, {"table", table}, {"name", chain}}}},
+                "chain inet " + table + " " + chain);
+}
+
+std::optional<nlohmann::json> NftSession::list(const nlohmann::json& object,
+                                               const std::string& what) {
+    const nlohmann::json cmd = {{"nftables", {{{"list", object}}}}};
     const std::string text = cmd.dump();
     const int rc = nft_run_cmd_from_buffer(ctx_, text.c_str());
     const std::string out = nft_ctx_get_output_buffer(ctx_);
@@ -58,12 +68,12 @@ std::optional<nlohmann::json> NftSession::list_table(const std::string& table) {
         if (error.find("No such file or directory") != std::string::npos) {
             return std::nullopt;
         }
-        throw EnforceError("nft list table inet " + table + ": " + error);
+        throw EnforceError("nft list " + what + ": " + error);
     }
     try {
         return nlohmann::json::parse(out);
     } catch (const nlohmann::json::exception& e) {
-        throw EnforceError("nft list table inet " + table + ": unparsable JSON: " + e.what());
+        throw EnforceError("nft list " + what + ": unparsable JSON: " + e.what());
     }
 }
 

@@ -24,8 +24,13 @@ class NftSession {
     std::string run(const std::string& json_text);
     // `list table inet <table>`; nullopt when the table does not exist.
     std::optional<nlohmann::json> list_table(const std::string& table);
+    // `list chain inet <table> <chain>` (its rules, no set elements: cheap);
+    // nullopt when the table or the chain does not exist.
+    std::optional<nlohmann::json> list_chain(const std::string& table, const std::string& chain);
 
   private:
+    std::optional<nlohmann::json> list(const nlohmann::json& object, const std::string& what);
+
     nft_ctx* ctx_ = nullptr;
 };
 

@@ -150,7 +150,7 @@ int TcLink::transact(std::vector<char>& buf) {
     }
 }
 
-void TcLink::ensure_root() {
+bool TcLink::htb_root_present() {
     RootInfo info{ifindex_};
     std::vector<char> req;
     auto* nlh = put_header(req, RTM_GETQDISC, NLM_F_REQUEST | NLM_F_DUMP, ++seq_);
@@ -159,7 +159,7 @@ void TcLink::ensure_root() {
     if (mnl_socket_sendto(nl_, req.data(), req.size()) < 0) {
         throw EnforceError("tc: cannot dump qdiscs of " + interface_ + ": " + errno_text(errno));
     }
-    std::vector<char> rx(MNL_SOCKET_BUFFER_SIZE);
+    std::vector<char> rx(1 << 20);  // as dump_classes: dump batches exceed a page
     while (true) {
         const auto n = mnl_socket_recvfrom(nl_, rx.data(), rx.size());
         if (n < 0) {
@@ -171,7 +171,24 @@ void TcLink::ensure_root() {
             break;
         }
     }
-    if (!info.htb_root) {
+    return info.htb_root;
+}
+
+std::string TcLink::root_damage() {
+    const auto now = static_cast<int>(if_nametoindex(interface_.c_str()));
+    if (now == 0) {
+        return "subscriber interface " + interface_ + " is gone";
+    }
+    if (now != ifindex_) {
+        return "subscriber interface " + interface_ + " was created again (index " +
+               std::to_string(ifindex_) + " -> " + std::to_string(now) + ")";
+    }
+    return htb_root_present() ? std::string()
+                              : "the HTB root qdisc 1: on " + interface_ + " is gone";
+}
+
+void TcLink::ensure_root() {
+    if (!htb_root_present()) {
         std::vector<char> add;
         put_htb_qdisc(add, ifindex_, kMajor, TC_H_ROOT,
                       NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK, ++seq_);

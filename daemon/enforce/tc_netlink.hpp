@@ -55,6 +55,10 @@ class TcLink {
     // qdisc), then makes sure the shard classes, qdiscs and the filter exist.
     void ensure_root();
     void remove_root();
+    // Empty while the HTB root 1: is on the interface under the index it
+    // had at construction; else what changed (the interface is gone or was
+    // created again: a new TcLink is needed; the root qdisc was deleted).
+    std::string root_damage();
     std::map<std::uint32_t, std::uint64_t> dump_classes();  // leaf classid -> rate (bit/s)
     TcResult run(const std::vector<TcOp>& ops);
     [[nodiscard]] int ifindex() const { return ifindex_; }
@@ -67,6 +71,7 @@ class TcLink {
     std::uint32_t portid_ = 0;
 
     int transact(std::vector<char>& buf);  // single request with ACK; returns -errno or 0
+    bool htb_root_present();
     // Sends messages with sequence numbers first_seq..seq_ in one sendmsg (the
     // last one asks for an ACK); returns (index, error) of the failed ones.
     std::vector<std::pair<std::size_t, int>> send_batch(std::vector<char>& buf,

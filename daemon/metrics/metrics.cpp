@@ -113,6 +113,9 @@ std::string Metrics::render_prometheus() const {
     counter("enforcement_changes_total", "state changes applied to the kernel",
             enforcement_changes.load());
     counter("enforcement_errors_total", "kernel changes that failed", enforcement_errors.load());
+    counter("kernel_repairs_total",
+            "rebuilds of the nftables table / HTB tree after they were flushed or deleted",
+            kernel_repairs.load());
     counter("webhooks_delivered_total", "webhook deliveries answered 2xx",
             webhooks_delivered.load());
     counter("webhook_failures_total", "webhook delivery attempts that failed (retried)",

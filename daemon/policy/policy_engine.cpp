@@ -15,6 +15,7 @@ namespace {
 
 constexpr auto kListenWait = std::chrono::milliseconds(200);
 constexpr auto kNoWait = std::chrono::milliseconds(0);
+constexpr auto kKernelCheckEvery = std::chrono::seconds(1);
 
 }  // namespace
 
@@ -267,7 +268,8 @@ void PolicyEngine::run_pass(std::vector<core::SubscriberId>& dirty, bool reload,
     }
     // Usage already waiting: only look for notifications, do not wait for them.
     handle_notifications(payloads);
-    const bool full = std::chrono::steady_clock::now() >= next_reconcile_;
+    const bool rebuild = kernel_needs_rebuild();
+    const bool full = rebuild || std::chrono::steady_clock::now() >= next_reconcile_;
     auto due = take_due(clock_.now());
     dirty.insert(dirty.end(), due.begin(), due.end());
     std::sort(dirty.begin(), dirty.end());
@@ -281,6 +283,34 @@ void PolicyEngine::run_pass(std::vector<core::SubscriberId>& dirty, bool reload,
                           std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                               config_.reconcile_interval);
     }
+}
+
+bool PolicyEngine::kernel_needs_rebuild() {
+    const auto now = std::chrono::steady_clock::now();
+    if (!enforcer_ || now < next_kernel_check_) {
+        return false;
+    }
+    next_kernel_check_ = now + kKernelCheckEvery;
+    std::string damage;
+    try {
+        damage = enforcer_->damage();
+        if (damage.empty()) {
+            kernel_damage_.clear();
+            return false;
+        }
+        enforcer_->forget_kernel();
+    } catch (const enforce::EnforceError& e) {  // e.g. the interface is gone: next second
+        damage += (damage.empty() ? "" : "; ") + std::string("cannot rebuild yet: ") + e.what();
+        if (damage != kernel_damage_) {
+            spdlog::error("enforce: kernel state lost ({})", damage);
+        }
+        kernel_damage_ = damage;
+        return false;
+    }
+    ++metrics_.kernel_repairs;
+    spdlog::warn("enforce: kernel state lost ({}); rebuilding all of it", damage);
+    kernel_damage_.clear();
+    return true;
 }
 
 }  // namespace ctquota::policy

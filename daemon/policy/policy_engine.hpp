@@ -61,6 +61,10 @@ class PolicyEngine {
     };
 
     void loop();
+    // At most once a second: true when the enforcer's kernel state was lost
+    // (ruleset flushed, table or root qdisc deleted, interface re-created)
+    // and it has forgotten it, so that a full reconcile rebuilds it now.
+    bool kernel_needs_rebuild();
     // One round of loop(): the plan reload, notifications (all of them when
     // `resync`), due checks, then `dirty` (extended in place, so a failed
     // round hands all of it to the next) is evaluated.
@@ -115,6 +119,8 @@ class PolicyEngine {
     std::multimap<core::TimePoint, core::SubscriberId> checks_;
     std::unordered_map<core::SubscriberId, core::TimePoint> check_of_;
     std::chrono::steady_clock::time_point next_reconcile_{};
+    std::chrono::steady_clock::time_point next_kernel_check_{};
+    std::string kernel_damage_;  // last reported, so that a lasting one is logged once
 
     std::mutex mu_;  // guards the hand-offs below
     std::set<core::SubscriberId> usage_dirty_;

@@ -232,6 +232,33 @@ TEST_CASE_FIXTURE(Fresh, "a plan whose chain cannot be made blocks through the g
     CHECK(e.read_back().subscribers.at(1).block_chain == "block_bad");
 }
 
+TEST_CASE_FIXTURE(Fresh, "damage() sees lost kernel state; forget_kernel + reconcile rebuild it") {
+    const std::vector<SubscriberTarget> want = {blocked(1, {P("100.64.7.1")}),
+                                                throttled(2, {P("100.64.7.2")}, 2'000'000, 0)};
+    Enforcer e(config());
+    CHECK(e.reconcile(want).ok());
+    CHECK(e.damage().empty());
+    const auto before = e.read_back();
+    for (const std::string breakage :
+         {"nft delete table inet ctqh2test", "tc qdisc del dev ctqh2a root",
+          "nft flush chain inet ctqh2test forward"}) {
+        CAPTURE(breakage);
+        run(breakage);
+        const auto damage = e.damage();
+        CHECK_FALSE(damage.empty());
+        MESSAGE(breakage << " -> " << damage);
+        e.forget_kernel();
+        CHECK(e.reconcile(want).ok());
+        CHECK(e.damage().empty());
+        const auto after = e.read_back();
+        CHECK(after.subscribers.size() == before.subscribers.size());
+        CHECK(after.subscribers.at(1).kind == core::StateKind::Blocked);
+        CHECK(after.subscribers.at(2).rate == core::Rate{2'000'000, 0});
+        CHECK(after.tc_classes == 1);
+    }
+    CHECK(run("nft list tables").find("someoneelse") != std::string::npos);
+}
+
 TEST_CASE_FIXTURE(Fresh, "without a subscriber interface throttles police both ways") {
     Enforcer e(config(false));
     CHECK(e.apply({throttled(5, {P("100.64.5.5")}, 3'000'000, 1'000'000)}).ok());

@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from enforce_harness import POLICIES as POLICIES_DIR  # noqa: E402
 from enforce_harness import PORTAL_V4, EnforcementLab  # noqa: E402
 from lab import SRV_V4, SRV_V6, wait_for  # noqa: E402
+from topology import GW_NFT, SUB_GW_V4  # noqa: E402
 
 THROTTLE_DOWN_BPS = 2_000_000  # home-100g
 # HTB counts Ethernet frames on sub0; TCP payload is 1448 of every 1514 bytes.
@@ -233,6 +234,90 @@ class PlanFilesAndOutages(unittest.TestCase):
         env.wait_state("lost", "normal", timeout=15)
         wait_for(lambda: env.reachable(src, SRV_V4, timeout=0.3), 5, what="the block to be lifted")
         log(f"notified during the fault: applied {time.monotonic() - repaired:.2f} s after the repair")
+
+
+class KernelRepair(unittest.TestCase):
+    """Kernel state lost under the daemon (nftables service restart, the
+    table or the root qdisc deleted, the interface created again) is rebuilt
+    within the repair window, with real traffic checking it."""
+
+    PING_INTERVAL = 0.02
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = EnforcementLab(n_v4=2, n_v6=0)
+        cls.lab = cls.env.lab
+        cls.blk, cls.thr = cls.lab.sub_v4[0], cls.lab.sub_v4[1]
+        cls.env.add_subscriber("rep-blk", "prepaid-10g", [cls.blk + "/32"], 0)
+        cls.env.add_subscriber("rep-thr", "home-100g", [cls.thr + "/32"], 0)
+        cls.env.wait_state("rep-blk", "blocked")
+        cls.env.wait_state("rep-thr", "throttled")
+        # Someone else's table: a repair must never touch it.
+        cls.lab.run(cls.lab.gw, ["nft", "add", "table", "inet", "isp_own"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.env.close()
+
+    def in_place(self):
+        gw = self.lab.gw
+        blocked = self.lab.run(gw, ["nft", "list", "map", "inet", "ctquota", "blocked_v4"],
+                               check=False).stdout
+        return self.blk in blocked and any(" rate 2Mbit ceil 2Mbit " in c for c in self.env.tc_classes())
+
+    def break_and_measure(self, what, commands):
+        """Runs `commands` in the gateway with a 50/s ping from the blocked
+        subscriber going; returns (seconds until rebuilt, pings answered)."""
+        repairs = self.env.metric("ctquota_kernel_repairs_total") or 0
+        count = int(5 / self.PING_INTERVAL)
+        ping = self.lab.start(self.lab.sub, ["ping", "-n", "-q", "-i", str(self.PING_INTERVAL),
+                                             "-c", str(count), "-I", self.blk, SRV_V4])
+        time.sleep(0.5)  # the ping runs before the damage (and is dropped: blocked)
+        t0 = time.monotonic()
+        self.lab.run(self.lab.gw, ["sh", "-ec", commands])
+        wait_for(lambda: (self.env.metric("ctquota_kernel_repairs_total") or 0) > repairs and self.in_place(),
+                 10, what=f"the kernel state to be rebuilt after {what}")
+        window = time.monotonic() - t0
+        out, _ = ping.communicate(timeout=30)
+        answered = int(out.split(" received")[0].rsplit(",", 1)[-1].strip()) if " received" in out else 0
+        log(f"{what}: rebuilt {window:.2f} s after, {answered} of {count} pings answered "
+            f"(~{answered * self.PING_INTERVAL:.2f} s of the blocked subscriber getting through)")
+        self.assertLess(window, 5.0)
+        self.assertLessEqual(answered * self.PING_INTERVAL, 5.0)
+        self.assertFalse(self.env.reachable(self.blk, SRV_V4), f"block lost after {what}")
+        self.assertIn("isp_own", self.lab.run(self.lab.gw, ["nft", "list", "tables"]).stdout)
+        return window
+
+    def throttle_rate_is_the_plans(self):
+        dl = self.env.download(self.thr, 2_500_000, 5)
+        self.addCleanup(dl.stop)
+        wait_for(lambda: dl.samples and dl.samples[-1][0] >= 4.5, 15, what="the download")
+        rate = dl.rate_between(1.5, 4.5)
+        expected = THROTTLE_DOWN_BPS / 8 * PAYLOAD_SHARE
+        self.assertAlmostEqual(rate, expected, delta=0.2 * expected)
+
+    def test_1_table_deleted(self):
+        self.break_and_measure("nft delete table inet ctquota", "nft delete table inet ctquota")
+
+    def test_2_ruleset_flushed_and_reloaded(self):
+        # What Debian's nftables service does: flush ruleset, load its own file.
+        self.break_and_measure("nft flush ruleset + reload",
+                               "nft -f - <<'EOF'\nflush ruleset\n" + GW_NFT +
+                               "table inet isp_own {\n}\nEOF")
+
+    def test_3_root_qdisc_deleted(self):
+        self.break_and_measure("tc qdisc del dev sub0 root", "tc qdisc del dev sub0 root")
+        self.throttle_rate_is_the_plans()
+
+    def test_4_interface_created_again(self):
+        sub_cmds = [f"address add {a}/16 dev eth0" for a in self.lab.sub_v4]
+        sub_cmds += ["link set eth0 up", f"route add default via {SUB_GW_V4} dev eth0"]
+        script = (f"ip link del sub0\n"
+                  f"ip link add sub0 type veth peer name eth0 netns {self.lab.sub}\n"
+                  f"ip address add {SUB_GW_V4}/16 dev sub0\nip link set sub0 up\n"
+                  + "".join(f"ip -n {self.lab.sub} {c}\n" for c in sub_cmds))
+        self.break_and_measure("sub0 deleted and created again", script)
+        self.throttle_rate_is_the_plans()
 
 
 ANY_HANDLE = "*"
