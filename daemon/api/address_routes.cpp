@@ -3,6 +3,7 @@
 // the bindings' fingerprint).
 
 #include "api/address_input.hpp"
+#include "api/binding_errors.hpp"
 #include "api/problem.hpp"
 #include "api/route_helpers.hpp"
 #include "api/routes.hpp"
@@ -31,12 +32,14 @@ Reply bind(Services& s, const Request& r) {
     std::optional<store::BindResult> result;
     try {
         auto lease = s.pool.acquire();
-        result = store::BindingStore(*lease).bind(id, input.prefix,
-                                                  input.valid_from.value_or(s.clock.now()));
-    } catch (const store::ConflictError& e) {
-        throw conflict(std::string(e.what()) +
-                       "; release it there first (DELETE .../addresses/{cidr}), or bind it from "
-                       "a time after that binding ends");
+        result = store::BindingStore(*lease, s.binding_rules)
+                     .bind(id, input.prefix, input.valid_from.value_or(s.clock.now()));
+    } catch (const store::BindingRefused& e) {
+        throw binding_refused(e, "address");
+    } catch (const store::BindingConflict& e) {
+        throw binding_conflict(e,
+                               "release it there first (DELETE .../addresses/{cidr}), or bind it "
+                               "from a time after that binding ends");
     }
     if (!result) {
         throw not_found("no subscriber '" + id + "'");
@@ -61,7 +64,7 @@ Reply unbind(Services& s, const Request& r) {
     store::UnbindResult result{};
     {
         auto lease = s.pool.acquire();
-        result = store::BindingStore(*lease).unbind(id, *prefix, s.clock.now());
+        result = store::BindingStore(*lease, s.binding_rules).unbind(id, *prefix, s.clock.now());
     }
     if (result == store::UnbindResult::UnknownSubscriber) {
         throw not_found("no subscriber '" + id + "'");

@@ -6,6 +6,7 @@
 
 #include "api/db_pool.hpp"
 #include "api/router.hpp"
+#include "core/binding_rules.hpp"
 #include "core/clock.hpp"
 #include "metrics/metrics.hpp"
 
@@ -15,6 +16,7 @@ struct Services {
     DatabasePool& pool;
     const core::Clock& clock;
     metrics::Metrics& metrics;
+    const core::BindingRules& binding_rules;
 };
 
 void add_health_routes(Router& router, Services& services);

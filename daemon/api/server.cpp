@@ -128,7 +128,7 @@ Server::Server(ServerOptions options, metrics::Metrics& metrics, const core::Clo
     : options_(std::move(options)),
       metrics_(metrics),
       pool_(options_.database_url, options_.threads, options_.statement_timeout),
-      services_{pool_, clock, metrics},
+      services_{pool_, clock, metrics, options_.binding_rules},
       auth_(lookup_in(pool_), clock, options_.token_cache_ttl),
       router_(make_router(services_)),
       http_(make_http_server(options_)) {

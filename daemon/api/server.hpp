@@ -16,6 +16,7 @@
 #include "api/db_pool.hpp"
 #include "api/problem.hpp"
 #include "api/routes.hpp"
+#include "core/binding_rules.hpp"
 #include "core/clock.hpp"
 #include "metrics/metrics.hpp"
 
@@ -40,7 +41,8 @@ struct ServerOptions {
     std::chrono::milliseconds statement_timeout{5000};
     std::string tls_cert;  // PEM files; both set: HTTPS only, neither: plain HTTP
     std::string tls_key;
-    std::filesystem::path web_dir;  // the web page's files; empty: no page
+    std::filesystem::path web_dir;     // the web page's files; empty: no page
+    core::BindingRules binding_rules;  // [subscribers]: what may be bound
 };
 
 class Server {

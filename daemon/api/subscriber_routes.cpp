@@ -3,6 +3,7 @@
 // address set and/or the plan (PUT), remove.
 
 #include "api/address_input.hpp"
+#include "api/binding_errors.hpp"
 #include "api/cursor.hpp"
 #include "api/policy_view.hpp"
 #include "api/problem.hpp"
@@ -92,7 +93,11 @@ Reply create(Services& s, const Request& r) {
     {
         auto lease = s.pool.acquire();
         try {
-            store::SubscriberStore(*lease).add(input.id, input.addresses, now);
+            store::SubscriberStore(*lease).add(input.id, input.addresses, now, s.binding_rules);
+        } catch (const store::BindingRefused& e) {
+            throw binding_refused(e, "addresses");
+        } catch (const store::BindingConflict& e) {
+            throw binding_conflict(e, "remove the address from the other subscriber first");
         } catch (const store::ConflictError& e) {
             throw conflict(std::string(e.what()) +
                            "; remove the address from the other subscriber first, or use another "
@@ -121,13 +126,13 @@ Reply replace(Services& s, const Request& r) {
     if (update.addresses) {
         auto lease = s.pool.acquire();
         try {
-            if (!store::BindingStore(*lease).replace(id, *update.addresses, now)) {
+            if (!store::BindingStore(*lease, s.binding_rules).replace(id, *update.addresses, now)) {
                 throw not_found("no subscriber '" + id + "'");
             }
-        } catch (const store::ConflictError& e) {
-            throw conflict(std::string(e.what()) +
-                           "; remove the address from the other "
-                           "subscriber first");
+        } catch (const store::BindingRefused& e) {
+            throw binding_refused(e, "addresses");
+        } catch (const store::BindingConflict& e) {
+            throw binding_conflict(e, "remove the address from the other subscriber first");
         }
     }
     if (update.plan_given) {

@@ -84,7 +84,9 @@ int cmd_subscriber_add(const Config& config, const std::vector<std::string>& arg
     }
     store::Database db(config.database.url);
     store::SubscriberStore subscribers(db);
-    subscribers.add(args[2], prefixes, core::SystemClock{}.now());
+    // The same rules as the API's ([subscribers]); a refusal names the pool,
+    // the limit or the holder, and exits non-zero like every other error.
+    subscribers.add(args[2], prefixes, core::SystemClock{}.now(), config.subscribers);
     spdlog::info("subscriber '{}' added with {} addresses", args[2], prefixes.size());
     return 0;
 }

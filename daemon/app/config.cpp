@@ -84,6 +84,45 @@ int as_hook_priority(const std::string& src, const toml::node& n, const std::str
     return static_cast<int>(n.as_integer()->get());
 }
 
+// Subscriber pools: CIDR strings like "100.64.0.0/10".
+std::vector<core::Prefix> as_pools(const std::string& src, const toml::node& n,
+                                   const std::string& key) {
+    if (!n.is_array()) {
+        fail(src, n, key, "expected an array of prefixes like [\"100.64.0.0/10\"]");
+    }
+    std::vector<core::Prefix> pools;
+    for (const auto& item : *n.as_array()) {
+        const auto text = as_string(src, item, key);
+        const auto pool = core::Prefix::parse(text);
+        if (!pool) {
+            fail(src, item, key, "expected an IPv4 or IPv6 prefix, got \"" + text + "\"");
+        }
+        pools.push_back(*pool);
+    }
+    return pools;
+}
+
+// A minimum binding length within what the subscriber index serves
+// (IPv4 /8../32, IPv6 /32../128).
+template <int Lowest, int Highest>
+int as_min_length(const std::string& src, const toml::node& n, const std::string& key) {
+    if (!n.is_integer() || n.as_integer()->get() < Lowest || n.as_integer()->get() > Highest) {
+        fail(src, n, key,
+             "expected a prefix length in " + std::to_string(Lowest) + ".." +
+                 std::to_string(Highest));
+    }
+    return static_cast<int>(n.as_integer()->get());
+}
+
+Keys subscriber_keys() {
+    using R = core::BindingRules;
+    constexpr auto section = &Config::subscribers;
+    return {
+        {"pools", assign<section, &R::pools, as_pools>},
+        {"min_ipv4_prefix_length", assign<section, &R::min_ipv4_length, as_min_length<8, 32>>},
+        {"min_ipv6_prefix_length", assign<section, &R::min_ipv6_length, as_min_length<32, 128>>}};
+}
+
 Keys database_keys() {
     using D = Config::Database;
     return {{"url", assign<&Config::database, &D::url, as_string>},
@@ -154,6 +193,7 @@ const std::map<std::string, Keys>& schema() {
         {"accounting", accounting_keys()},
         {"api", api_keys()},
         {"webhooks", webhook_keys()},
+        {"subscribers", subscriber_keys()},
         {"policies",
          {{"dir", assign<&Config::policies, &P::dir, as_string>},
           {"reconcile_interval", assign<&Config::policies, &P::reconcile_interval, as_duration>}}},

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/binding_rules.hpp"
 #include "enforce/enforce_config.hpp"
 #include "policy/policy_config.hpp"
 #include "runtime/runtime_config.hpp"
@@ -54,6 +55,9 @@ struct Config {
         std::chrono::nanoseconds timeout = 5s;
         std::chrono::nanoseconds max_backoff = 5min;
     } webhooks;
+
+    // Which prefixes may be bound to a subscriber (API and CLI alike).
+    core::BindingRules subscribers;
 
     policy::PoliciesConfig policies;
 

@@ -147,6 +147,7 @@ api::ServerOptions api_options(const Config& config) {
     o.database_url = config.database.url;
     o.tls_cert = config.api.tls_cert.string();
     o.tls_key = config.api.tls_key.string();
+    o.binding_rules = config.subscribers;
     o.web_dir =
         config.api.web_dir.empty() ? std::filesystem::path(CTQUOTA_WEB_DIR) : config.api.web_dir;
     return o;

@@ -1,7 +1,9 @@
 #include "store/binding_store.hpp"
 
+#include <algorithm>
 #include <pqxx/pqxx>
 
+#include "store/binding_claims.hpp"
 #include "store/sql_util.hpp"
 
 namespace ctquota::store {
@@ -21,24 +23,33 @@ std::optional<std::int64_t> lock_subscriber(pqxx::work& txn, const std::string& 
     return rows[0][0].as<std::int64_t>();
 }
 
-// Another subscriber's binding of one of `cidrs` (a cidr[] literal) overlapping
-// [at, forever) is a conflict.
-void check_holders(pqxx::work& txn, std::int64_t id, const std::string& cidrs, core::TimePoint at) {
-    const auto taken = txn.exec_params(
-        "SELECT b.prefix::text, s.external_id FROM subscriber_bindings b "
-        "JOIN subscribers s ON s.id = b.subscriber_id "
-        "WHERE b.prefix = ANY($1::cidr[]) AND b.subscriber_id <> $2 "
-        "AND tstzrange(b.valid_from, b.valid_until) && tstzrange(" +
-            ts(3) + ", NULL) ORDER BY b.prefix LIMIT 1",
-        cidrs, id, to_micros(at));
-    if (!taken.empty()) {
-        throw ConflictError("address " + taken[0][0].as<std::string>() +
-                            " is bound to subscriber '" + taken[0][1].as<std::string>() +
-                            "' at that time");
+// The prefixes of `prefixes` that `id` does not hold at `at` or later: the
+// ones a change would bind anew.
+std::vector<core::Prefix> not_held(pqxx::work& txn, std::int64_t id,
+                                   const std::vector<core::Prefix>& prefixes, core::TimePoint at) {
+    const auto rows = txn.exec_params(
+        "SELECT prefix::text FROM subscriber_bindings WHERE subscriber_id = $1 "
+        "AND prefix = ANY($2::cidr[]) AND (valid_until IS NULL OR valid_until > " +
+            ts(3) + ")",
+        id, prefix_array(prefixes), to_micros(at));
+    std::vector<core::Prefix> held;
+    for (const auto& r : rows) {
+        if (const auto p = core::Prefix::parse(r[0].as<std::string>())) {
+            held.push_back(*p);
+        }
     }
+    std::vector<core::Prefix> fresh;
+    for (const auto& p : prefixes) {
+        if (std::find(held.begin(), held.end(), p) == held.end() &&
+            std::find(fresh.begin(), fresh.end(), p) == fresh.end()) {
+            fresh.push_back(p);
+        }
+    }
+    return fresh;
 }
 
-// Inserts, turning a lost race with a concurrent bind into a ConflictError.
+// Inserts, turning a lost race with a writer that bypassed lock_bindings
+// (the exclusion constraint of schema/003 still holds) into a ConflictError.
 void insert_missing(pqxx::work& txn, std::int64_t id, const std::string& cidrs,
                     core::TimePoint at) {
     try {
@@ -96,29 +107,46 @@ BindingView own_binding(pqxx::work& txn, std::int64_t id, const std::string& cid
     return view;
 }
 
+std::string conflict_message(const core::Prefix& prefix, const std::string& holder,
+                             const core::Prefix& held) {
+    const auto text = prefix.to_string();
+    if (holder.empty()) {
+        return text + " overlaps " + held.to_string() + " of the same request";
+    }
+    const auto by = ", bound to subscriber '" + holder + "' at that time";
+    if (prefix == held) {
+        return "address " + text + " is bound to subscriber '" + holder + "' at that time";
+    }
+    return text + (prefix.length > held.length ? " lies inside " : " contains ") +
+           held.to_string() + by;
+}
+
 }  // namespace
+
+BindingConflict::BindingConflict(const core::Prefix& prefix, std::string holder,
+                                 const core::Prefix& held)
+    : ConflictError(conflict_message(prefix, holder, held)),
+      prefix_(prefix.to_string()),
+      holder_(std::move(holder)),
+      held_prefix_(held.to_string()) {}
 
 std::optional<BindResult> BindingStore::bind(const std::string& external_id,
                                              const core::Prefix& prefix,
                                              core::TimePoint valid_from) {
-    const auto cidrs = prefix_array({prefix});
     const auto cidr = prefix.to_string();
     return in_transaction(
         db_, "binding an address", [&](pqxx::work& txn) -> std::optional<BindResult> {
+            lock_bindings(txn);
             const auto id = lock_subscriber(txn, external_id);
             if (!id) {
                 return std::nullopt;
             }
-            check_holders(txn, *id, cidrs, valid_from);
-            const auto held = txn.exec_params(
-                "SELECT 1 FROM subscriber_bindings WHERE subscriber_id = $1 AND prefix = "
-                "$2::cidr AND (valid_until IS NULL OR valid_until > " +
-                    ts(3) + ")",
-                *id, cidr, to_micros(valid_from));
-            if (held.empty()) {
-                insert_missing(txn, *id, cidrs, valid_from);
+            const auto fresh = not_held(txn, *id, {prefix}, valid_from);
+            if (!fresh.empty()) {
+                check_new_bindings(txn, fresh, valid_from, rules_);
+                insert_missing(txn, *id, prefix_array(fresh), valid_from);
             }
-            return BindResult{held.empty(), own_binding(txn, *id, cidr, valid_from)};
+            return BindResult{!fresh.empty(), own_binding(txn, *id, cidr, valid_from)};
         });
 }
 
@@ -138,12 +166,15 @@ bool BindingStore::replace(const std::string& external_id,
                            const std::vector<core::Prefix>& prefixes, core::TimePoint at) {
     const auto cidrs = prefix_array(prefixes);
     return in_transaction(db_, "replacing addresses", [&](pqxx::work& txn) {
+        lock_bindings(txn);
         const auto id = lock_subscriber(txn, external_id);
         if (!id) {
             return false;
         }
-        check_holders(txn, *id, cidrs, at);
+        // Ended first, so that a prefix may be replaced by one nested in it.
         end_bindings(txn, *id, kNotInSet, cidrs, at);
+        const auto fresh = not_held(txn, *id, prefixes, at);
+        check_new_bindings(txn, fresh, at, rules_);
         insert_missing(txn, *id, cidrs, at);
         return true;
     });

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "core/calendar.hpp"
+#include "store/binding_claims.hpp"
 #include "store/sql_util.hpp"
 
 namespace ctquota::store {
@@ -31,10 +32,14 @@ void validate_external_id(const std::string& id) {
 
 core::SubscriberId SubscriberStore::add(const std::string& external_id,
                                         const std::vector<core::Prefix>& prefixes,
-                                        core::TimePoint valid_from) {
+                                        core::TimePoint valid_from,
+                                        const core::BindingRules& rules) {
     validate_external_id(external_id);
     const auto cidrs = prefix_array(prefixes);
     return in_transaction(db_, "adding a subscriber", [&](pqxx::work& txn) {
+        if (!prefixes.empty()) {
+            lock_bindings(txn);  // before the subscriber row, as every binding writer
+        }
         // A removed subscriber coming back keeps its id and its history.
         const auto row = txn.exec_params(
             "INSERT INTO subscribers (external_id) VALUES ($1) "
@@ -46,19 +51,7 @@ core::SubscriberId SubscriberStore::add(const std::string& external_id,
             throw ConflictError("subscriber '" + external_id + "' already exists");
         }
         const auto id = row[0][0].as<core::SubscriberId>();
-        // An address belongs to one subscriber at a time. The exclusion constraint
-        // (schema/003) guarantees it; this query names the holder in the error.
-        const auto taken = txn.exec_params(
-            "SELECT b.prefix::text, s.external_id FROM subscriber_bindings b "
-            "JOIN subscribers s ON s.id = b.subscriber_id "
-            "WHERE b.prefix = ANY($1::cidr[]) AND (b.valid_until IS NULL OR b.valid_until > " +
-                ts(2) + ") ORDER BY b.prefix LIMIT 1",
-            cidrs, to_micros(valid_from));
-        if (!taken.empty()) {
-            throw ConflictError("address " + taken[0][0].as<std::string>() +
-                                " is bound to subscriber '" + taken[0][1].as<std::string>() +
-                                "' already");
-        }
+        check_new_bindings(txn, prefixes, valid_from, rules);
         try {
             txn.exec_params(
                 "INSERT INTO subscriber_bindings (subscriber_id, prefix, valid_from) "
@@ -66,7 +59,7 @@ core::SubscriberId SubscriberStore::add(const std::string& external_id,
                     ts(3) + " FROM unnest($2::cidr[]) AS p",
                 id, cidrs, to_micros(valid_from));
         } catch (const pqxx::sql_error& e) {
-            // A concurrent add bound one of the addresses between the check and the insert.
+            // A writer that bypassed lock_bindings bound one of them meanwhile.
             if (e.sqlstate() == kExclusionViolation) {
                 throw ConflictError("an address is bound to another subscriber already");
             }

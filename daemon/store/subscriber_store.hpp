@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/accounting.hpp"
+#include "core/binding_rules.hpp"
 #include "core/subscriber_index.hpp"
 #include "store/database.hpp"
 
@@ -28,11 +29,14 @@ class SubscriberStore {
   public:
     explicit SubscriberStore(Database& db) : db_(db) {}
 
-    // Throws ConflictError when the id exists already or an address is bound to
-    // another subscriber (also when a concurrent add took it first), and
-    // std::invalid_argument for an id that is empty, too long or has control characters.
+    // Throws ConflictError when the id exists already, BindingRefused /
+    // BindingConflict (binding_store.hpp) when an address is refused by `rules`
+    // or overlaps another binding, and std::invalid_argument for an id that is
+    // empty, too long or has control characters. Default rules: the defaults
+    // of the config ([subscribers]), for tests and tools without one.
     core::SubscriberId add(const std::string& external_id,
-                           const std::vector<core::Prefix>& prefixes, core::TimePoint valid_from);
+                           const std::vector<core::Prefix>& prefixes, core::TimePoint valid_from,
+                           const core::BindingRules& rules = core::BindingRules{});
     // Ends the subscriber's bindings (history and usage stay); false if unknown.
     bool remove(const std::string& external_id, core::TimePoint at);
     std::vector<SubscriberRecord> list();

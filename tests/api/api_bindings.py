@@ -1,11 +1,14 @@
 """Usage time series and address bindings through the API: the series in UTC
 buckets summed over gateways, binding and releasing single addresses (the
 RADIUS/DHCP hooks), replacing the set with PUT, and the daemon's index
-picking the changes up by itself."""
+picking the changes up by itself; the binding rules (pools, minimum lengths,
+no overlaps) the same through the API and the CLI, and race-free."""
 
 import datetime
 import os
 import re
+import subprocess
+import threading
 
 from api_case import SUBS, ApiTestCase, env
 from api_harness import wait_for
@@ -150,3 +153,60 @@ class Replace(ApiTestCase):
         self.assertEqual(self.db.fingerprint(), before)
         r = self.admin.request("PUT", SUBS + "/put-1", json_body={"addresses": []})
         self.assertEqual((r.status, r.json()["addresses"]), (200, []))
+
+
+class Rules(ApiTestCase):
+    """[subscribers] of the test config: pools 100.64.0.0/10 and 2001:db8::/32, /24 and /48."""
+
+    def active_in(self, network):
+        return int(self.db.query("SELECT count(*) FROM subscriber_bindings WHERE "
+                                 f"prefix && '{network}'::cidr AND valid_until IS NULL")[0][0])
+
+    def test_concurrent_overlapping_binds_one_wins(self):
+        rounds = 10
+        self.create("race-a")
+        self.create("race-b")
+        for i in range(rounds):
+            wide, narrow = f"100.64.{200 + i}.0/24", f"100.64.{200 + i}.77"
+            barrier = threading.Barrier(2)
+            statuses = {}
+
+            def bind(sub, address):
+                barrier.wait()
+                statuses[sub] = self.admin.post(f"{SUBS}/{sub}/addresses", {"address": address})
+
+            threads = [threading.Thread(target=bind, args=("race-a", wide)),
+                       threading.Thread(target=bind, args=("race-b", narrow))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            codes = sorted(r.status for r in statuses.values())
+            self.assertEqual(codes, [201, 409], statuses)
+            loser = next(r for r in statuses.values() if r.status == 409)
+            self.assertIn(self.assertProblem(loser, 409)["conflict"]["held_by"], ("race-a", "race-b"))
+            self.assertEqual(self.active_in(wide), 1)
+
+    def test_own_nesting_is_refused_and_replacing_by_a_nested_prefix_works(self):
+        self.create("own-1", "2001:db8:50::/48")
+        before = self.db.fingerprint()
+        body = self.assertProblem(self.admin.post(SUBS + "/own-1/addresses", {"address": "2001:db8:50:1::/64"}), 409)
+        self.assertEqual(body["conflict"]["held_by"], "own-1")
+        self.assertEqual(self.db.fingerprint(), before)
+        r = self.admin.request("PUT", SUBS + "/own-1", json_body={"addresses": ["2001:db8:50:1::/64"]})
+        self.assertEqual((r.status, r.json()["addresses"]), (200, ["2001:db8:50:1::/64"]))
+
+    def test_the_cli_applies_the_same_rules(self):
+        self.create("cli-holder", "100.64.51.0/24")
+        before = self.db.fingerprint()
+        for address, why in (("192.0.2.1", "outside the subscriber pools"),
+                             ("100.64.0.0/20", "shorter than the shortest IPv4 binding allowed, /24"),
+                             ("100.64.51.9", "lies inside 100.64.51.0/24, bound to subscriber 'cli-holder'")):
+            with self.subTest(address=address):
+                r = subprocess.run([env("CTQUOTA_BIN"), "--config", env("CTQAPI_CONFIG"), "subscriber",
+                                    "add", "cli-refused", "--address", address],
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 1, r)
+                self.assertIn(why, r.stderr)
+                self.assertEqual(self.db.fingerprint(), before)
+        self.assertProblem(self.billing.get(SUBS + "/cli-refused"), 404)

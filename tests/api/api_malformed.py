@@ -9,8 +9,9 @@ SUBS = "/api/v1/subscribers"
 
 class Case:
     def __init__(self, name, method, path, body=None, status=400, headers=None, raw=False,
-                 chunked=False, expect_headers=()):
+                 chunked=False, expect_headers=(), expect_body=None):
         self.name, self.method, self.path, self.status = name, method, path, status
+        self.expect_body = expect_body or {}  # members the problem body must have
         self.body = body.encode() if isinstance(body, str) else body
         self.req_headers = headers or {}
         self.raw, self.chunked = raw, chunked
@@ -108,6 +109,23 @@ def cases(test):
         post("XML content type", "<id>mal-x</id>", 415, headers={"Content-Type": "application/xml"}),
         post("conflict: existing id", {"id": "mal-1"}, 409),
         post("conflict: address of another", {"id": "mal-x", "addresses": ["100.64.5.1"]}, 409),
+        # Binding rules ([subscribers] of the test config: the pools 100.64.0.0/10 and
+        # 2001:db8::/32, the defaults /24 and /48): 422 naming the limit, 409 the holder.
+        post("binding outside the pools", {"id": "mal-x", "addresses": ["192.0.2.1"]},
+             expect_body={"address": "192.0.2.1/32"}),
+        post("binding shorter than /24", {"id": "mal-x", "addresses": ["100.64.0.0/23"]},
+             expect_body={"address": "100.64.0.0/23"}),
+        post("binding the whole pool", {"id": "mal-x", "addresses": ["100.64.0.0/10"]}),
+        post("binding everything", {"id": "mal-x", "addresses": ["0.0.0.0/0"]}),
+        post("IPv6 binding shorter than /48", {"id": "mal-x", "addresses": ["2001:db8::/47"]}),
+        post("IPv6 binding outside the pools", {"id": "mal-x", "addresses": ["2001:db9::/48"]}),
+        post("conflict: prefix around another's address", {"id": "mal-x", "addresses": ["100.64.5.0/24"]},
+             409, expect_body={"conflict": {"address": "100.64.5.0/24", "held_by": "mal-1",
+                                            "held_address": "100.64.5.1/32"}}),
+        post("conflict: nested addresses in one request",
+             {"id": "mal-x", "addresses": ["100.64.6.0/24", "100.64.6.9"]}, 409,
+             expect_body={"conflict": {"address": "100.64.6.9/32", "held_by": None,
+                                       "held_address": "100.64.6.0/24"}}),
         Case("query parameter on POST", "POST", SUBS + "?dry_run=1", json.dumps({"id": "mal-x"}), 400),
         # Query parameters.
         get("negative limit", SUBS + "?limit=-1"),
@@ -167,6 +185,11 @@ def cases(test):
         bind("bind: addresses instead of address", {"addresses": ["100.64.5.9"]}),
         bind("bind: XML content type", "<address/>", 415, headers={"Content-Type": "application/xml"}),
         bind("bind: another's address", {"address": "100.64.5.1"}, 409, sub="mal-2"),
+        bind("bind: outside the pools", {"address": "198.18.0.1"}, expect_body={"address": "198.18.0.1/32"}),
+        bind("bind: shorter than the minimum", {"address": "100.64.0.0/16"}),
+        bind("bind: around another's address", {"address": "100.64.5.0/28"}, 409, sub="mal-2",
+             expect_body={"conflict": {"address": "100.64.5.0/28", "held_by": "mal-1",
+                                       "held_address": "100.64.5.1/32"}}),
         bind("bind: unknown subscriber", {"address": "100.64.5.9"}, 404, sub="mal-nosuch"),
         Case("bind: query parameter", "POST", SUBS + "/mal-1/addresses?force=1",
              json.dumps({"address": "100.64.5.9"}), 400),
@@ -187,6 +210,12 @@ def cases(test):
         put("put: bad CIDR", {"addresses": ["100.64.5.300"]}),
         put("put: duplicate addresses", {"addresses": ["100.64.5.9", "100.64.5.9/32"]}),
         put("put: another's address", {"addresses": ["100.64.5.1"]}, 409, sub="mal-2"),
+        put("put: outside the pools", {"addresses": ["2001:db9::1"]}, sub="mal-2"),
+        put("put: around another's address", {"addresses": ["100.64.5.0/25"]}, 409, sub="mal-2",
+            expect_body={"conflict": {"address": "100.64.5.0/25", "held_by": "mal-1",
+                                      "held_address": "100.64.5.1/32"}}),
+        put("put: nested within the request", {"addresses": ["100.64.7.0/24", "100.64.7.1"]}, 409,
+            sub="mal-2"),
         put("put: unknown subscriber", {"addresses": []}, 404, sub="mal-nosuch"),
         Case("PUT on the collection", "PUT", SUBS, json.dumps({"addresses": []}), 405),
     ] + api_malformed_policies.cases(test)

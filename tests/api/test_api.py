@@ -150,8 +150,12 @@ class Subscribers(ApiTestCase):
         self.assertIn("conflict-1", body["detail"])
         self.assertEqual(self.db.fingerprint(), before)
         self.assertProblem(self.admin.get(SUBS + "/conflict-2"), 404)
-        # A more specific prefix inside another subscriber's is allowed: the longest match wins.
-        self.create("conflict-3", "100.64.3.7")
+        # A prefix inside another subscriber's is a conflict too: blocking the wider one
+        # would cut the other off.
+        body = self.assertProblem(self.admin.post(SUBS, {"id": "conflict-3", "addresses": ["100.64.3.7"]}), 409)
+        self.assertEqual(body["conflict"], {"address": "100.64.3.7/32", "held_by": "conflict-1",
+                                            "held_address": "100.64.3.0/24"})
+        self.assertEqual(self.db.fingerprint(), before)
 
     def test_ids_with_reserved_characters(self):
         sub_id = "acme/ä 1?x=%"
@@ -283,6 +287,9 @@ class Malformed(ApiTestCase):
                 self.assertProblem(r, case.status)
                 for header in case.headers:
                     self.assertIn(header, r.headers)
+                body = r.json()
+                for member, value in case.expect_body.items():
+                    self.assertEqual(body.get(member), value, body)
                 self.assertEqual(self.db.fingerprint(), before, "the request changed the database")
                 checked += 1
         print(f"\n  malformed requests: {checked} of {len(cases)} answered as expected", file=sys.stderr)
@@ -313,7 +320,7 @@ def run_inside():
     loader = unittest.TestLoader()
     suite = unittest.TestSuite()
     for case in (Health, Auth, Subscribers, Usage, api_bindings.Series, api_bindings.Addresses,
-                 api_bindings.Replace, api_policies.Plans, api_policies.SubscriberPlans,
+                 api_bindings.Replace, api_bindings.Rules, api_policies.Plans, api_policies.SubscriberPlans,
                  api_policies.TopUps, api_policies.Events, api_policies.PolicyRoles, api_export.Export,
                  Pagination,
                  Malformed, Outage):

@@ -19,6 +19,8 @@ using ctquota::dbtest::ScratchDatabase;
 
 namespace {
 
+const core::BindingRules kRules;  // the config's defaults: no pools, /24 and /48
+
 core::TimePoint utc(int y, unsigned m, unsigned d, int h = 0) {
     using namespace std::chrono;
     return core::TimePoint{sys_days{year{y} / month{m} / d}} + hours{h};
@@ -88,7 +90,7 @@ TEST_CASE("usage series: UTC buckets summed over gateways, whatever the session 
 TEST_CASE("bind: new, again (no change), another's address is a conflict, unknown subscriber") {
     ScratchDatabase scratch;
     store::SubscriberStore subscribers(scratch.db());
-    store::BindingStore bindings(scratch.db());
+    store::BindingStore bindings(scratch.db(), kRules);
     const auto now = dbtest::now_us();
     subscribers.add("alice", {}, now - 1h);
     subscribers.add("bob", {prefix("100.64.0.0/24")}, now - 1h);
@@ -109,14 +111,106 @@ TEST_CASE("bind: new, again (no change), another's address is a conflict, unknow
                     store::ConflictError);
     CHECK_FALSE(bindings.bind("nobody", prefix("100.64.1.10"), now).has_value());
     CHECK(scratch.count("subscriber_bindings") == 2);
-    // A more specific prefix inside bob's is allowed (longest match wins).
-    CHECK(bindings.bind("alice", prefix("100.64.0.7"), now)->created);
+}
+
+// What a refusal says, or "" when `attempt` went through.
+template <typename Error, typename Fn>
+std::string refusal_of(Fn&& attempt) {
+    try {
+        attempt();
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+TEST_CASE("bind: prefixes inside or around another binding, the own included, are conflicts") {
+    ScratchDatabase scratch;
+    store::SubscriberStore subscribers(scratch.db());
+    store::BindingStore bindings(scratch.db(), kRules);
+    const auto now = dbtest::now_us();
+    subscribers.add("alice", {prefix("100.64.5.0/26")}, now - 1h);
+    subscribers.add("bob", {prefix("100.64.0.0/24")}, now - 1h);
+    const auto before = scratch.count("subscriber_bindings");
+
+    const auto inside = refusal_of<store::BindingConflict>(
+        [&] { bindings.bind("alice", prefix("100.64.0.7"), now); });
+    CHECK(inside ==
+          "100.64.0.7/32 lies inside 100.64.0.0/24, bound to subscriber 'bob' at that time");
+    subscribers.add("carol", {}, now);
+    try {
+        bindings.bind("carol", prefix("100.64.5.0/24"), now);
+        FAIL("a prefix around alice's was bound");
+    } catch (const store::BindingConflict& e) {
+        CHECK(e.prefix() == "100.64.5.0/24");
+        CHECK(e.holder() == "alice");
+        CHECK(e.held_prefix() == "100.64.5.0/26");
+    }
+    // Nesting inside the own binding too: the enforcer's interval maps may not overlap.
+    CHECK(refusal_of<store::BindingConflict>([&] {
+              bindings.bind("alice", prefix("100.64.5.9"), now);
+          }).find("subscriber 'alice'") != std::string::npos);
+    CHECK(scratch.count("subscriber_bindings") == before);
+    // A prefix may be replaced by one nested in it at the same instant.
+    CHECK(bindings.replace("alice", {prefix("100.64.5.9")}, now));
+    CHECK(bindings_of(scratch, "alice") == "100.64.5.0/26:ended 100.64.5.9/32:open");
+}
+
+TEST_CASE("bind and add: the rules refuse short prefixes and ones outside the pools") {
+    ScratchDatabase scratch;
+    store::SubscriberStore subscribers(scratch.db());
+    core::BindingRules rules;
+    rules.pools = {prefix("100.64.0.0/10"), prefix("2001:db8::/32")};
+    store::BindingStore bindings(scratch.db(), rules);
+    const auto now = dbtest::now_us();
+    subscribers.add("alice", {}, now - 1h, rules);
+
+    CHECK(refusal_of<store::BindingRefused>(
+              [&] { bindings.bind("alice", prefix("100.64.0.0/10"), now); }) ==
+          "100.64.0.0/10 is shorter than the shortest IPv4 binding allowed, /24 "
+          "(subscribers.min_ipv4_prefix_length)");
+    CHECK(refusal_of<store::BindingRefused>([&] {
+              bindings.bind("alice", prefix("2001:db8::/40"), now);
+          }).find("/48") != std::string::npos);
+    CHECK(refusal_of<store::BindingRefused>(
+              [&] { bindings.bind("alice", prefix("192.0.2.1"), now); }) ==
+          "192.0.2.1/32 is outside the subscriber pools (100.64.0.0/10, 2001:db8::/32; "
+          "subscribers.pools)");
+    CHECK(refusal_of<store::BindingRefused>([&] {
+              subscribers.add("bob", {prefix("100.64.1.1"), prefix("0.0.0.0/0")}, now, rules);
+          }).find("0.0.0.0/0") != std::string::npos);
+    CHECK(refusal_of<store::BindingConflict>([&] {
+              subscribers.add("bob", {prefix("100.64.1.0/24"), prefix("100.64.1.1")}, now, rules);
+          }) == "100.64.1.1/32 overlaps 100.64.1.0/24 of the same request");
+    CHECK(scratch.count("subscriber_bindings") == 0);
+    CHECK(scratch.scalar("SELECT count(*) FROM subscribers WHERE external_id = 'bob'") == 0);
+    CHECK(bindings.bind("alice", prefix("2001:db8:1::/48"), now)->created);
+}
+
+TEST_CASE("bindings stored before the rules stay, and only what a change adds is judged") {
+    ScratchDatabase scratch;
+    store::SubscriberStore subscribers(scratch.db());
+    store::BindingStore bindings(scratch.db(), kRules);
+    const auto now = dbtest::now_us();
+    subscribers.add("alice", {}, now - 1h);
+    subscribers.add("bob", {}, now - 1h);
+    // As an older ctquotad allowed: a /16, and bob's /32 inside it.
+    for (const char* row : {"('alice', '100.65.0.0/16')", "('bob', '100.65.0.9/32')"}) {
+        scratch.exec(std::string("INSERT INTO subscriber_bindings (subscriber_id, prefix, "
+                                 "valid_from) SELECT s.id, v.p::cidr, now() - interval '1 hour' "
+                                 "FROM (VALUES ") +
+                     row + ") AS v(sub, p) JOIN subscribers s ON s.external_id = v.sub");
+    }
+    CHECK(bindings.replace("alice", {prefix("100.65.0.0/16"), prefix("100.66.0.1")}, now));
+    CHECK(bindings_of(scratch, "alice") == "100.65.0.0/16:open 100.66.0.1/32:open");
+    CHECK_FALSE(bindings.bind("bob", prefix("100.65.0.9"), now)->created);
+    CHECK_THROWS_AS(bindings.bind("bob", prefix("100.65.1.9"), now), store::BindingConflict);
 }
 
 TEST_CASE("unbind ends the active binding, cancels a future one; then the address is free") {
     ScratchDatabase scratch;
     store::SubscriberStore subscribers(scratch.db());
-    store::BindingStore bindings(scratch.db());
+    store::BindingStore bindings(scratch.db(), kRules);
     const auto now = dbtest::now_us();
     subscribers.add("alice", {prefix("100.64.1.9")}, now - 1h);
     subscribers.add("bob", {}, now - 1h);
@@ -138,7 +232,7 @@ TEST_CASE("unbind ends the active binding, cancels a future one; then the addres
 TEST_CASE("replace: keeps what stays, ends what goes, adds what is new; conflicts change nothing") {
     ScratchDatabase scratch;
     store::SubscriberStore subscribers(scratch.db());
-    store::BindingStore bindings(scratch.db());
+    store::BindingStore bindings(scratch.db(), kRules);
     const auto now = dbtest::now_us();
     subscribers.add("alice", {prefix("100.64.1.1"), prefix("100.64.1.2")}, now - 1h);
     subscribers.add("bob", {prefix("100.64.2.1")}, now - 1h);
@@ -171,8 +265,36 @@ TEST_CASE("concurrent binds of one address to different subscribers: one wins") 
             .add("racer-" + std::to_string(i), {}, dbtest::now_us() - 1h);
     }
     const auto r = dbtest::race(scratch.url(), kRacers, [](int i, store::Database& db) {
-        store::BindingStore(db).bind("racer-" + std::to_string(i), prefix("100.64.9.9"),
-                                     dbtest::now_us());
+        store::BindingStore(db, kRules)
+            .bind("racer-" + std::to_string(i), prefix("100.64.9.9"), dbtest::now_us());
+    });
+    CHECK(r.won == 1);
+    CHECK(r.conflicts == kRacers - 1);
+    CHECK(scratch.count("subscriber_bindings") == 1);
+}
+
+TEST_CASE("concurrent binds of nested prefixes (/24 ... /31) to different subscribers: one wins") {
+    ScratchDatabase scratch;
+    constexpr int kRacers = 8;
+    for (int i = 0; i < kRacers; ++i) {
+        store::SubscriberStore(scratch.db())
+            .add("nest-" + std::to_string(i), {}, dbtest::now_us() - 1h);
+    }
+    const auto r = dbtest::race(scratch.url(), kRacers, [](int i, store::Database& db) {
+        const auto p = prefix(("100.64.9.0/" + std::to_string(24 + i)).c_str());
+        store::BindingStore(db, kRules).bind("nest-" + std::to_string(i), p, dbtest::now_us());
+    });
+    CHECK(r.won == 1);
+    CHECK(r.conflicts == kRacers - 1);
+    CHECK(scratch.count("subscriber_bindings") == 1);
+}
+
+TEST_CASE("concurrent adds with nested addresses: one wins") {
+    ScratchDatabase scratch;
+    constexpr int kRacers = 8;
+    const auto r = dbtest::race(scratch.url(), kRacers, [](int i, store::Database& db) {
+        const auto p = prefix(("100.64.10.0/" + std::to_string(24 + i)).c_str());
+        store::SubscriberStore(db).add("adder-" + std::to_string(i), {p}, dbtest::now_us());
     });
     CHECK(r.won == 1);
     CHECK(r.conflicts == kRacers - 1);

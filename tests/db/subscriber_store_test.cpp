@@ -82,7 +82,7 @@ TEST_CASE("subscribers: duplicates are refused and change nothing; a removed one
     // An address held by someone else is refused, naming the holder; bob is not created.
     CHECK(invalid_argument_of([&] {
               subscribers.add("bob", {prefix("100.64.0.9"), prefix("100.64.0.7")}, t0 + 1min);
-          }) == "address 100.64.0.7/32 is bound to subscriber 'alice' already");
+          }) == "address 100.64.0.7/32 is bound to subscriber 'alice' at that time");
     CHECK(scratch.count("subscribers") == 1);
     CHECK(scratch.count("subscriber_bindings") == 1);
     // The database enforces it too, whoever writes.

@@ -31,7 +31,8 @@ std::set<Operation> served_operations() {
     DatabasePool pool("postgresql:///never-connected", 1);  // connections open on first use
     core::ManualClock clock(core::TimePoint{});
     metrics::Metrics metrics;
-    Services services{pool, clock, metrics};
+    const core::BindingRules rules;
+    Services services{pool, clock, metrics, rules};
     const auto router = make_router(services);
     std::set<Operation> out;
     for (const auto& route : router.routes()) {

@@ -67,6 +67,17 @@ TEST_CASE("bad configs name the file, the line and the key") {
          "t.toml:4: api.max_body_bytes"},
         {"[database]\nurl = \"x\"\n[api]\nmax_body_bytes = \"1GiB\"\n",
          "t.toml:4: api.max_body_bytes: at most"},
+        {"[database]\nurl = \"x\"\n[subscribers]\npools = \"100.64.0.0/10\"\n",
+         "t.toml:4: subscribers.pools: expected an array of prefixes"},
+        {"[database]\nurl = \"x\"\n[subscribers]\npools = "
+         "[\n\"100.64.0.0/10\",\n\"100.64.0.0/99\"]\n",
+         "t.toml:6: subscribers.pools: expected an IPv4 or IPv6 prefix, got \"100.64.0.0/99\""},
+        {"[database]\nurl = \"x\"\n[subscribers]\nmin_ipv4_prefix_length = 0\n",
+         "t.toml:4: subscribers.min_ipv4_prefix_length: expected a prefix length in 8..32"},
+        {"[database]\nurl = \"x\"\n[subscribers]\nmin_ipv6_prefix_length = 129\n",
+         "t.toml:4: subscribers.min_ipv6_prefix_length: expected a prefix length in 32..128"},
+        {"[database]\nurl = \"x\"\n[subscribers]\nmin_ipv6_prefix_length = \"/48\"\n",
+         "t.toml:4: subscribers.min_ipv6_prefix_length"},
     };
     for (const auto& r : rows) {
         CAPTURE(r.text);
@@ -94,6 +105,25 @@ TEST_CASE("the api section: defaults and parsed values") {
     CHECK(c.api.host == "::1");
     CHECK(c.api.port == 9000);
     CHECK(c.api.max_body_bytes == 64u << 10);
+}
+
+TEST_CASE("the subscribers section: pools and minimum prefix lengths") {
+    const auto defaults = parse_config("[database]\nurl = \"x\"\n", "t.toml");
+    CHECK(defaults.subscribers.pools.empty());
+    CHECK(defaults.subscribers.min_ipv4_length == 24);
+    CHECK(defaults.subscribers.min_ipv6_length == 48);
+    const auto c = parse_config(R"([database]
+url = "x"
+[subscribers]
+pools = ["100.64.0.0/10", "2001:db8::/32"]
+min_ipv4_prefix_length = 28
+min_ipv6_prefix_length = 56
+)",
+                                "t.toml");
+    REQUIRE(c.subscribers.pools.size() == 2);
+    CHECK(c.subscribers.pools[1].to_string() == "2001:db8::/32");
+    CHECK(c.subscribers.min_ipv4_length == 28);
+    CHECK(c.subscribers.min_ipv6_length == 56);
 }
 
 TEST_CASE("listen addresses") {
