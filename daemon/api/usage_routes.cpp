@@ -11,6 +11,7 @@
 // read at (so every page reads the same cycles, even across a cycle boundary),
 // the date, or the range; a request naming something else is a 400.
 
+#include "api/csv.hpp"
 #include "api/cursor.hpp"
 #include "api/policy_view.hpp"
 #include "api/problem.hpp"
@@ -64,24 +65,6 @@ json row_of(const store::RangeRow& r, Granularity g) {
                          r.usage, r.updated_at);
 }
 
-std::string csv_field(const std::string& s) {
-    if (s.find_first_of(",\"\r\n") == std::string::npos) {
-        return s;
-    }
-    std::string out = "\"";
-    for (const char c : s) {
-        out += c == '"' ? std::string("\"\"") : std::string(1, c);
-    }
-    return out + "\"";
-}
-
-std::string csv_value(const json& v) {
-    if (v.is_null()) {
-        return "";
-    }
-    return v.is_string() ? csv_field(v.get<std::string>()) : v.dump();
-}
-
 Reply as_csv(const std::vector<std::string>& header, const json& rows) {
     std::string out;
     for (std::size_t i = 0; i < header.size(); ++i) {
@@ -91,7 +74,7 @@ Reply as_csv(const std::vector<std::string>& header, const json& rows) {
     for (const auto& row : rows) {
         bool first = true;
         for (const auto& [name, value] : row.items()) {
-            out += (first ? "" : ",") + csv_value(value);
+            out += (first ? "" : ",") + csv_cell(value);
             first = false;
         }
         out += "\r\n";

@@ -216,6 +216,21 @@ class Usage(ApiTestCase):
                 self.assertEqual(int(c[k]), j[k], (c, j))
             self.assertEqual(c["updated_at"] or None, j["updated_at"])
 
+    def test_csv_neutralises_formulas(self):
+        ids = ["=HYPERLINK(\"http://x\",\"y\")", "+1", "-2", "@SUM(A1)"]  # no control characters in ids
+        for sub_id in ids:
+            r = self.admin.post(SUBS, {"id": sub_id})
+            self.assertEqual(r.status, 201, r)
+        r = self.billing.get("/api/v1/usage?limit=1000", headers={"Accept": "text/csv"})
+        self.assertEqual(r.status, 200, r)
+        cells = {row["subscriber_id"] for row in csv.DictReader(io.StringIO(r.body.decode()))}
+        for sub_id in ids:
+            self.assertIn("'" + sub_id, cells)
+            self.assertNotIn(sub_id, cells)
+        self.assertIn("\r\n\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",", r.body.decode())
+        rows = self.billing.get("/api/v1/usage?limit=1000").json()["items"]
+        self.assertTrue(set(ids) <= {row["subscriber_id"] for row in rows})  # JSON: as they are
+
     def test_cycles(self):
         self.add_usage("exp-010", "gw-a", 111, 222, 3, 4, month=-2)
         old = self.month_start(-2)
