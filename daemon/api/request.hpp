@@ -29,6 +29,7 @@ struct Request {
     std::map<std::string, std::string> headers;      // names in lower case
     std::string body;
     std::optional<Principal> principal;
+    std::string client_address;  // the peer's IP address, for log lines
 
     [[nodiscard]] std::string header(const std::string& lower_name) const {
         const auto it = headers.find(lower_name);

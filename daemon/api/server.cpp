@@ -59,6 +59,7 @@ Request to_request(const httplib::Request& req, std::string body) {
         r.headers.emplace(std::move(lower), value);
     }
     r.body = std::move(body);
+    r.client_address = req.remote_addr;
     return r;
 }
 
@@ -130,6 +131,7 @@ Server::Server(ServerOptions options, metrics::Metrics& metrics, const core::Clo
       pool_(options_.database_url, options_.threads, options_.statement_timeout),
       services_{pool_, clock, metrics, options_.binding_rules},
       auth_(lookup_in(pool_), clock, options_.token_cache_ttl),
+      auth_failures_(options_.auth_failure_log_interval),
       router_(make_router(services_)),
       http_(make_http_server(options_)) {
     if (!options_.web_dir.empty()) {
@@ -159,6 +161,9 @@ void Server::stop() {
     }
     http_->stop();
     thread_.join();
+    for (const auto& line : auth_failures_.flush()) {
+        spdlog::warn("{}", line);
+    }
     spdlog::info("REST API stopped");
 }
 
@@ -250,7 +255,7 @@ void Server::serve(const httplib::Request& req, httplib::Response& res, std::str
         quiet = match.route->quiet;
         r.path_params = std::move(match.params);
         if (match.route->access != Access::Public) {
-            r.principal = auth_.authenticate(r.header("authorization"), match.route->access);
+            r.principal = authenticate(r, match.route->access);
         }
         if (body_error) {
             throw *body_error;
@@ -261,6 +266,23 @@ void Server::serve(const httplib::Request& req, httplib::Response& res, std::str
     }
     write(res, reply);
     record(r.method, r.path, route, quiet, reply.status, started);
+}
+
+// A refused credential is logged at a limited rate with the client's address
+// (AuthFailureLog); the request line itself is then only a debug line.
+Principal Server::authenticate(const Request& r, Access access) {
+    try {
+        return auth_.authenticate(r.header("authorization"), access);
+    } catch (const ApiError& e) {
+        if (e.problem().status == 401) {
+            for (const auto& line : auth_failures_.record(
+                     r.client_address, printable(r.method) + " " + printable(r.path),
+                     e.problem().detail, services_.clock.now())) {
+                spdlog::warn("{}", line);
+            }
+        }
+        throw;
+    }
 }
 
 Reply Server::reply_for_exception(const std::string& method, const std::string& path) {
@@ -293,8 +315,9 @@ void Server::record(const std::string& method, const std::string& path, const st
     const auto latency =
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started);
     metrics_.http.observe(route, status, latency);
-    spdlog::log(quiet ? spdlog::level::debug : spdlog::level::info, "http {} {} {} {:.2f}ms ({})",
-                printable(method), printable(path), status,
+    const bool debug_only = quiet || status == 401;
+    spdlog::log(debug_only ? spdlog::level::debug : spdlog::level::info,
+                "http {} {} {} {:.2f}ms ({})", printable(method), printable(path), status,
                 static_cast<double>(latency.count()) / 1000.0, route);
 }
 

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "api/auth.hpp"
+#include "api/auth_failure_log.hpp"
 #include "api/db_pool.hpp"
 #include "api/problem.hpp"
 #include "api/routes.hpp"
@@ -43,6 +44,8 @@ struct ServerOptions {
     std::string tls_key;
     std::filesystem::path web_dir;     // the web page's files; empty: no page
     core::BindingRules binding_rules;  // [subscribers]: what may be bound
+    // 401s: the first per client address in each interval is logged, the rest summed up.
+    std::chrono::nanoseconds auth_failure_log_interval = std::chrono::minutes(1);
 };
 
 class Server {
@@ -63,6 +66,7 @@ class Server {
     // One request, start to finish: route, authenticate, handle, respond, count, log.
     void serve(const httplib::Request& req, httplib::Response& res, std::string body,
                std::optional<ApiError> body_error);
+    Principal authenticate(const Request& r, Access access);
     Reply reply_for_exception(const std::string& method, const std::string& path);
     void record(const std::string& method, const std::string& path, const std::string& route,
                 bool quiet, int status, std::chrono::steady_clock::time_point started);
@@ -72,6 +76,7 @@ class Server {
     DatabasePool pool_;
     Services services_;
     Authenticator auth_;
+    AuthFailureLog auth_failures_;
     Router router_;
     std::unique_ptr<httplib::Server> http_;
     std::thread thread_;

@@ -153,12 +153,14 @@ Keys accounting_keys() {
 Keys api_keys() {
     using A = Config::Api;
     constexpr auto section = &Config::api;
-    return {{"enabled", assign<section, &A::enabled, as_bool>},
-            {"listen", set_listen},
-            {"max_body_bytes", assign<section, &A::max_body_bytes, as_body_limit>},
-            {"tls_cert", assign<section, &A::tls_cert, as_readable_path>},
-            {"tls_key", assign<section, &A::tls_key, as_readable_path>},
-            {"web_dir", assign<section, &A::web_dir, as_string>}};
+    return {
+        {"enabled", assign<section, &A::enabled, as_bool>},
+        {"listen", set_listen},
+        {"max_body_bytes", assign<section, &A::max_body_bytes, as_body_limit>},
+        {"tls_cert", assign<section, &A::tls_cert, as_readable_path>},
+        {"tls_key", assign<section, &A::tls_key, as_readable_path>},
+        {"web_dir", assign<section, &A::web_dir, as_string>},
+        {"auth_failure_log_interval", assign<section, &A::auth_failure_log_interval, as_duration>}};
 }
 
 Keys webhook_keys() {

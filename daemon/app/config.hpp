@@ -46,6 +46,8 @@ struct Config {
         std::filesystem::path tls_cert;
         std::filesystem::path tls_key;
         std::filesystem::path web_dir;  // the web page; default: the source/installed web/
+        // 401s: the first per client address in each interval is logged, the rest summed up.
+        std::chrono::nanoseconds auth_failure_log_interval = 1min;
     } api;
 
     struct Webhooks {

@@ -148,6 +148,7 @@ api::ServerOptions api_options(const Config& config) {
     o.tls_cert = config.api.tls_cert.string();
     o.tls_key = config.api.tls_key.string();
     o.binding_rules = config.subscribers;
+    o.auth_failure_log_interval = config.api.auth_failure_log_interval;
     o.web_dir =
         config.api.web_dir.empty() ? std::filesystem::path(CTQUOTA_WEB_DIR) : config.api.web_dir;
     return o;

@@ -74,6 +74,7 @@ class ApiWorld:
                     '[conntrack]\npoll_interval = "1s"\nevent_buffer_bytes = "16MiB"\n'
                     '[accounting]\nflush_interval = "250ms"\ngateway_id = "gw-api-test"\n'
                     f'[api]\nlisten = "127.0.0.1:{API_PORT}"\nmax_body_bytes = "1MiB"\n'
+                    'auth_failure_log_interval = "1s"\n'
                     '[subscribers]\npools = ["100.64.0.0/10", "2001:db8::/32"]\n')
         self.cli("migrate")
         sh(["ip", "netns", "add", self.ns])

@@ -15,17 +15,20 @@ file with --inside in the daemon's network namespace.
 import base64
 import csv
 import datetime
+import http.client
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
+import time
 import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from api_harness import ApiWorld, Client, sh, wait_for  # noqa: E402
+from api_harness import API_PORT, ApiWorld, Client, sh, wait_for  # noqa: E402
 from api_case import SUBS, ApiTestCase, env  # noqa: E402
 import api_bindings  # noqa: E402
 import api_export  # noqa: E402
@@ -100,6 +103,53 @@ class Auth(ApiTestCase):
         self.assertEqual(self.db.fingerprint(), before)
         self.assertEqual(self.admin.post(SUBS, {"id": "auth-admin"}).status, 201)
         self.assertEqual(self.admin.delete(SUBS + "/auth-admin").status, 204)
+
+    def test_repeated_401s_are_logged_at_a_limited_rate(self):
+        """1000 bad tokens from one address: a few warnings naming it, every 401 accounted for."""
+        address = "127.0.0.77"  # only this test connects from it
+        log_path = os.path.join(os.path.dirname(env("CTQAPI_CONFIG")), "ctquotad.log")
+        start = os.path.getsize(log_path)
+        bad = "ctq_" + "A" * 43
+        conn = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=30, source_address=(address, 0))
+
+        def refused():
+            conn.request("GET", SUBS, headers={"Authorization": f"Bearer {bad}"})
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 401)
+
+        def new_lines():
+            with open(log_path) as f:
+                f.seek(start)
+                return f.read().splitlines()
+
+        began = time.monotonic()
+        for _ in range(1000):
+            refused()
+        burst = time.monotonic() - began
+        sent = 1000
+
+        def summed_up():
+            nonlocal sent
+            refused()  # past the 1 s interval, a 401 closes the previous one
+            sent += 1
+            return any(f"more 401s from {address}" in line for line in new_lines())
+
+        wait_for(summed_up, timeout=10, what="the summary of the 401s")
+        conn.close()
+        naming = [line for line in new_lines() if address in line]
+        firsts = [line for line in naming if f"api: 401 for {address} on GET {SUBS}: " in line]
+        summaries = [int(m.group(1)) for line in naming
+                     for m in [re.search(rf"api: (\d+) more 401s from {re.escape(address)}", line)] if m]
+        self.assertTrue(all(" warning " in line for line in naming), naming)
+        self.assertEqual(len(firsts) + sum(summaries), sent, naming)
+        # One first line and at most one summary per interval (1 s) begun.
+        self.assertLessEqual(len(naming), 2 * (int(burst + (time.monotonic() - began)) + 2), naming)
+        self.assertLess(len(naming), 40, naming)
+        # The request lines of 401s are debug lines only.
+        self.assertFalse([line for line in new_lines() if " info http GET " in line and " 401 " in line])
+        print(f"\n  1000+ bad tokens in {burst:.2f}s: {len(naming)} log lines name {address}",
+              file=sys.stderr)
 
     def test_revoked_token_is_refused(self):
         token = sh([env("CTQUOTA_BIN"), "--config", env("CTQAPI_CONFIG"), "token", "create",

@@ -67,6 +67,8 @@ TEST_CASE("bad configs name the file, the line and the key") {
          "t.toml:4: api.max_body_bytes"},
         {"[database]\nurl = \"x\"\n[api]\nmax_body_bytes = \"1GiB\"\n",
          "t.toml:4: api.max_body_bytes: at most"},
+        {"[database]\nurl = \"x\"\n[api]\nauth_failure_log_interval = \"0s\"\n",
+         "t.toml:4: api.auth_failure_log_interval"},
         {"[database]\nurl = \"x\"\n[subscribers]\npools = \"100.64.0.0/10\"\n",
          "t.toml:4: subscribers.pools: expected an array of prefixes"},
         {"[database]\nurl = \"x\"\n[subscribers]\npools = "
@@ -112,18 +114,22 @@ TEST_CASE("the subscribers section: pools and minimum prefix lengths") {
     CHECK(defaults.subscribers.pools.empty());
     CHECK(defaults.subscribers.min_ipv4_length == 24);
     CHECK(defaults.subscribers.min_ipv6_length == 48);
+    CHECK(defaults.api.auth_failure_log_interval == 1min);
     const auto c = parse_config(R"([database]
 url = "x"
 [subscribers]
 pools = ["100.64.0.0/10", "2001:db8::/32"]
 min_ipv4_prefix_length = 28
 min_ipv6_prefix_length = 56
+[api]
+auth_failure_log_interval = "5s"
 )",
                                 "t.toml");
     REQUIRE(c.subscribers.pools.size() == 2);
     CHECK(c.subscribers.pools[1].to_string() == "2001:db8::/32");
     CHECK(c.subscribers.min_ipv4_length == 28);
     CHECK(c.subscribers.min_ipv6_length == 56);
+    CHECK(c.api.auth_failure_log_interval == 5s);
 }
 
 TEST_CASE("listen addresses") {
