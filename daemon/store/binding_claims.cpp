@@ -16,6 +16,9 @@ void lock_bindings(pqxx::work& txn) {
 
 void check_new_bindings(pqxx::work& txn, const std::vector<core::Prefix>& fresh,
                         core::TimePoint from, const core::BindingRules& rules) {
+    if (fresh.empty()) {
+        return;  // a change that only keeps or ends bindings
+    }
     for (const auto& p : fresh) {
         if (auto why = rules.refusal(p)) {
             throw BindingRefused(p.to_string(), *why);
