@@ -73,9 +73,10 @@ class ApiWorld:
             f.write(f'[database]\nurl = "{self.url}"\n'
                     '[conntrack]\npoll_interval = "1s"\nevent_buffer_bytes = "16MiB"\n'
                     '[accounting]\nflush_interval = "250ms"\ngateway_id = "gw-api-test"\n'
+                    '[subscribers]\npools = ["100.64.0.0/10", "2001:db8::/32"]\n'
+                    # [api] last: test_tls.py appends its keys to it.
                     f'[api]\nlisten = "127.0.0.1:{API_PORT}"\nmax_body_bytes = "1MiB"\n'
-                    'auth_failure_log_interval = "1s"\n'
-                    '[subscribers]\npools = ["100.64.0.0/10", "2001:db8::/32"]\n')
+                    'auth_failure_log_interval = "1s"\n')
         self.cli("migrate")
         sh(["ip", "netns", "add", self.ns])
         self.ns_created = True
