@@ -84,6 +84,14 @@ int as_hook_priority(const std::string& src, const toml::node& n, const std::str
     return static_cast<int>(n.as_integer()->get());
 }
 
+// A 32-bit meta mark mask; 0 = off.
+std::uint32_t as_mark(const std::string& src, const toml::node& n, const std::string& key) {
+    if (!n.is_integer() || n.as_integer()->get() < 0 || n.as_integer()->get() > 0xFFFFFFFFll) {
+        fail(src, n, key, "expected a 32-bit mark mask like 0x00800000 (0 = off)");
+    }
+    return static_cast<std::uint32_t>(n.as_integer()->get());
+}
+
 // Subscriber pools: CIDR strings like "100.64.0.0/10".
 std::vector<core::Prefix> as_pools(const std::string& src, const toml::node& n,
                                    const std::string& key) {
@@ -183,6 +191,7 @@ Keys enforce_keys() {
         {"delete_conntrack_on_block", assign<section, &E::delete_conntrack_on_block, as_bool>},
         {"arm_quota_below_bytes", assign<section, &E::arm_quota_below_bytes, as_arm_below>},
         {"forward_priority", assign<section, &E::forward_priority, as_hook_priority>},
+        {"no_offload_mark", assign<section, &E::no_offload_mark, as_mark>},
     };
 }
 

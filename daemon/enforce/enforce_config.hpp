@@ -13,6 +13,9 @@ struct EnforceConfig {
     bool delete_conntrack_on_block = true;
     std::uint64_t arm_quota_below_bytes = 0;  // arm the kernel quota below this (0: always)
     int forward_priority = -5;                // nftables forward hook priority (filter = 0)
+    // Nonzero: ORed into the meta mark of every packet from or to a
+    // subscriber with a kernel item, for the ISP's flowtable rule to skip.
+    std::uint32_t no_offload_mark = 0;
 };
 
 }  // namespace ctquota::enforce

@@ -51,9 +51,11 @@ void Enforcer::Impl::start() {
     }
     const auto listing = nft.list_table(cfg.table);
     const bool keep =
-        listing && nftjson::skeleton_in_place(*listing, cfg.table, cfg.forward_priority);
-    if (auto err = nft.run(
-            nftjson::Json{{"nftables", nftjson::skeleton(cfg.table, cfg.forward_priority, !keep)}});
+        listing &&
+        nftjson::skeleton_in_place(*listing, cfg.table, cfg.forward_priority, cfg.no_offload_mark);
+    if (auto err =
+            nft.run(nftjson::Json{{"nftables", nftjson::skeleton(cfg.table, cfg.forward_priority,
+                                                                 !keep, cfg.no_offload_mark)}});
         !err.empty()) {
         throw EnforceError("cannot create nftables table inet " + cfg.table + ": " + err);
     }
@@ -293,7 +295,8 @@ std::string Enforcer::damage() {
         }
     }
     if (found.empty() &&
-        !nftjson::skeleton_in_place(listing, config_.table, config_.forward_priority)) {
+        !nftjson::skeleton_in_place(listing, config_.table, config_.forward_priority,
+                                    config_.no_offload_mark)) {
         note("the rules of table inet " + config_.table + " were changed");
     }
     if (impl_->tc) {
@@ -314,6 +317,10 @@ void Enforcer::forget_kernel() {
         impl_->tc.reset();  // a new link learns the interface's current index
         impl_->tc = std::make_unique<TcLink>(config_.subscriber_interface);
     }
+}
+
+std::vector<Flowtable> Enforcer::flowtables() {
+    return parse_flowtables(impl_->nft.text_command("list flowtables"));
 }
 
 void Enforcer::teardown() {

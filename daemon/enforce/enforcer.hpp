@@ -28,6 +28,7 @@
 #include "core/plan_evaluation.hpp"
 #include "core/subscriber_index.hpp"
 #include "enforce/enforce_config.hpp"
+#include "enforce/flowtables.hpp"
 
 namespace ctquota::enforce {
 
@@ -103,6 +104,9 @@ class Enforcer {
     // interface's current index, every subscriber's items. Throws
     // EnforceError while the subscriber interface does not exist.
     void forget_kernel();
+    // Every flowtable in the ruleset (any table): their offloaded flows
+    // bypass enforcement (enforce/flowtables.hpp).
+    std::vector<Flowtable> flowtables();
     // Deletes the table and the HTB root qdisc (tests, uninstall).
     void teardown();
 

@@ -60,9 +60,32 @@ std::uint64_t unit(const Json& obj, const char* key) {
 
 constexpr core::Family kFamilies[] = {core::Family::V4, core::Family::V6};
 
+// First in the forward chain: a packet from or to any subscriber with a
+// kernel item (any map) gets `mark` ORed into its meta mark, so that the
+// ISP's `flow add` rule can leave it in the forward path (README: Flowtable
+// offload). Maps answer membership lookups like sets.
+void add_no_offload_marks(Json& c, const std::string& table, std::uint32_t mark) {
+    const Json set_mark = {
+        {"mangle",
+         {{"key", {{"meta", {{"key", "mark"}}}}},
+          {"value", {{"|", Json::array({{{"meta", {{"key", "mark"}}}}, mark})}}}}}};
+    for (auto f : kFamilies) {
+        for (auto kind : kAllMaps) {
+            for (const char* field : {"saddr", "daddr"}) {
+                const Json match = {{"match",
+                                     {{"op", "=="},
+                                      {"left", payload(f, field)},
+                                      {"right", "@" + map_name(kind, f)}}}};
+                c.push_back(rule(table, "forward", Json::array({match, set_mark}), kSkeletonTag));
+            }
+        }
+    }
+}
+
 }  // namespace
 
-Json skeleton(const std::string& table, int forward_priority, bool refill_chains) {
+Json skeleton(const std::string& table, int forward_priority, bool refill_chains,
+              std::uint32_t no_offload_mark) {
     Json c = Json::array();
     c.push_back({{"add", {{"table", {{"family", kFamily}, {"name", table}}}}}});
     for (auto kind : kAllMaps) {
@@ -87,6 +110,9 @@ Json skeleton(const std::string& table, int forward_priority, bool refill_chains
     c.push_back({{"flush", {{"chain", obj_base(table, "block")}}}});
     c.push_back(rule(table, "block", Json::array({{{"drop", nullptr}}}), kSkeletonTag));
     c.push_back({{"flush", {{"chain", obj_base(table, "forward")}}}});
+    if (no_offload_mark != 0) {
+        add_no_offload_marks(c, table, no_offload_mark);
+    }
     // Order: blocked first (nothing else matters then), policing before the
     // quota (dropped packets do not consume it), the HTB class mark last.
     for (auto f : kFamilies) {
@@ -123,9 +149,10 @@ Json skeleton(const std::string& table, int forward_priority, bool refill_chains
     return c;
 }
 
-bool skeleton_in_place(const Json& listing, const std::string& table, int forward_priority) {
+bool skeleton_in_place(const Json& listing, const std::string& table, int forward_priority,
+                       std::uint32_t no_offload_mark) {
     std::map<std::string, std::size_t> want;  // chain -> tagged rules skeleton() adds
-    for (const auto& cmd : skeleton(table, forward_priority, true)) {
+    for (const auto& cmd : skeleton(table, forward_priority, true, no_offload_mark)) {
         if (cmd.contains("add") && cmd["add"].contains("rule")) {
             ++want[cmd["add"]["rule"].at("chain").get<std::string>()];
         }

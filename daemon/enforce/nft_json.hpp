@@ -21,11 +21,15 @@ using Json = nlohmann::json;
 // (libnftables 1.0.6 cannot add elements to an interval map created in the
 // same JSON batch). With `refill_chains` the block and forward chains are
 // flushed and refilled atomically; without, only missing objects are added.
-Json skeleton(const std::string& table, int forward_priority, bool refill_chains = true);
+// A nonzero `no_offload_mark` adds the forward chain's mark rules
+// (EnforceConfig::no_offload_mark).
+Json skeleton(const std::string& table, int forward_priority, bool refill_chains = true,
+              std::uint32_t no_offload_mark = 0);
 // True when `listing` (`list table`) already holds exactly the skeleton's
 // chains and rules: a restart then keeps them (same rules, same handles, and
 // never a moment without them).
-bool skeleton_in_place(const Json& listing, const std::string& table, int forward_priority);
+bool skeleton_in_place(const Json& listing, const std::string& table, int forward_priority,
+                       std::uint32_t no_offload_mark = 0);
 // Creates the plan's allow sets and chain if missing (no elements; own transaction).
 void plan_containers(Json& cmds, const std::string& table, const std::string& plan);
 // Refills the plan's allow sets and its chain (atomic inside a transaction).

@@ -47,6 +47,18 @@ std::string NftSession::run(const std::string& text) {
     return error.empty() ? "rejected by the kernel" : error;
 }
 
+std::string NftSession::text_command(const std::string& command) {
+    nft_ctx_output_set_flags(ctx_, 0);
+    const int rc = nft_run_cmd_from_buffer(ctx_, command.c_str());
+    nft_ctx_output_set_flags(ctx_, NFT_CTX_OUTPUT_JSON);
+    const std::string out = nft_ctx_get_output_buffer(ctx_);
+    const std::string error = nft_ctx_get_error_buffer(ctx_);
+    if (rc != 0) {
+        throw EnforceError("nft " + command + ": " + error);
+    }
+    return out;
+}
+
 std::optional<nlohmann::json> NftSession::list_table(const std::string& table) {
     return list({{"table", {{"family", "inet"}, {"name", table}}}}, "table inet " + table);
 }

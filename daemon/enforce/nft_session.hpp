@@ -28,6 +28,10 @@ class NftSession {
     // nullopt when the table or the chain does not exist.
     std::optional<nlohmann::json> list_chain(const std::string& table, const std::string& chain);
 
+    // A command in nft's own syntax, answered in nft's text (for what the
+    // JSON output leaves out); throws EnforceError when it fails.
+    std::string text_command(const std::string& command);
+
   private:
     std::optional<nlohmann::json> list(const nlohmann::json& object, const std::string& what);
 

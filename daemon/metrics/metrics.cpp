@@ -133,6 +133,13 @@ std::string Metrics::render_prometheus() const {
         << subscriber_bindings.load() << "\n";
     out << "# TYPE ctquota_subscribers_blocked gauge\nctquota_subscribers_blocked "
         << subscribers_blocked.load() << "\n";
+    out << "# HELP ctquota_flowtables flowtables in the ruleset (their flows bypass "
+           "enforcement)\n# TYPE ctquota_flowtables gauge\nctquota_flowtables "
+        << flowtables.load() << "\n";
+    out << "# HELP ctquota_flowtables_uncounted flowtables without the counter flag (their "
+           "bytes are not billed)\n# TYPE ctquota_flowtables_uncounted gauge\n"
+           "ctquota_flowtables_uncounted "
+        << flowtables_uncounted.load() << "\n";
     out << "# TYPE ctquota_reader_running gauge\nctquota_reader_running "
         << (reader_running.load() ? 1 : 0) << "\n";
     out << "# TYPE ctquota_database_ok gauge\nctquota_database_ok " << (database_ok.load() ? 1 : 0)

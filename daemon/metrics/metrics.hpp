@@ -60,6 +60,8 @@ struct Metrics {
     std::atomic<std::uint64_t> enforcement_changes{0};  // state changes applied to the kernel
     std::atomic<std::uint64_t> enforcement_errors{0};
     std::atomic<std::uint64_t> kernel_repairs{0};  // rebuilds after the kernel state was lost
+    std::atomic<std::uint64_t> flowtables{0};      // in the ruleset: their flows bypass enforcement
+    std::atomic<std::uint64_t> flowtables_uncounted{0};  // without `counter`: bytes never billed
     std::atomic<std::uint64_t> subscribers_throttled{0};
     std::atomic<std::uint64_t> subscribers_blocked{0};
     std::atomic<std::uint64_t> webhooks_delivered{0};

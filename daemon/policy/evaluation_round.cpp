@@ -2,6 +2,7 @@
 // decisions, and the hand-off to the kernel.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <span>
 
 #include "core/cycle.hpp"
@@ -148,6 +149,9 @@ std::size_t PolicyEngine::apply_to_kernel(const std::vector<enforce::SubscriberT
     if (!enforcer_ || (!full && targets.empty())) {
         return 0;
     }
+    if (full) {
+        check_flowtables();
+    }
     const auto report = full ? enforcer_->reconcile(targets) : enforcer_->apply(targets);
     metrics_.enforcement_changes += report.subscribers_changed;
     metrics_.enforcement_errors += report.errors.size();
@@ -162,6 +166,29 @@ std::size_t PolicyEngine::apply_to_kernel(const std::vector<enforce::SubscriberT
             report.tc_messages, report.conntrack_deleted, report.elapsed.count());
     }
     return report.subscribers_changed;
+}
+
+void PolicyEngine::check_flowtables() {
+    std::vector<enforce::Flowtable> found;
+    try {
+        found = enforcer_->flowtables();
+    } catch (const enforce::EnforceError& e) {
+        spdlog::warn("enforce: cannot list the flowtables: {}", e.what());
+        return;
+    }
+    metrics_.flowtables = found.size();
+    metrics_.flowtables_uncounted = static_cast<std::uint64_t>(
+        std::count_if(found.begin(), found.end(), [](const auto& f) { return !f.counter; }));
+    if (found == flowtables_) {
+        return;  // said already
+    }
+    for (const auto& ft : found) {
+        spdlog::warn("enforce: {} (README: Flowtable offload)", enforce::describe(ft));
+    }
+    if (found.empty() && !flowtables_.empty()) {
+        spdlog::info("enforce: no flowtable in the ruleset any more");
+    }
+    flowtables_ = std::move(found);
 }
 
 void PolicyEngine::publish_counts() {

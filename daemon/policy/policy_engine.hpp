@@ -65,6 +65,8 @@ class PolicyEngine {
     // (ruleset flushed, table or root qdisc deleted, interface re-created)
     // and it has forgotten it, so that a full reconcile rebuilds it now.
     bool kernel_needs_rebuild();
+    // At start-up and each full reconcile: flowtables found (log + metrics).
+    void check_flowtables();
     // One round of loop(): the plan reload, notifications (all of them when
     // `resync`), due checks, then `dirty` (extended in place, so a failed
     // round hands all of it to the next) is evaluated.
@@ -121,6 +123,7 @@ class PolicyEngine {
     std::chrono::steady_clock::time_point next_reconcile_{};
     std::chrono::steady_clock::time_point next_kernel_check_{};
     std::string kernel_damage_;  // last reported, so that a lasting one is logged once
+    std::vector<enforce::Flowtable> flowtables_;  // last reported
 
     std::mutex mu_;  // guards the hand-offs below
     std::set<core::SubscriberId> usage_dirty_;

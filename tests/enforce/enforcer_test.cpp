@@ -259,6 +259,34 @@ TEST_CASE_FIXTURE(Fresh, "damage() sees lost kernel state; forget_kernel + recon
     CHECK(run("nft list tables").find("someoneelse") != std::string::npos);
 }
 
+TEST_CASE_FIXTURE(Fresh, "flowtables are listed from the kernel (none on this one)") {
+    Enforcer e(config());
+    CHECK(e.flowtables().empty());  // this kernel cannot hold one; parsing: model_test
+}
+
+TEST_CASE_FIXTURE(Fresh, "no_offload_mark: enforced subscribers' packets are marked for the ISP") {
+    auto cfg = config();
+    cfg.no_offload_mark = 0x00800000;
+    {
+        Enforcer e(cfg);
+        CHECK(e.apply({throttled(3, {P("100.64.8.3")}, 2'000'000, 0)}).ok());
+        CHECK(e.damage().empty());  // the skeleton check knows the mark rules
+    }
+    const auto chain = run("nft list chain inet ctqh2test forward");
+    for (const char* rule : {"ip saddr @throttle_v4 meta mark set meta mark | 0x00800000",
+                             "ip6 daddr @blocked_v6 meta mark set meta mark | 0x00800000",
+                             "ip daddr @quota_down_v4 meta mark set meta mark | 0x00800000"}) {
+        CAPTURE(rule);
+        CHECK(chain.find(rule) != std::string::npos);
+    }
+    Enforcer again(cfg);  // a restart keeps them (no refill)
+    CHECK(again.reconcile({throttled(3, {P("100.64.8.3")}, 2'000'000, 0)}).nft_commands == 0);
+    CHECK(run("nft list chain inet ctqh2test forward") == chain);
+    Enforcer without(config());  // turned off: the rules go with the next start
+    CHECK(without.apply({}).ok());
+    CHECK(run("nft list chain inet ctqh2test forward").find("meta mark") == std::string::npos);
+}
+
 TEST_CASE_FIXTURE(Fresh, "without a subscriber interface throttles police both ways") {
     Enforcer e(config(false));
     CHECK(e.apply({throttled(5, {P("100.64.5.5")}, 3'000'000, 1'000'000)}).ok());

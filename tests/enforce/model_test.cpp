@@ -5,6 +5,7 @@
 #include <linux/rtnetlink.h>
 #include <limits>
 
+#include "enforce/flowtables.hpp"
 #include "enforce/kernel_model.hpp"
 #include "enforce/nft_json.hpp"
 #include "enforce/tc_netlink.hpp"
@@ -269,4 +270,42 @@ TEST_CASE("HTB class messages") {
         reinterpret_cast<const nlmsghdr*>(buf.data() + NLMSG_ALIGN(first->nlmsg_len));
     CHECK(second->nlmsg_type == RTM_DELTCLASS);
     CHECK(NLMSG_ALIGN(first->nlmsg_len) + second->nlmsg_len <= buf.size());
+}
+
+// `nft list flowtables` as nftables 1.0.6 prints it (this kernel has no
+// flowtable support, so these are fixtures, not captures).
+TEST_CASE("flowtables: found in any table, with their counter and offload flags") {
+    const char* text =
+        "table inet isp {\n"
+        "\tflowtable fast {\n"
+        "\t\thook ingress priority filter\n"
+        "\t\tdevices = { eth0, eth1 }\n"
+        "\t\tcounter\n"
+        "\t}\n"
+        "\tflowtable hw {\n"
+        "\t\thook ingress priority filter + 10\n"
+        "\t\tdevices = { \"wan0\" }\n"
+        "\t\tflags offload\n"
+        "\t}\n"
+        "}\n"
+        "table ip legacy {\n"
+        "\tflowtable ft {\n"
+        "\t\thook ingress priority -100\n"
+        "\t\tdevices = { ppp0 }\n"
+        "\t}\n"
+        "}\n";
+    const auto found = parse_flowtables(text);
+    REQUIRE(found.size() == 3);
+    CHECK(found[0] == Flowtable{"inet", "isp", "fast", {"eth0", "eth1"}, true, false});
+    CHECK(found[1] == Flowtable{"inet", "isp", "hw", {"wan0"}, false, true});
+    CHECK(found[2] == Flowtable{"ip", "legacy", "ft", {"ppp0"}, false, false});
+    CHECK(describe(found[0]).find("still counts them") != std::string::npos);
+    CHECK(describe(found[1]).find("does NOT count them") != std::string::npos);
+    CHECK(describe(found[1]).find("hardware offload") != std::string::npos);
+    CHECK(describe(found[2]).find("table ip legacy") != std::string::npos);
+}
+
+TEST_CASE("flowtables: none in an empty listing or one without flowtables") {
+    CHECK(parse_flowtables("").empty());
+    CHECK(parse_flowtables("table inet filter {\n}\n").empty());
 }
