@@ -56,6 +56,7 @@ struct KernelSubscriber {
     std::optional<std::uint64_t> quota_bytes;  // armed kernel quota
     std::uint64_t quota_used_bytes = 0;        // consumed so far (the kernel's counter)
     std::optional<std::uint32_t> tc_classid;   // HTB leaf class <shard>:<minor>
+    bool tc_leaf_queue = false;                // that class has its low-latency leaf queue
 };
 
 struct KernelState {

@@ -25,6 +25,7 @@ using PlanPrefixes = std::map<std::string, std::vector<core::Prefix>>;
 struct Loaded {
     nftjson::ParsedTable table;
     std::map<std::uint32_t, std::uint64_t> classes;  // HTB leaf classid -> rate bit/s
+    std::set<std::uint32_t> leaf_queues;             // leaf classids with our tbf under them
     std::map<core::SubscriberId, SubscriberItems> items;
     std::vector<SubscriberDelta> orphans;  // items no subscriber owns: to delete
     PlanPrefixes allowed;                  // allow sets found, per plan

@@ -113,6 +113,12 @@ std::set<core::SubscriberId> Enforcer::Impl::set_classes(const std::vector<Subsc
                                cfg.subscriber_interface + ": " + msg);
             failed.insert(set_owner[i]);
         }
+        // Throttled all the same, behind HTB's pfifo; a reconcile tries again.
+        for (const auto& [i, msg] : r.leaf_errors) {
+            record(report, sets[i].who + ": leaf queue (tbf) of HTB class " +
+                               classid_text(sets[i].classid) + " on " + cfg.subscriber_interface +
+                               ": " + msg);
+        }
     }
     return failed;
 }

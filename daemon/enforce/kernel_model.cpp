@@ -130,7 +130,7 @@ SubscriberItems desired_items(const SubscriberTarget& t, const ModelContext& ctx
             items.limits.push_back(up);
         }
         if (rate.down_bps > 0 && needs_tc_class(t, ctx) && classid) {
-            items.tc_class = HtbClass{*classid, rate.down_bps / 8 * 8};  // tc keeps bytes/s
+            items.tc_class = HtbClass{*classid, rate.down_bps / 8 * 8, true};  // tc keeps bytes/s
             add_elements(items, MapKind::Throttle, prefixes, classid_text(*classid));
         } else if (rate.down_bps > 0 && !ctx.shaping) {
             LimitObject down{limit_name(false, t.id), rate.down_bps / 8, 0};

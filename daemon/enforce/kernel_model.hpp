@@ -45,6 +45,7 @@ struct QuotaObject {
 struct HtbClass {
     std::uint32_t classid = 0;   // <shard major>:<minor>
     std::uint64_t rate_bps = 0;  // rate = ceil
+    bool leaf_queue = false;     // its leaf qdisc is our tbf (tc_netlink.hpp), not HTB's pfifo
     bool operator==(const HtbClass&) const = default;
 };
 

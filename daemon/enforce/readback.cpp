@@ -83,7 +83,8 @@ void attach_classes(Loaded& l, SubscriberDelta& orphan) {
             }
             auto classid = parse_classid(e.value);
             if (classid && l.classes.contains(*classid)) {
-                items.tc_class = HtbClass{*classid, l.classes.at(*classid)};
+                items.tc_class =
+                    HtbClass{*classid, l.classes.at(*classid), l.leaf_queues.contains(*classid)};
                 referenced.insert(*classid);
             }
         }
@@ -117,6 +118,7 @@ Loaded load_kernel(NftSession& nft, TcLink* tc, const std::string& table) {
     }
     if (tc != nullptr) {
         l.classes = tc->dump_classes();
+        l.leaf_queues = tc->dump_leaf_queues();
     }
     SubscriberDelta orphan;  // id 0: owned by nobody
     group_elements(l, orphan);
@@ -155,6 +157,7 @@ KernelState to_kernel_state(const Loaded& l) {
         }
         if (items.tc_class) {
             k.rate.down_bps = items.tc_class->rate_bps;
+            k.tc_leaf_queue = items.tc_class->leaf_queue;
         }
         if (k.kind != core::StateKind::Blocked && (!items.limits.empty() || items.tc_class)) {
             k.kind = core::StateKind::Throttled;

@@ -25,6 +25,11 @@ tc_ratespec ratespec(std::uint64_t bytes_per_second) {
     return r;
 }
 
+// HTB's burst for a class: 10 ms at the rate plus one packet.
+std::uint64_t class_burst_bytes(std::uint64_t bytes_per_second) {
+    return bytes_per_second / 100 + 1600;
+}
+
 std::uint32_t ticks_for(std::uint64_t burst_bytes, std::uint64_t bytes_per_second) {
     // The kernel keeps buffer times in 64 ns "ticks" (PSCHED_SHIFT 6).
     const auto ns = burst_bytes * 1'000'000'000ull / std::max<std::uint64_t>(bytes_per_second, 1);
@@ -65,7 +70,7 @@ void put_htb_class(std::vector<char>& buf, int ifindex, std::uint32_t classid, s
     mnl_attr_put_strz(nlh, TCA_KIND, "htb");
     auto* nest = mnl_attr_nest_start(nlh, TCA_OPTIONS);
     const std::uint64_t bps = rate_bps / 8;
-    const std::uint64_t burst = bps / 100 + 1600;  // 10 ms at the rate plus one packet
+    const std::uint64_t burst = class_burst_bytes(bps);
     tc_htb_opt opt{};
     opt.rate = ratespec(bps);
     opt.ceil = ratespec(bps);
@@ -76,6 +81,36 @@ void put_htb_class(std::vector<char>& buf, int ifindex, std::uint32_t classid, s
     if (bps > 0xFFFFFFFFull) {
         mnl_attr_put_u64(nlh, TCA_HTB_RATE64, bps);
         mnl_attr_put_u64(nlh, TCA_HTB_CEIL64, bps);
+    }
+    mnl_attr_nest_end(nlh, nest);
+    finish(buf, nlh);
+}
+
+// The leaf queue of a throttled class (see tc_netlink.hpp for why tbf).
+// Handle 0: the kernel picks one. CREATE|REPLACE grafts it over the class's
+// default pfifo, and only changes its parameters when a tbf is there already.
+void put_leaf_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t classid,
+                    std::uint64_t rate_bps, std::uint32_t mtu, std::uint16_t flags,
+                    std::uint32_t seq) {
+    auto* nlh = put_header(buf, RTM_NEWQDISC, flags, seq);
+    put_tcmsg(nlh, ifindex, 0, classid);
+    mnl_attr_put_strz(nlh, TCA_KIND, "tbf");
+    auto* nest = mnl_attr_nest_start(nlh, TCA_OPTIONS);
+    const std::uint64_t bps = rate_bps / 8;
+    const std::uint64_t tbf_bps = bps * kLeafRateFactor;
+    // tbf splits a GSO packet larger than its burst into segments, and drops
+    // any other packet larger than it: the burst is HTB's, at least one
+    // full-sized frame of the interface.
+    const auto burst = std::max<std::uint64_t>(class_burst_bytes(bps), mtu + 100ull);
+    tc_tbf_qopt opt{};
+    opt.rate = ratespec(tbf_bps);
+    opt.limit = static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(std::max(bps / 1000 * kLeafQueueMs, 2 * burst), ~0u));
+    opt.buffer = ticks_for(burst, tbf_bps);
+    mnl_attr_put(nlh, TCA_TBF_PARMS, sizeof opt, &opt);
+    mnl_attr_put_u32(nlh, TCA_TBF_BURST, static_cast<std::uint32_t>(burst));
+    if (tbf_bps > 0xFFFFFFFFull) {
+        mnl_attr_put_u64(nlh, TCA_TBF_RATE64, tbf_bps);
     }
     mnl_attr_nest_end(nlh, nest);
     finish(buf, nlh);
@@ -129,19 +164,23 @@ void put_shard_filter(std::vector<char>& buf, int ifindex, int prog_fd, std::uin
     finish(buf, nlh);
 }
 
-void append_class_message(std::vector<char>& buf, int ifindex, const TcOp& op, std::uint32_t seq,
-                          bool ack) {
+std::size_t append_class_message(std::vector<char>& buf, const TcDevice& dev, const TcOp& op,
+                                 std::uint32_t seq, bool ack) {
     const std::uint16_t ack_flag = ack ? NLM_F_ACK : 0;
     const std::uint32_t parent = TC_H_MAJ(op.classid);  // the shard's qdisc
     if (op.kind == TcOp::Kind::Delete) {
+        // The class's leaf queue goes with it.
         auto* nlh = put_header(buf, RTM_DELTCLASS, NLM_F_REQUEST | ack_flag, seq);
-        put_tcmsg(nlh, ifindex, op.classid, parent);
+        put_tcmsg(nlh, dev.ifindex, op.classid, parent);
         finish(buf, nlh);
-        return;
+        return 1;
     }
     // Without NLM_F_EXCL: creates the class, or changes it when it exists.
-    put_htb_class(buf, ifindex, op.classid, parent, op.rate_bps,
+    put_htb_class(buf, dev.ifindex, op.classid, parent, op.rate_bps,
                   NLM_F_REQUEST | NLM_F_CREATE | ack_flag, seq);
+    put_leaf_qdisc(buf, dev.ifindex, op.classid, op.rate_bps, dev.mtu,
+                   NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | ack_flag, seq + 1);
+    return 2;
 }
 
 }  // namespace ctquota::enforce

@@ -22,6 +22,9 @@ tcmsg* put_tcmsg(nlmsghdr* nlh, int ifindex, std::uint32_t handle, std::uint32_t
 
 void put_htb_class(std::vector<char>& buf, int ifindex, std::uint32_t classid, std::uint32_t parent,
                    std::uint64_t rate_bps, std::uint16_t flags, std::uint32_t seq);
+void put_leaf_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t classid,
+                    std::uint64_t rate_bps, std::uint32_t mtu, std::uint16_t flags,
+                    std::uint32_t seq);
 void put_htb_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t handle, std::uint32_t parent,
                    std::uint16_t flags, std::uint32_t seq);
 // The root's classifier (eBPF, sched_cls): skb->priority M:x -> class 1:(M-1).

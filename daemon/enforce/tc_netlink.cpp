@@ -8,6 +8,7 @@
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -103,14 +104,49 @@ int on_qdisc(const nlmsghdr* nlh, void* data) {
     return MNL_CB_OK;
 }
 
+struct LeafQueueDump {
+    int ifindex;
+    std::set<std::uint32_t>* out;
+};
+
+int on_leaf_queue(const nlmsghdr* nlh, void* data) {
+    auto* d = static_cast<LeafQueueDump*>(data);
+    const auto* t = static_cast<const tcmsg*>(mnl_nlmsg_get_payload(nlh));
+    if (nlh->nlmsg_type != RTM_NEWQDISC || t->tcm_ifindex != d->ifindex ||
+        !is_leaf_handle(t->tcm_parent)) {
+        return MNL_CB_OK;
+    }
+    Attrs tb{};
+    mnl_attr_parse(nlh, sizeof(tcmsg), collect, &tb);
+    if (tb[TCA_KIND] != nullptr && std::strcmp(mnl_attr_get_str(tb[TCA_KIND]), "tbf") == 0) {
+        d->out->insert(t->tcm_parent);
+    }
+    return MNL_CB_OK;
+}
+
+std::uint32_t mtu_of(const std::string& interface) {
+    ifreq ifr{};
+    std::strncpy(ifr.ifr_name, interface.c_str(), IFNAMSIZ - 1);
+    const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    const int rc = fd < 0 ? -1 : ioctl(fd, SIOCGIFMTU, &ifr);
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (rc < 0) {
+        throw EnforceError("cannot read the MTU of " + interface + ": " + errno_text(errno));
+    }
+    return static_cast<std::uint32_t>(ifr.ifr_mtu);
+}
+
 }  // namespace
 
 TcLink::TcLink(std::string interface) : interface_(std::move(interface)) {
-    ifindex_ = static_cast<int>(if_nametoindex(interface_.c_str()));
-    if (ifindex_ == 0) {
+    dev_.ifindex = static_cast<int>(if_nametoindex(interface_.c_str()));
+    if (dev_.ifindex == 0) {
         throw EnforceError("subscriber interface " + interface_ +
                            " not found: " + errno_text(errno));
     }
+    dev_.mtu = mtu_of(interface_);
     nl_ = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
     if (nl_ == nullptr || mnl_socket_bind(nl_, 0, MNL_SOCKET_AUTOPID) < 0) {
         throw EnforceError("cannot open an rtnetlink socket: " + errno_text(errno));
@@ -151,26 +187,8 @@ int TcLink::transact(std::vector<char>& buf) {
 }
 
 bool TcLink::htb_root_present() {
-    RootInfo info{ifindex_};
-    std::vector<char> req;
-    auto* nlh = put_header(req, RTM_GETQDISC, NLM_F_REQUEST | NLM_F_DUMP, ++seq_);
-    put_tcmsg(nlh, ifindex_, 0, 0);
-    finish(req, nlh);
-    if (mnl_socket_sendto(nl_, req.data(), req.size()) < 0) {
-        throw EnforceError("tc: cannot dump qdiscs of " + interface_ + ": " + errno_text(errno));
-    }
-    std::vector<char> rx(1 << 20);  // as dump_classes: dump batches exceed a page
-    while (true) {
-        const auto n = mnl_socket_recvfrom(nl_, rx.data(), rx.size());
-        if (n < 0) {
-            throw EnforceError("tc: qdisc dump of " + interface_ + ": " + errno_text(errno));
-        }
-        const int rc =
-            mnl_cb_run(rx.data(), static_cast<std::size_t>(n), seq_, portid_, on_qdisc, &info);
-        if (rc <= MNL_CB_STOP) {
-            break;
-        }
-    }
+    RootInfo info{dev_.ifindex};
+    dump(RTM_GETQDISC, on_qdisc, &info);
     return info.htb_root;
 }
 
@@ -179,9 +197,9 @@ std::string TcLink::root_damage() {
     if (now == 0) {
         return "subscriber interface " + interface_ + " is gone";
     }
-    if (now != ifindex_) {
+    if (now != dev_.ifindex) {
         return "subscriber interface " + interface_ + " was created again (index " +
-               std::to_string(ifindex_) + " -> " + std::to_string(now) + ")";
+               std::to_string(dev_.ifindex) + " -> " + std::to_string(now) + ")";
     }
     return htb_root_present() ? std::string()
                               : "the HTB root qdisc 1: on " + interface_ + " is gone";
@@ -190,7 +208,7 @@ std::string TcLink::root_damage() {
 void TcLink::ensure_root() {
     if (!htb_root_present()) {
         std::vector<char> add;
-        put_htb_qdisc(add, ifindex_, kMajor, TC_H_ROOT,
+        put_htb_qdisc(add, dev_.ifindex, kMajor, TC_H_ROOT,
                       NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK, ++seq_);
         if (const int rc = transact(add); rc != 0) {
             throw EnforceError("tc: cannot create the HTB root qdisc 1: on " + interface_ + ": " +
@@ -201,16 +219,16 @@ void TcLink::ensure_root() {
     std::vector<char> buf;
     const std::uint32_t first_seq = seq_ + 1;
     for (std::uint32_t k = 0; k < kHtbShards; ++k) {
-        put_htb_class(buf, ifindex_, kMajor | (k + 1), kMajor, 100'000'000'000ull,
+        put_htb_class(buf, dev_.ifindex, kMajor | (k + 1), kMajor, 100'000'000'000ull,
                       NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL, ++seq_);
-        put_htb_qdisc(buf, ifindex_, (kHtbFirstShardMajor + k) << 16, kMajor | (k + 1),
+        put_htb_qdisc(buf, dev_.ifindex, (kHtbFirstShardMajor + k) << 16, kMajor | (k + 1),
                       NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL, ++seq_);
     }
     const int prog = load_shard_program();
     if (prog < 0) {
         throw EnforceError("tc: cannot load the shard classifier (eBPF): " + errno_text(errno));
     }
-    put_shard_filter(buf, ifindex_, prog, ++seq_);
+    put_shard_filter(buf, dev_.ifindex, prog, ++seq_);
     const auto errors = send_batch(buf, first_seq);
     close(prog);  // the filter holds its own reference
     for (const auto& [index, err] : errors) {
@@ -224,37 +242,49 @@ void TcLink::ensure_root() {
 void TcLink::remove_root() {
     std::vector<char> del;
     auto* nlh = put_header(del, RTM_DELQDISC, NLM_F_REQUEST | NLM_F_ACK, ++seq_);
-    put_tcmsg(nlh, ifindex_, kMajor, TC_H_ROOT);
+    put_tcmsg(nlh, dev_.ifindex, kMajor, TC_H_ROOT);
     finish(del, nlh);
     transact(del);  // absent already: fine
 }
 
 std::map<std::uint32_t, std::uint64_t> TcLink::dump_classes() {
     std::map<std::uint32_t, std::uint64_t> out;
-    ClassDump d{ifindex_, &out};
+    ClassDump d{dev_.ifindex, &out};
+    dump(RTM_GETTCLASS, on_class, &d);
+    return out;
+}
+
+std::set<std::uint32_t> TcLink::dump_leaf_queues() {
+    std::set<std::uint32_t> out;
+    LeafQueueDump d{dev_.ifindex, &out};
+    dump(RTM_GETQDISC, on_leaf_queue, &d);
+    return out;
+}
+
+void TcLink::dump(std::uint16_t type, int (*cb)(const nlmsghdr*, void*), void* data) {
+    const char* what = type == RTM_GETQDISC ? "qdisc" : "class";
     std::vector<char> req;
-    auto* nlh = put_header(req, RTM_GETTCLASS, NLM_F_REQUEST | NLM_F_DUMP, ++seq_);
-    put_tcmsg(nlh, ifindex_, 0, 0);
+    auto* nlh = put_header(req, type, NLM_F_REQUEST | NLM_F_DUMP, ++seq_);
+    put_tcmsg(nlh, dev_.ifindex, 0, 0);
     finish(req, nlh);
     if (mnl_socket_sendto(nl_, req.data(), req.size()) < 0) {
-        throw EnforceError("tc: cannot dump classes of " + interface_ + ": " + errno_text(errno));
+        throw EnforceError(std::string("tc: cannot dump the ") + what + "es of " + interface_ +
+                           ": " + errno_text(errno));
     }
     std::vector<char> rx(1 << 20);
     while (true) {
         const auto n = mnl_socket_recvfrom(nl_, rx.data(), rx.size());
-        if (n < 0) {
-            throw EnforceError("tc: class dump of " + interface_ + ": " + errno_text(errno));
-        }
         const int rc =
-            mnl_cb_run(rx.data(), static_cast<std::size_t>(n), seq_, portid_, on_class, &d);
-        if (rc <= MNL_CB_STOP) {
-            if (rc < 0) {
-                throw EnforceError("tc: class dump of " + interface_ + ": " + errno_text(errno));
-            }
-            break;
+            n < 0 ? -1
+                  : mnl_cb_run(rx.data(), static_cast<std::size_t>(n), seq_, portid_, cb, data);
+        if (rc < 0) {
+            throw EnforceError(std::string("tc: ") + what + " dump of " + interface_ + ": " +
+                               errno_text(errno));
+        }
+        if (rc == MNL_CB_STOP) {
+            return;
         }
     }
-    return out;
 }
 
 TcResult TcLink::run(const std::vector<TcOp>& ops) {
@@ -267,13 +297,18 @@ TcResult TcLink::run(const std::vector<TcOp>& ops) {
     // every message before it was processed.
     const std::uint32_t first_seq = seq_ + 1;
     std::vector<char> buf;
-    buf.reserve(ops.size() * 96);
+    buf.reserve(ops.size() * 192);
+    std::vector<std::size_t> op_of_message;  // a Set's second message is its leaf queue
     for (std::size_t i = 0; i < ops.size(); ++i) {
-        append_class_message(buf, ifindex_, ops[i], ++seq_, false);
+        const auto n = append_class_message(buf, dev_, ops[i], seq_ + 1, false);
+        seq_ += static_cast<std::uint32_t>(n);
+        op_of_message.insert(op_of_message.end(), n, i);
     }
-    result.messages = ops.size();
+    result.messages = op_of_message.size();
     for (const auto& [index, err] : send_batch(buf, first_seq)) {
-        result.errors.emplace_back(index, errno_text(err));
+        const auto op = op_of_message.at(index);
+        const bool leaf = index > 0 && op_of_message[index - 1] == op;
+        (leaf ? result.leaf_errors : result.errors).emplace_back(op, errno_text(err));
     }
     return result;
 }

@@ -9,9 +9,11 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/plan.hpp"
 #include "enforce/enforcer.hpp"
+#include "enforce/kernel_model.hpp"
 
 using namespace ctquota;
 using namespace ctquota::enforce;
@@ -166,6 +168,49 @@ TEST_CASE_FIXTURE(Fresh, "rate changes keep the HTB class; unthrottle deletes it
     k = e.read_back();
     CHECK(k.subscribers.empty());
     CHECK(k.tc_classes == 0);
+}
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+    std::size_t n = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) {
+        ++n;
+    }
+    return n;
+}
+
+TEST_CASE_FIXTURE(Fresh,
+                  "a throttled class has a tbf leaf: kept by a restart, repaired when lost") {
+    const std::vector<SubscriberTarget> desired{
+        throttled(12, {P("100.64.2.12")}, 2'000'000, 1'000'000)};
+    auto leaves = [] { return run("tc -j qdisc show dev ctqh2a"); };
+    {
+        Enforcer e(config());
+        CHECK(e.apply(desired).ok());
+        CHECK(e.read_back().subscribers.at(12).tc_leaf_queue);
+    }
+    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 1);
+    CHECK(count_of(leaves(), "\"rate\":500000,\"burst\":4100") == 1);  // 2 x 2 Mbit/s, 10 ms
+
+    Enforcer e(config());  // a restart: the leaf is read back, not replayed
+    auto again = e.reconcile(desired);
+    CHECK(again.subscribers_changed == 0);
+    CHECK(again.tc_messages == 0);
+    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 1);
+
+    const auto classid = classid_text(*e.read_back().subscribers.at(12).tc_classid);
+    CHECK(run("tc qdisc del dev ctqh2a parent " + classid).empty());
+    CHECK_FALSE(e.read_back().subscribers.at(12).tc_leaf_queue);  // HTB's pfifo again
+    CHECK(e.reconcile(desired).subscribers_changed == 1);
+    auto k = e.read_back();
+    CHECK(k.subscribers.at(12).tc_leaf_queue);
+    CHECK(classid_text(*k.subscribers.at(12).tc_classid) == classid);
+    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 1);
+
+    CHECK(e.apply({throttled(12, {P("100.64.2.12")}, 4'000'000, 1'000'000)}).ok());
+    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 1);  // changed in place
+    CHECK(count_of(leaves(), "\"rate\":1000000,\"burst\":6600") == 1);
+    CHECK(e.remove({12}).ok());
+    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 0);  // gone with its class
 }
 
 TEST_CASE_FIXTURE(Fresh, "a rejected change names its subscriber; the others still apply") {

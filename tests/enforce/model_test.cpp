@@ -2,8 +2,13 @@
 // JSON parser on output captured from libnftables 1.0.6 / kernel 6.18, and
 // the tc class message bytes. No kernel needed.
 #include <doctest/doctest.h>
+#include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
 #include <limits>
+
+#include <cstring>
+#include <string>
+#include <vector>
 
 #include "enforce/flowtables.hpp"
 #include "enforce/kernel_model.hpp"
@@ -253,23 +258,49 @@ TEST_CASE("libnftables list output parses into owned elements and objects") {
     CHECK(t.chains.contains("block_prepaid"));
 }
 
-TEST_CASE("HTB class messages") {
+TEST_CASE("HTB class messages: a set is the class and its tbf leaf, a delete one message") {
     std::vector<char> buf;
-    append_class_message(buf, 5, TcOp{TcOp::Kind::Set, 0x30002, 8'000'000, "s"}, 77, true);
-    append_class_message(buf, 5, TcOp{TcOp::Kind::Delete, 0x30003, 0, "s"}, 78, false);
-    const auto* first = reinterpret_cast<const nlmsghdr*>(buf.data());
-    CHECK(first->nlmsg_type == RTM_NEWTCLASS);
-    CHECK(first->nlmsg_seq == 77);
-    CHECK((first->nlmsg_flags & NLM_F_ACK) != 0);
-    CHECK((first->nlmsg_flags & NLM_F_EXCL) == 0);  // create or change
-    const auto* tcm = reinterpret_cast<const tcmsg*>(NLMSG_DATA(first));
+    const TcDevice dev{5, 1500};
+    CHECK(append_class_message(buf, dev, TcOp{TcOp::Kind::Set, 0x30002, 2'000'000, "s"}, 77,
+                               true) == 2);
+    CHECK(append_class_message(buf, dev, TcOp{TcOp::Kind::Delete, 0x30003, 0, "s"}, 79, false) ==
+          1);
+    std::vector<const nlmsghdr*> msgs;
+    int len = static_cast<int>(buf.size());
+    for (auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data()); NLMSG_OK(nlh, len);
+         nlh = NLMSG_NEXT(nlh, len)) {
+        msgs.push_back(nlh);
+    }
+    REQUIRE(msgs.size() == 3);
+    CHECK(msgs[0]->nlmsg_type == RTM_NEWTCLASS);
+    CHECK(msgs[0]->nlmsg_seq == 77);
+    CHECK((msgs[0]->nlmsg_flags & NLM_F_ACK) != 0);
+    CHECK((msgs[0]->nlmsg_flags & NLM_F_EXCL) == 0);  // create or change
+    const auto* tcm = static_cast<const tcmsg*>(NLMSG_DATA(msgs[0]));
     CHECK(tcm->tcm_ifindex == 5);
     CHECK(tcm->tcm_handle == 0x30002u);
     CHECK(tcm->tcm_parent == 0x30000u);  // the shard's qdisc
-    const auto* second =
-        reinterpret_cast<const nlmsghdr*>(buf.data() + NLMSG_ALIGN(first->nlmsg_len));
-    CHECK(second->nlmsg_type == RTM_DELTCLASS);
-    CHECK(NLMSG_ALIGN(first->nlmsg_len) + second->nlmsg_len <= buf.size());
+
+    CHECK(msgs[1]->nlmsg_type == RTM_NEWQDISC);
+    CHECK(msgs[1]->nlmsg_seq == 78);
+    CHECK((msgs[1]->nlmsg_flags & (NLM_F_CREATE | NLM_F_REPLACE)) ==
+          (NLM_F_CREATE | NLM_F_REPLACE));  // grafted over the pfifo, or changed
+    const auto* leaf = static_cast<const tcmsg*>(NLMSG_DATA(msgs[1]));
+    CHECK(leaf->tcm_handle == 0u);  // the kernel picks it
+    CHECK(leaf->tcm_parent == 0x30002u);
+    const auto* kind = reinterpret_cast<const rtattr*>(reinterpret_cast<const char*>(leaf) +
+                                                       NLMSG_ALIGN(sizeof(tcmsg)));
+    CHECK(std::string(static_cast<const char*>(RTA_DATA(kind))) == "tbf");
+    const auto* opts = reinterpret_cast<const rtattr*>(reinterpret_cast<const char*>(kind) +
+                                                       RTA_ALIGN(kind->rta_len));
+    const auto* parms = static_cast<const rtattr*>(RTA_DATA(opts));
+    REQUIRE(parms->rta_type == TCA_TBF_PARMS);
+    tc_tbf_qopt q{};
+    std::memcpy(&q, RTA_DATA(parms), sizeof q);
+    CHECK(q.rate.rate == 2 * 250'000u);  // twice the class rate: HTB shapes, not the tbf
+    CHECK(q.limit == 12'500u);           // 50 ms at 2 Mbit/s
+    CHECK(msgs[2]->nlmsg_type == RTM_DELTCLASS);
+    CHECK(msgs[2]->nlmsg_seq == 79);
 }
 
 // `nft list flowtables` as nftables 1.0.6 prints it (this kernel has no

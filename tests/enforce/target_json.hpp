@@ -58,6 +58,7 @@ inline nlohmann::json to_json(const KernelState& s) {
         j["quota"] = k.quota_bytes ? nlohmann::json(*k.quota_bytes) : nlohmann::json();
         j["tc_class"] =
             k.tc_classid ? nlohmann::json(classid_text(*k.tc_classid)) : nlohmann::json();
+        j["tc_leaf_queue"] = k.tc_leaf_queue;
         subs[std::to_string(id)] = j;
     }
     nlohmann::json allowed = nlohmann::json::object();
