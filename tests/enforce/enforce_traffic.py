@@ -12,7 +12,12 @@ on exit, also on failure). Checks, all against the real kernel:
   3. block: an established transfer stops, its conntrack entries are gone,
      new connections fail (v4 and v6), the plan's always-allowed server still
      answers; unblocking restores access.
-  4. kernel quota: bytes passing after the limit, with the quota armed vs
+  4. latency under a throttle (tbf leaf): a subscriber crosses to 2 Mbit/s
+     during a fast download (v4, v6, dual stack crossing on either family);
+     with that download still saturating the class, ping's median RTT
+     < 100 ms and new TCP connections' first byte < 0.5 s (median of 3) on
+     each of its families, and the download runs at 2 Mbit/s +-20%.
+  5. kernel quota: bytes passing after the limit, with the quota armed vs
      not armed (block applied 1 s after the limit was crossed, as a daemon
      polling every second would).
 Prints one JSON line of measurements at the end.
@@ -42,7 +47,7 @@ class EnforceLab(Topology):
     """The shared topology, under this suite's namespace prefix ctqh2."""
 
     def __init__(self):
-        super().__init__(n_v4=6, n_v6=2)
+        super().__init__(n_v4=8, n_v6=4)
         with nsproc._counter_lock:
             nsproc._counter += 1
             self.id = f"ctqh2-{os.getpid()}-{nsproc._counter}"
@@ -168,6 +173,91 @@ def test_throttle(lab):
     enforce(lab, "apply", [sub(11, [lab.sub_v4[3]])])
 
 
+# A new connection: seconds from connect() to the first byte of the server's
+# answer (the test server's header asks for one 4 KB chunk), 9 if none in 5 s.
+FIRST_BYTE = ("import socket,struct,sys,time\n"
+              "src,dst,port=sys.argv[1],sys.argv[2],int(sys.argv[3])\n"
+              "s=socket.socket(socket.AF_INET6 if ':' in dst else socket.AF_INET)\n"
+              "s.bind((src,0)); s.settimeout(5); t=time.monotonic()\n"
+              "try:\n"
+              " s.connect((dst,port)); s.sendall(b'CTQT'+struct.pack('!II',4096,100))\n"
+              " print(time.monotonic()-t if s.recv(1) else 9)\n"
+              "except OSError: print(9)\n")
+
+
+def first_byte_seconds(lab, src):
+    r = lab.run_in(lab.sub, [PYTHON, "-c", FIRST_BYTE, src, lab.server_for(src),
+                             str(lab.tcp_port)], timeout=30)
+    return float(r.stdout)
+
+
+def ping_ms(lab, src, count=5):
+    r = lab.run_in(lab.sub, ["ping", "-c", str(count), "-i", "0.2", "-W", "2", "-I", src,
+                             lab.server_for(src)], check=False, timeout=30)
+    return [float(x.split("time=")[1].split()[0]) for x in r.stdout.splitlines()
+            if "time=" in x]
+
+
+def progress_point(tcp):
+    return tcp.proc.last(lambda x: isinstance(x, dict) and x.get("event") == "progress")
+
+
+def latency_case(lab, id_, prefixes, download_src, probe_srcs, rate_bps=2_000_000):
+    """Crosses into the throttle during a fast download, then probes."""
+    enforce(lab, "apply", [sub(id_, prefixes)])
+    t = transfer(lab, download_src, down=200_000_000, duration=12)
+    try:
+        wait_until(lambda: t.progress()[1] > 5_000_000, 10, what="fast download running")
+        enforce(lab, "apply", [sub(id_, prefixes, "throttled", down_bps=rate_bps,
+                                   up_bps=rate_bps // 2)])
+        applied = progress_point(t)
+        out = {"ping_ms": [], "first_byte_s": []}
+        for src in probe_srcs:
+            out["ping_ms"] += ping_ms(lab, src)
+            out["first_byte_s"] += [first_byte_seconds(lab, src) for _ in range(3)]
+        out["pings_sent"] = 5 * len(probe_srcs)
+        # What was in flight when the class appeared arrives within ~0.2 s.
+        wait_until(lambda: progress_point(t)["t"] >= applied["t"] + 1.0, 10, what="1 s throttled")
+        start = progress_point(t)
+        wait_until(lambda: progress_point(t)["t"] >= start["t"] + 3.0, 10, what="4 s throttled")
+        end = progress_point(t)
+        out["download_bps"] = round((end["received"] - start["received"]) * 8
+                                    / (end["t"] - start["t"]))
+    finally:
+        t.proc.stop()
+        enforce(lab, "apply", [sub(id_, prefixes)])
+    return out
+
+
+def test_latency(lab):
+    v4, v6 = lab.sub_v4[6], lab.sub_v6[2]
+    dual4, dual6, dual_prefixes = lab.sub_v4[7], lab.sub_v6[3], [lab.sub_v4[7],
+                                                                 lab.sub_v6_prefixes[3]]
+    cases = {"v4": (40, [v4], v4, [v4]),
+             "v6": (41, [lab.sub_v6_prefixes[2]], v6, [v6]),
+             "dual_crossing_v4": (42, dual_prefixes, dual4, [dual4, dual6]),
+             "dual_crossing_v6": (42, dual_prefixes, dual6, [dual4, dual6])}
+    measured = {name: latency_case(lab, *args) for name, args in cases.items()}
+    results["latency"] = measured
+    log(f"latency under a 2 Mbit/s throttle: {json.dumps(measured)}")
+    for name, m in measured.items():
+        rtt = sorted(m["ping_ms"])
+        check(len(rtt) >= m["pings_sent"] - 1 and rtt[len(rtt) // 2] < 100,
+              f"{name}: ping under a saturating download: median "
+              f"{rtt[len(rtt) // 2] if rtt else None} ms, {len(rtt)}/{m['pings_sent']} answered")
+        # Three connections per family: each gets an answer, the median in
+        # < 0.5 s. The leaf is one FIFO (tc_netlink.hpp): now and then the
+        # saturating flow's full queue tail-drops a new connection's packet,
+        # which costs it a retransmission (~0.2-1 s).
+        for fam in range(len(m["first_byte_s"]) // 3):
+            fb = sorted(m["first_byte_s"][3 * fam:3 * fam + 3])
+            shown = ", ".join(f"{x:.3f}" for x in fb)
+            check(fb[-1] < 5 and fb[1] < 0.5,
+                  f"{name}: new connections' first byte after {shown} s")
+        check(abs(m["download_bps"] - 2_000_000) <= 0.2 * 2_000_000,
+              f"{name}: download at {m['download_bps'] / 1e6:.2f} Mbit/s (2 +-20%)")
+
+
 def test_block(lab):
     src, src6 = lab.sub_v4[4], lab.sub_v6[1]
     me = sub(20, [src, lab.sub_v6_prefixes[1]], "blocked", plan="prepaid")
@@ -237,6 +327,7 @@ def main():
                        if ":" in addr else ["ip", "address", "add", addr, "dev", "eth0"])
         test_reconcile(lab)
         test_throttle(lab)
+        test_latency(lab)
         test_block(lab)
         test_quota(lab)
         enforce(lab, "teardown")
