@@ -92,6 +92,14 @@ std::uint32_t as_mark(const std::string& src, const toml::node& n, const std::st
     return static_cast<std::uint32_t>(n.as_integer()->get());
 }
 
+std::uint32_t as_queue_packets(const std::string& src, const toml::node& n,
+                               const std::string& key) {
+    if (!n.is_integer() || n.as_integer()->get() < 2 || n.as_integer()->get() > 100000) {
+        fail(src, n, key, "expected a number of packets in 2..100000");
+    }
+    return static_cast<std::uint32_t>(n.as_integer()->get());
+}
+
 // Subscriber pools: CIDR strings like "100.64.0.0/10".
 std::vector<core::Prefix> as_pools(const std::string& src, const toml::node& n,
                                    const std::string& key) {
@@ -192,6 +200,7 @@ Keys enforce_keys() {
         {"arm_quota_below_bytes", assign<section, &E::arm_quota_below_bytes, as_arm_below>},
         {"forward_priority", assign<section, &E::forward_priority, as_hook_priority>},
         {"no_offload_mark", assign<section, &E::no_offload_mark, as_mark>},
+        {"direct_queue_packets", assign<section, &E::direct_queue_packets, as_queue_packets>},
     };
 }
 

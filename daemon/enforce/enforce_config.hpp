@@ -16,6 +16,9 @@ struct EnforceConfig {
     // Nonzero: ORed into the meta mark of every packet from or to a
     // subscriber with a kernel item, for the ISP's flowtable rule to skip.
     std::uint32_t no_offload_mark = 0;
+    // The HTB root's queue for unthrottled traffic, in packets (set
+    // explicitly: HTB takes txqueuelen, 0 on VLAN interfaces -> 2 packets).
+    std::uint32_t direct_queue_packets = 1000;
 };
 
 }  // namespace ctquota::enforce

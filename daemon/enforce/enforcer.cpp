@@ -41,7 +41,7 @@ Enforcer::Impl::Impl(EnforceConfig c) : cfg(std::move(c)) {
             "enforce: [enforce] subscriber_interface is empty: no tc shaping; throttled "
             "subscribers are policed by nftables in both directions (drops, less smooth)");
     } else {
-        tc = std::make_unique<TcLink>(cfg.subscriber_interface);
+        tc = std::make_unique<TcLink>(cfg.subscriber_interface, cfg.direct_queue_packets);
     }
 }
 
@@ -314,8 +314,10 @@ void Enforcer::forget_kernel() {
     impl_->used_classids.clear();
     impl_->allowed_installed.clear();
     if (impl_->tc && !impl_->tc->root_damage().empty()) {
-        impl_->tc.reset();  // a new link learns the interface's current index
-        impl_->tc = std::make_unique<TcLink>(config_.subscriber_interface);
+        // A new link learns the interface's current index; while the
+        // interface is missing this throws and the old link stays.
+        impl_->tc =
+            std::make_unique<TcLink>(config_.subscriber_interface, config_.direct_queue_packets);
     }
 }
 

@@ -117,7 +117,7 @@ void put_leaf_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t classid,
 }
 
 void put_htb_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t handle, std::uint32_t parent,
-                   std::uint16_t flags, std::uint32_t seq) {
+                   std::uint16_t flags, std::uint32_t seq, std::uint32_t direct_qlen) {
     auto* nlh = put_header(buf, RTM_NEWQDISC, flags, seq);
     put_tcmsg(nlh, ifindex, handle, parent);
     mnl_attr_put_strz(nlh, TCA_KIND, "htb");
@@ -127,6 +127,9 @@ void put_htb_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t handle, st
     glob.rate2quantum = 10;
     glob.defcls = 0;  // no default class: unclassified packets bypass shaping
     mnl_attr_put(nlh, TCA_HTB_INIT, sizeof glob, &glob);
+    if (direct_qlen > 0) {
+        mnl_attr_put_u32(nlh, TCA_HTB_DIRECT_QLEN, direct_qlen);
+    }
     mnl_attr_nest_end(nlh, nest);
     finish(buf, nlh);
 }

@@ -25,8 +25,10 @@ void put_htb_class(std::vector<char>& buf, int ifindex, std::uint32_t classid, s
 void put_leaf_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t classid,
                     std::uint64_t rate_bps, std::uint32_t mtu, std::uint16_t flags,
                     std::uint32_t seq);
+// direct_qlen: packets the qdisc queues for unclassified (unthrottled)
+// traffic; 0 leaves it to the kernel (the interface's txqueuelen, at least 2).
 void put_htb_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t handle, std::uint32_t parent,
-                   std::uint16_t flags, std::uint32_t seq);
+                   std::uint16_t flags, std::uint32_t seq, std::uint32_t direct_qlen = 0);
 // The root's classifier (eBPF, sched_cls): skb->priority M:x -> class 1:(M-1).
 // Returns a program fd or -1 (errno set).
 int load_shard_program();

@@ -140,7 +140,8 @@ std::uint32_t mtu_of(const std::string& interface) {
 
 }  // namespace
 
-TcLink::TcLink(std::string interface) : interface_(std::move(interface)) {
+TcLink::TcLink(std::string interface, std::uint32_t direct_queue_packets)
+    : interface_(std::move(interface)), direct_queue_packets_(direct_queue_packets) {
     dev_.ifindex = static_cast<int>(if_nametoindex(interface_.c_str()));
     if (dev_.ifindex == 0) {
         throw EnforceError("subscriber interface " + interface_ +
@@ -209,7 +210,8 @@ void TcLink::ensure_root() {
     if (!htb_root_present()) {
         std::vector<char> add;
         put_htb_qdisc(add, dev_.ifindex, kMajor, TC_H_ROOT,
-                      NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK, ++seq_);
+                      NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK, ++seq_,
+                      direct_queue_packets_);
         if (const int rc = transact(add); rc != 0) {
             throw EnforceError("tc: cannot create the HTB root qdisc 1: on " + interface_ + ": " +
                                errno_text(-rc));

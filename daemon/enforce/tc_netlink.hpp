@@ -71,7 +71,10 @@ std::size_t append_class_message(std::vector<char>& buf, const TcDevice& dev, co
 
 class TcLink {
   public:
-    explicit TcLink(std::string interface);
+    // direct_queue_packets: the root's queue for unthrottled traffic (what
+    // every unthrottled subscriber's downloads go through), set explicitly:
+    // HTB would take the interface's txqueuelen, 0 on a VLAN (then 2 packets).
+    TcLink(std::string interface, std::uint32_t direct_queue_packets);
     ~TcLink();
     TcLink(const TcLink&) = delete;
     TcLink& operator=(const TcLink&) = delete;
@@ -92,6 +95,7 @@ class TcLink {
   private:
     std::string interface_;
     TcDevice dev_;
+    std::uint32_t direct_queue_packets_ = 0;
     mnl_socket* nl_ = nullptr;
     std::uint32_t seq_ = 0;
     std::uint32_t portid_ = 0;

@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
         cfg.subscriber_interface = c.value("subscriber_interface", std::string());
         cfg.delete_conntrack_on_block = c.value("delete_conntrack_on_block", true);
         cfg.arm_quota_below_bytes = c.value("arm_quota_below_bytes", std::uint64_t{0});
+        cfg.direct_queue_packets = c.value("direct_queue_packets", cfg.direct_queue_packets);
         Enforcer enforcer(cfg);
         std::map<std::string, std::vector<core::Prefix>> allowed;
         const auto allowed_json = req.value("allowed", nlohmann::json::object());

@@ -332,6 +332,18 @@ TEST_CASE_FIXTURE(Fresh, "no_offload_mark: enforced subscribers' packets are mar
     CHECK(run("nft list chain inet ctqh2test forward").find("meta mark") == std::string::npos);
 }
 
+TEST_CASE_FIXTURE(Fresh, "the root's direct queue is set explicitly, even with txqueuelen 0") {
+    run("ip link set ctqh2a txqueuelen 0");  // as a VLAN interface has
+    auto cfg = config();
+    cfg.direct_queue_packets = 700;
+    Enforcer e(cfg);
+    CHECK(e.apply({}).ok());
+    const auto qdisc = run("tc -d qdisc show dev ctqh2a root");
+    CAPTURE(qdisc);
+    CHECK(qdisc.find("direct_qlen 700") != std::string::npos);
+    run("ip link set ctqh2a txqueuelen 1000");
+}
+
 TEST_CASE_FIXTURE(Fresh, "without a subscriber interface throttles police both ways") {
     Enforcer e(config(false));
     CHECK(e.apply({throttled(5, {P("100.64.5.5")}, 3'000'000, 1'000'000)}).ok());

@@ -295,6 +295,7 @@ delete_conntrack_on_block = false
 arm_quota_below_bytes = "1GiB"
 forward_priority = -10
 no_offload_mark = 0x00800000
+direct_queue_packets = 5000
 )",
                           "e.toml");
     CHECK_FALSE(c.enforce.enabled);
@@ -304,6 +305,8 @@ no_offload_mark = 0x00800000
     CHECK(c.enforce.arm_quota_below_bytes == 1ull << 30);
     CHECK(c.enforce.forward_priority == -10);
     CHECK(c.enforce.no_offload_mark == 0x00800000u);
+    CHECK(c.enforce.direct_queue_packets == 5000u);
+    CHECK(d.enforce.direct_queue_packets == 1000u);
     CHECK(parse_config("[database]\nurl = \"x\"\n[enforce]\narm_quota_below_bytes = 0\n", "z.toml")
               .enforce.arm_quota_below_bytes == 0);
 
@@ -319,8 +322,10 @@ no_offload_mark = 0x00800000
         {"[enforce]\nsubscriber_interface = \"eth0;rm\"\n", "enforce.subscriber_interface"},
         {"[enforce]\narm_quota_below_bytes = \"lots\"\n", "enforce.arm_quota_below_bytes"},
         {"[enforce]\nforward_priority = 1000\n", "enforce.forward_priority: expected an integer"},
-        {"[enforce]\nno_offload_mark = 0x100000000\n", "enforce.no_offload_mark: expected a 32-bit"},
+        {"[enforce]\nno_offload_mark = 0x100000000\n",
+         "enforce.no_offload_mark: expected a 32-bit"},
         {"[enforce]\nno_offload_mark = \"high\"\n", "enforce.no_offload_mark"},
+        {"[enforce]\ndirect_queue_packets = 1\n", "enforce.direct_queue_packets: expected"},
         {"[enforce]\nenabled = \"yes\"\n", "enforce.enabled: expected true or false"},
         {"[enforce]\nflush_everything = true\n", "enforce.flush_everything"},
     };
