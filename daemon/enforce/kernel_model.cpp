@@ -38,6 +38,10 @@ void add_elements(SubscriberItems& items, MapKind kind, const std::vector<core::
 
 }  // namespace
 
+std::string active_set_name(core::Family family) {
+    return family == core::Family::V6 ? "active_v6" : "active_v4";
+}
+
 std::string map_name(MapKind kind, core::Family family) {
     return std::string{map_stem(kind)} + (family == core::Family::V6 ? "_v6" : "_v4");
 }
@@ -150,6 +154,11 @@ SubscriberItems desired_items(const SubscriberTarget& t, const ModelContext& ctx
         }
         if (down) {
             add_elements(items, MapKind::QuotaDown, prefixes, items.quota->name);
+        }
+    }
+    if (!items.elements.empty()) {
+        for (const auto& p : prefixes) {  // set elements: no value
+            items.elements.push_back(Element{active_set_name(p.address.family), p, {}});
         }
     }
     std::sort(items.elements.begin(), items.elements.end());

@@ -29,7 +29,7 @@ Json rule(const std::string& table, const std::string& chain, Json expr,
 // Marks the skeleton's rules: a restart finds them and leaves the chains
 // alone (no flush, so no moment without the block rules). Bump it whenever
 // skeleton() changes its rules.
-constexpr const char* kSkeletonTag = "ctquota skeleton v1";
+constexpr const char* kSkeletonTag = "ctquota skeleton v2";
 
 Json map_ref(core::Family f, const char* field, const std::string& map) {
     return Json{{"map", {{"key", payload(f, field)}, {"data", "@" + map}}}};
@@ -60,25 +60,29 @@ std::uint64_t unit(const Json& obj, const char* key) {
 
 constexpr core::Family kFamilies[] = {core::Family::V4, core::Family::V6};
 
-// First in the forward chain: a packet from or to any subscriber with a
-// kernel item (any map) gets `mark` ORed into its meta mark, so that the
-// ISP's `flow add` rule can leave it in the forward path (README: Flowtable
-// offload). Maps answer membership lookups like sets.
-void add_no_offload_marks(Json& c, const std::string& table, std::uint32_t mark) {
-    const Json set_mark = {
-        {"mangle",
-         {{"key", {{"meta", {{"key", "mark"}}}}},
-          {"value", {{"|", Json::array({{{"meta", {{"key", "mark"}}}}, mark})}}}}}};
+// First in the forward chain, per family: a packet whose addresses are
+// both outside the active set (nobody with a kernel item) leaves the chain
+// at once. Then, with a no-offload mark, every packet still here gets it
+// ORed into its meta mark, so that the ISP's `flow add` rule can leave it in
+// the forward path (README: Flowtable offload).
+void add_chain_head(Json& c, const std::string& table, std::uint32_t no_offload_mark) {
     for (auto f : kFamilies) {
-        for (auto kind : kAllMaps) {
-            for (const char* field : {"saddr", "daddr"}) {
-                const Json match = {{"match",
-                                     {{"op", "=="},
-                                      {"left", payload(f, field)},
-                                      {"right", "@" + map_name(kind, f)}}}};
-                c.push_back(rule(table, "forward", Json::array({match, set_mark}), kSkeletonTag));
-            }
+        Json expr = Json::array();
+        for (const char* field : {"saddr", "daddr"}) {
+            expr.push_back({{"match",
+                             {{"op", "!="},
+                              {"left", payload(f, field)},
+                              {"right", "@" + active_set_name(f)}}}});
         }
+        expr.push_back({{"return", nullptr}});
+        c.push_back(rule(table, "forward", expr, kSkeletonTag));
+    }
+    if (no_offload_mark != 0) {
+        const Json set_mark = {
+            {"mangle",
+             {{"key", {{"meta", {{"key", "mark"}}}}},
+              {"value", {{"|", Json::array({{{"meta", {{"key", "mark"}}}}, no_offload_mark})}}}}}};
+        c.push_back(rule(table, "forward", Json::array({set_mark}), kSkeletonTag));
     }
 }
 
@@ -97,6 +101,12 @@ Json skeleton(const std::string& table, int forward_priority, bool refill_chains
             c.push_back({{"add", {{"map", m}}}});
         }
     }
+    for (auto f : kFamilies) {
+        Json set = obj_base(table, active_set_name(f));
+        set["type"] = f == core::Family::V6 ? "ipv6_addr" : "ipv4_addr";
+        set["flags"] = Json::array({"interval"});
+        c.push_back({{"add", {{"set", set}}}});
+    }
     c.push_back({{"add", {{"chain", obj_base(table, "block")}}}});
     Json fwd = obj_base(table, "forward");
     fwd.update({{"type", "filter"},
@@ -110,9 +120,7 @@ Json skeleton(const std::string& table, int forward_priority, bool refill_chains
     c.push_back({{"flush", {{"chain", obj_base(table, "block")}}}});
     c.push_back(rule(table, "block", Json::array({{{"drop", nullptr}}}), kSkeletonTag));
     c.push_back({{"flush", {{"chain", obj_base(table, "forward")}}}});
-    if (no_offload_mark != 0) {
-        add_no_offload_marks(c, table, no_offload_mark);
-    }
+    add_chain_head(c, table, no_offload_mark);
     // Order: blocked first (nothing else matters then), policing before the
     // quota (dropped packets do not consume it), the HTB class mark last.
     for (auto f : kFamilies) {
@@ -251,8 +259,9 @@ void append(std::string& list, const std::string& item) {
 }
 
 std::string element_text(const std::string& quoted_owner, const Element& e) {
-    return R"([{"elem":{"val":)" + key_text(e.key) + R"(,"comment":)" + quoted_owner + "}}," +
-           value_text(e) + "]";
+    const std::string elem =
+        R"({"elem":{"val":)" + key_text(e.key) + R"(,"comment":)" + quoted_owner + "}}";
+    return e.value.empty() ? elem : "[" + elem + "," + value_text(e) + "]";  // set / map
 }
 
 }  // namespace
@@ -310,7 +319,8 @@ std::string Batch::build(const Json& before) const {
     }
     const std::string base = R"({"family":"inet","table":)" + quoted(table_) + R"(,"name":)";
     for (const auto& set : flushed_) {  // before objects their elements point at go
-        append(cmds, R"({"flush":{"map":)" + base + quoted(set) + "}}}");
+        const char* kind = set.starts_with("active_") ? "set" : "map";
+        append(cmds, std::string(R"({"flush":{")") + kind + R"(":)" + base + quoted(set) + "}}}");
     }
     for (const auto& [set, elems] : del_elements_) {
         append(cmds,
@@ -343,6 +353,32 @@ std::optional<core::Prefix> parse_key(const Json& key) {
     }
     return std::nullopt;  // ranges: never written by us
 }
+
+namespace {
+
+// Elements of our active sets: a key with the owner in its comment, no value.
+void parse_owned_set(const Json& set, std::vector<ParsedElement>& out) {
+    for (const auto& item : set.value("elem", Json::array())) {
+        if (!item.is_object() || !item.contains("elem")) {
+            if (auto p = parse_key(item)) {
+                out.push_back(ParsedElement{*p, {}, std::nullopt});  // nobody's: an orphan
+            }
+            continue;
+        }
+        const auto& el = item["elem"];
+        auto p = parse_key(el.at("val"));
+        if (!p) {
+            continue;
+        }
+        ParsedElement pe{*p, {}, std::nullopt};
+        if (el.contains("comment")) {
+            pe.owner = parse_id(el["comment"].get<std::string>());
+        }
+        out.push_back(std::move(pe));
+    }
+}
+
+}  // namespace
 
 ParsedTable parse_table(const Json& output) {
     ParsedTable t;
@@ -389,6 +425,8 @@ ParsedTable parse_table(const Json& output) {
                 }
                 list.push_back(std::move(pe));
             }
+        } else if (item.contains("set") && item["set"].value("name", "").starts_with("active_")) {
+            parse_owned_set(item["set"], t.maps[item["set"].at("name").get<std::string>()]);
         } else if (item.contains("set")) {
             const auto& s = item["set"];
             auto& list = t.allow_sets[s.at("name").get<std::string>()];

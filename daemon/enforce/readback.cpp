@@ -21,6 +21,9 @@ std::optional<core::SubscriberId> id_after(const std::string& name, const std::s
 }
 
 bool ours(const std::string& map) {
+    if (map == active_set_name(core::Family::V4) || map == active_set_name(core::Family::V6)) {
+        return true;
+    }
     for (auto kind : kAllMaps) {
         if (map == map_name(kind, core::Family::V4) || map == map_name(kind, core::Family::V6)) {
             return true;

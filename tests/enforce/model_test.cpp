@@ -76,7 +76,7 @@ TEST_CASE("desired items per state (table-driven)") {
          blocked_prepaid,
          true,
          0,
-         {"blocked_v4=block_prepaid", "blocked_v6=block_prepaid"},
+         {"active_v4=", "active_v6=", "blocked_v4=block_prepaid", "blocked_v6=block_prepaid"},
          0,
          false,
          false},
@@ -84,7 +84,7 @@ TEST_CASE("desired items per state (table-driven)") {
          blocked_other,
          true,
          0,
-         {"blocked_v4=block", "blocked_v6=block"},
+         {"active_v4=", "active_v6=", "blocked_v4=block", "blocked_v6=block"},
          0,
          false,
          false},
@@ -92,7 +92,7 @@ TEST_CASE("desired items per state (table-driven)") {
          target(core::StateKind::Blocked, {}, 100),
          true,
          0,
-         {"blocked_v4=block", "blocked_v6=block"},
+         {"active_v4=", "active_v6=", "blocked_v4=block", "blocked_v6=block"},
          0,
          false,
          false},
@@ -100,7 +100,8 @@ TEST_CASE("desired items per state (table-driven)") {
          target(core::StateKind::Throttled, {2'000'000, 1'000'000}),
          true,
          0,
-         {"throttle_v4=2:1", "throttle_v6=2:1", "up_limit_v4=up_7", "up_limit_v6=up_7"},
+         {"active_v4=", "active_v6=", "throttle_v4=2:1", "throttle_v6=2:1", "up_limit_v4=up_7",
+          "up_limit_v6=up_7"},
          1,
          false,
          true},
@@ -108,7 +109,8 @@ TEST_CASE("desired items per state (table-driven)") {
          target(core::StateKind::Throttled, {2'000'000, 1'000'000}),
          false,
          0,
-         {"down_limit_v4=down_7", "down_limit_v6=down_7", "up_limit_v4=up_7", "up_limit_v6=up_7"},
+         {"active_v4=", "active_v6=", "down_limit_v4=down_7", "down_limit_v6=down_7",
+          "up_limit_v4=up_7", "up_limit_v6=up_7"},
          2,
          false,
          false},
@@ -116,7 +118,8 @@ TEST_CASE("desired items per state (table-driven)") {
          target(core::StateKind::Normal, {}, 5000, core::CountedDirections::Both),
          true,
          0,
-         {"quota_down_v4=q_7", "quota_down_v6=q_7", "quota_up_v4=q_7", "quota_up_v6=q_7"},
+         {"active_v4=", "active_v6=", "quota_down_v4=q_7", "quota_down_v6=q_7", "quota_up_v4=q_7",
+          "quota_up_v6=q_7"},
          0,
          true,
          false},
@@ -124,7 +127,7 @@ TEST_CASE("desired items per state (table-driven)") {
          target(core::StateKind::Normal, {}, 5000, core::CountedDirections::Down),
          true,
          0,
-         {"quota_down_v4=q_7", "quota_down_v6=q_7"},
+         {"active_v4=", "active_v6=", "quota_down_v4=q_7", "quota_down_v6=q_7"},
          0,
          true,
          false},
@@ -140,7 +143,8 @@ TEST_CASE("desired items per state (table-driven)") {
          target(core::StateKind::Normal, {}, 4999),
          true,
          5000,
-         {"quota_down_v4=q_7", "quota_down_v6=q_7", "quota_up_v4=q_7", "quota_up_v6=q_7"},
+         {"active_v4=", "active_v6=", "quota_down_v4=q_7", "quota_down_v6=q_7", "quota_up_v4=q_7",
+          "quota_up_v6=q_7"},
          0,
          true,
          false},
@@ -207,7 +211,7 @@ TEST_CASE("diff: nothing, rate change, throttle to block") {
     CHECK(d.del_elements.size() == 4);
     CHECK(d.add_elements.size() == 2);
     CHECK(d.newly_blocked.size() == 2);
-    CHECK(diff_items(7, blocked, {}).nft_commands() == 2);
+    CHECK(diff_items(7, blocked, {}).nft_commands() == 4);  // blocked_v4/v6, active_v4/v6
 }
 
 TEST_CASE("class ids as nft and tc print them") {
