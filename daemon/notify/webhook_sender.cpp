@@ -39,16 +39,20 @@ std::string describe(httplib::Error error, const std::string& origin) {
 
 }  // namespace
 
-std::string webhook_signature(std::string_view secret, std::string_view body) {
+std::string webhook_signature(std::string_view secret, std::int64_t unix_seconds,
+                              std::int64_t delivery_id, std::string_view body) {
+    const std::string t = std::to_string(unix_seconds);
+    std::string signed_text = t + "." + std::to_string(delivery_id) + ".";
+    signed_text.append(body);
     std::array<unsigned char, EVP_MAX_MD_SIZE> mac{};
     unsigned int len = 0;
-    const auto* out =
-        HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-             reinterpret_cast<const unsigned char*>(body.data()), body.size(), mac.data(), &len);
+    const auto* out = HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+                           reinterpret_cast<const unsigned char*>(signed_text.data()),
+                           signed_text.size(), mac.data(), &len);
     if (out == nullptr) {
         throw std::runtime_error("HMAC-SHA256 failed");
     }
-    return "sha256=" + core::hex(mac.data(), len);
+    return "t=" + t + ",v1=" + core::hex(mac.data(), len);
 }
 
 std::optional<WebhookTarget> split_webhook_url(std::string_view url) {
@@ -152,6 +156,11 @@ bool WebhookSender::deliver_batch() {
 }
 
 std::string WebhookSender::post(const store::WebhookDelivery& d) {
+    // Rows are only data: whoever can insert into the outbox must not choose
+    // where we send requests signed with our secret.
+    if (std::find(options_.urls.begin(), options_.urls.end(), d.url) == options_.urls.end()) {
+        return "not a receiver in [webhooks] urls: not sent";
+    }
     const auto target = split_webhook_url(d.url);
     if (!target) {
         return "not an http:// or https:// URL";
@@ -168,7 +177,12 @@ std::string WebhookSender::post(const store::WebhookDelivery& d) {
     client.set_write_timeout(secs.count(), usecs.count());
     client.set_follow_location(false);
     const httplib::Headers headers = {
-        {"X-Ctquota-Signature", webhook_signature(options_.secret, d.body)},
+        {"X-Ctquota-Signature",
+         webhook_signature(options_.secret,
+                           std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count(),
+                           d.id, d.body)},
         {"X-Ctquota-Delivery", std::to_string(d.id)},
         {"X-Ctquota-Event", d.kind},
         {"User-Agent", "ctquotad/0.1"},

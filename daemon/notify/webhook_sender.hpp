@@ -2,9 +2,12 @@
 // notify::WebhookSender: the daemon thread that POSTs enforcement events from
 // the webhook outbox (store::WebhookOutbox) to the configured URLs. Each
 // request carries the JSON payload and
-//   X-Ctquota-Signature: sha256=<hex HMAC-SHA256 of the body, keyed with the secret>
+//   X-Ctquota-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<delivery id>.<body>",
+//                        keyed with the secret>  (receivers: reject a t more than 5
+//                        minutes away and a delivery id seen within that window)
 //   X-Ctquota-Delivery:  <outbox id>  (the same on every retry: receivers dedupe on it)
 //   X-Ctquota-Event:     <kind>
+// Only to URLs in the config: a row naming another URL is never sent.
 // A 2xx answer marks the row delivered; anything else (refused, timeout,
 // 3xx/4xx/5xx) is retried with a capped exponential backoff. Delivery is at
 // least once. It wakes on the outbox's commit notifications, on nudge(), and
@@ -36,8 +39,11 @@ struct WebhookSenderOptions {
     std::size_t batch = 32;  // rows leased per claim
 };
 
-// "sha256=" + lower-case hex HMAC-SHA256(secret, body).
-std::string webhook_signature(std::string_view secret, std::string_view body);
+// "t=<unix_seconds>,v1=" + lower-case hex HMAC-SHA256(secret, "<t>.<delivery_id>.<body>"):
+// the time and the delivery id are signed with the body, so a captured
+// request cannot be replayed later or under another id.
+std::string webhook_signature(std::string_view secret, std::int64_t unix_seconds,
+                              std::int64_t delivery_id, std::string_view body);
 
 // "https://h:8443/p?q" -> {"https://h:8443", "/p?q"}; nullopt unless http(s).
 struct WebhookTarget {

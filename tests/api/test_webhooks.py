@@ -4,9 +4,11 @@ receiver on the daemon's loopback. Enforcement events are recorded with their
 outbox rows in one transaction, as the policy engine does. The receiver is
 down at first: attempts and last_error grow, with backoff. ctquotad restarts
 in between: nothing is lost. The receiver comes up: every row is delivered
-exactly once, with a valid X-Ctquota-Signature, X-Ctquota-Delivery = outbox id
-and X-Ctquota-Event = kind. Then a receiver answering 500 is retried, not
-marked delivered.
+exactly once, with a valid X-Ctquota-Signature (t=<unix>,v1=HMAC of
+"t.id.body", checked as a receiver would: within 5 minutes, for this delivery
+id only), X-Ctquota-Delivery = outbox id and X-Ctquota-Event = kind. A row
+naming a URL outside the config is never sent there. Then a receiver
+answering 500 is retried, not marked delivered.
 
 Run as root with CTQUOTA_TEST_DB_URL and CTQUOTA_BIN set (CTest does both).
 """
@@ -25,6 +27,7 @@ from api_harness import API_PORT, Db, check, run_in_world, sh, wait_for  # noqa:
 HERE = os.path.dirname(os.path.abspath(__file__))
 SECRET = "test-secret-\u00e9"  # non-ASCII on purpose: the key is its UTF-8 bytes
 PORTS = (18461, 18462)
+FOREIGN_PORT = 18463  # a receiver no config names
 EVENTS = 5
 
 
@@ -80,6 +83,15 @@ def outbox(db, where="true"):
                     f" payload::text, payload->>'kind' FROM webhook_outbox WHERE {where} ORDER BY id")
 
 
+def signature_ok(req, delivery_id, tolerance=300):
+    """What a receiver does (README): t within the tolerance, v1 = HMAC of t.id.body."""
+    fields = dict(part.split("=", 1) for part in req["headers"]["x-ctquota-signature"].split(","))
+    t = int(fields["t"])
+    signed = f"{t}.{delivery_id}.".encode() + req["body"].encode()
+    expected = hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    return abs(time.time() - t) <= tolerance and hmac.compare_digest(fields["v1"], expected)
+
+
 def verify_deliveries(rows, requests, url):
     """Each row of `url` delivered exactly once, signed, with the right headers and body."""
     mine = [r for r in rows if r[4] == url]
@@ -92,10 +104,7 @@ def verify_deliveries(rows, requests, url):
         reqs = by_delivery[row_id]
         check(len(reqs) == 1, f"row {row_id} delivered {len(reqs)} times")
         req = reqs[0]
-        body = req["body"].encode()
-        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        check(hmac.compare_digest(req["headers"]["x-ctquota-signature"], expected),
-              f"row {row_id}: bad signature {req['headers']['x-ctquota-signature']}")
+        check(signature_ok(req, row_id), f"row {row_id}: bad signature {req['headers']['x-ctquota-signature']}")
         check(req["headers"]["x-ctquota-event"] == kind, f"row {row_id}: event header")
         check(req["headers"]["content-type"] == "application/json", f"row {row_id}: content type")
         check(json.loads(req["body"]) == json.loads(payload), f"row {row_id}: body differs")
@@ -161,10 +170,31 @@ def run(world):
         rows = outbox(db)
         for receiver, url in zip(receivers, urls):
             verify_deliveries(rows, receiver.requests(), url)
+        receivers_log = receivers[0].requests()
         print(f"exactly once with valid signatures: {len(rows)} rows")
     finally:
         for r in receivers:
             r.stop()
+
+    # A row naming a URL that is not in the config (written behind our back):
+    # never sent there, whatever the row says.
+    thief = Receiver(world, FOREIGN_PORT)
+    try:
+        db.exec("DELETE FROM webhook_outbox")
+        record_events(db, 1, [f"http://127.0.0.1:{FOREIGN_PORT}/steal"], "foreign")
+        wait_for(lambda: int(outbox(db)[0][1]) >= 2, timeout=10, what="two attempts at the foreign row")
+        row = outbox(db)[0]
+        check(row[3] == "f" and "not a receiver in [webhooks] urls" in row[2], f"foreign row: {row}")
+        check(thief.requests() == [], f"sent to a URL outside the config: {thief.requests()}")
+        # A captured delivery replayed under another id does not verify.
+        good = receivers_log[0]
+        check(not signature_ok(good, int(good["headers"]["x-ctquota-delivery"]) + 1),
+              "a signature verified for another delivery id")
+        check(not signature_ok(good, good["headers"]["x-ctquota-delivery"], tolerance=-1),
+              "a signature verified outside the time tolerance")
+        print("a foreign row is never sent; a replay under another id does not verify")
+    finally:
+        thief.stop()
 
     # A receiver answering 500: retried, never marked delivered.
     failing = Receiver(world, PORTS[0], status=500)
