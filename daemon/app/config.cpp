@@ -77,27 +77,29 @@ std::uint64_t as_arm_below(const std::string& src, const toml::node& n, const st
     return n.is_integer() && n.as_integer()->get() == 0 ? 0 : as_bytes(src, n, key);
 }
 
-int as_hook_priority(const std::string& src, const toml::node& n, const std::string& key) {
-    if (!n.is_integer() || n.as_integer()->get() < -400 || n.as_integer()->get() > 400) {
-        fail(src, n, key, "expected an integer in -400..400 (filter = 0)");
+// An integer in [Lowest, Highest]; `expected` says what in the error.
+template <std::int64_t Lowest, std::int64_t Highest, typename T>
+T as_int_in(const std::string& src, const toml::node& n, const std::string& key,
+            const std::string& expected) {
+    if (!n.is_integer() || n.as_integer()->get() < Lowest || n.as_integer()->get() > Highest) {
+        fail(src, n, key, "expected " + expected);
     }
-    return static_cast<int>(n.as_integer()->get());
+    return static_cast<T>(n.as_integer()->get());
+}
+
+int as_hook_priority(const std::string& src, const toml::node& n, const std::string& key) {
+    return as_int_in<-400, 400, int>(src, n, key, "an integer in -400..400 (filter = 0)");
 }
 
 // A 32-bit meta mark mask; 0 = off.
 std::uint32_t as_mark(const std::string& src, const toml::node& n, const std::string& key) {
-    if (!n.is_integer() || n.as_integer()->get() < 0 || n.as_integer()->get() > 0xFFFFFFFFll) {
-        fail(src, n, key, "expected a 32-bit mark mask like 0x00800000 (0 = off)");
-    }
-    return static_cast<std::uint32_t>(n.as_integer()->get());
+    return as_int_in<0, 0xFFFFFFFFll, std::uint32_t>(
+        src, n, key, "a 32-bit mark mask like 0x00800000 (0 = off)");
 }
 
 std::uint32_t as_queue_packets(const std::string& src, const toml::node& n,
                                const std::string& key) {
-    if (!n.is_integer() || n.as_integer()->get() < 2 || n.as_integer()->get() > 100000) {
-        fail(src, n, key, "expected a number of packets in 2..100000");
-    }
-    return static_cast<std::uint32_t>(n.as_integer()->get());
+    return as_int_in<2, 100000, std::uint32_t>(src, n, key, "a number of packets in 2..100000");
 }
 
 // Subscriber pools: CIDR strings like "100.64.0.0/10".
@@ -122,12 +124,9 @@ std::vector<core::Prefix> as_pools(const std::string& src, const toml::node& n,
 // (IPv4 /8../32, IPv6 /32../128).
 template <int Lowest, int Highest>
 int as_min_length(const std::string& src, const toml::node& n, const std::string& key) {
-    if (!n.is_integer() || n.as_integer()->get() < Lowest || n.as_integer()->get() > Highest) {
-        fail(src, n, key,
-             "expected a prefix length in " + std::to_string(Lowest) + ".." +
-                 std::to_string(Highest));
-    }
-    return static_cast<int>(n.as_integer()->get());
+    return as_int_in<Lowest, Highest, int>(
+        src, n, key,
+        "a prefix length in " + std::to_string(Lowest) + ".." + std::to_string(Highest));
 }
 
 Keys subscriber_keys() {

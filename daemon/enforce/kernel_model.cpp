@@ -42,6 +42,10 @@ std::string active_set_name(core::Family family) {
     return family == core::Family::V6 ? "active_v6" : "active_v4";
 }
 
+bool is_active_set(std::string_view name) {
+    return name == active_set_name(core::Family::V4) || name == active_set_name(core::Family::V6);
+}
+
 std::string map_name(MapKind kind, core::Family family) {
     return std::string{map_stem(kind)} + (family == core::Family::V6 ? "_v6" : "_v4");
 }

@@ -9,6 +9,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "enforce/enforcer.hpp"
@@ -24,7 +25,8 @@ std::string map_name(MapKind kind, core::Family family);
 // active_v6): the forward chain returns at once for everybody else's
 // packets, two lookups instead of a dozen (tests/bench/RESULTS.md).
 std::string active_set_name(core::Family family);
-const char* map_value_type(MapKind kind);  // "verdict", "classid", "limit", "quota"
+bool is_active_set(std::string_view name);  // a set, not a map: elements carry no value
+const char* map_value_type(MapKind kind);   // "verdict", "classid", "limit", "quota"
 
 struct Element {
     std::string set;  // e.g. "blocked_v4"

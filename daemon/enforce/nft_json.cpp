@@ -319,7 +319,7 @@ std::string Batch::build(const Json& before) const {
     }
     const std::string base = R"({"family":"inet","table":)" + quoted(table_) + R"(,"name":)";
     for (const auto& set : flushed_) {  // before objects their elements point at go
-        const char* kind = set.starts_with("active_") ? "set" : "map";
+        const char* kind = is_active_set(set) ? "set" : "map";
         append(cmds, std::string(R"({"flush":{")") + kind + R"(":)" + base + quoted(set) + "}}}");
     }
     for (const auto& [set, elems] : del_elements_) {
@@ -425,7 +425,7 @@ ParsedTable parse_table(const Json& output) {
                 }
                 list.push_back(std::move(pe));
             }
-        } else if (item.contains("set") && item["set"].value("name", "").starts_with("active_")) {
+        } else if (item.contains("set") && is_active_set(item["set"].value("name", ""))) {
             parse_owned_set(item["set"], t.maps[item["set"].at("name").get<std::string>()]);
         } else if (item.contains("set")) {
             const auto& s = item["set"];

@@ -21,7 +21,7 @@ std::optional<core::SubscriberId> id_after(const std::string& name, const std::s
 }
 
 bool ours(const std::string& map) {
-    if (map == active_set_name(core::Family::V4) || map == active_set_name(core::Family::V6)) {
+    if (is_active_set(map)) {
         return true;
     }
     for (auto kind : kAllMaps) {

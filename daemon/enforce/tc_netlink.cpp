@@ -265,12 +265,13 @@ std::set<std::uint32_t> TcLink::dump_leaf_queues() {
 
 void TcLink::dump(std::uint16_t type, int (*cb)(const nlmsghdr*, void*), void* data) {
     const char* what = type == RTM_GETQDISC ? "qdisc" : "class";
+    const char* whats = type == RTM_GETQDISC ? "qdiscs" : "classes";
     std::vector<char> req;
     auto* nlh = put_header(req, type, NLM_F_REQUEST | NLM_F_DUMP, ++seq_);
     put_tcmsg(nlh, dev_.ifindex, 0, 0);
     finish(req, nlh);
     if (mnl_socket_sendto(nl_, req.data(), req.size()) < 0) {
-        throw EnforceError(std::string("tc: cannot dump the ") + what + "es of " + interface_ +
+        throw EnforceError(std::string("tc: cannot dump the ") + whats + " of " + interface_ +
                            ": " + errno_text(errno));
     }
     std::vector<char> rx(1 << 20);

@@ -12,7 +12,6 @@
 #include <libnetfilter_conntrack/libnetfilter_conntrack.h>
 #include <netinet/in.h>
 #include <sched.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -22,9 +21,12 @@
 #include <memory>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "enforce/conntrack_flush.hpp"
 
 using namespace ctquota;
+using bench::cpu_ms;
+using bench::median;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -37,18 +39,6 @@ struct Handle {
         }
     }
 };
-
-double cpu_ms() {
-    rusage u{};
-    getrusage(RUSAGE_SELF, &u);
-    return (static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1e3) +
-           (static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e3);
-}
-
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0 : v[v.size() / 2];
-}
 
 std::uint32_t subscriber_v4(std::uint32_t sub) {
     return 0x64400000u + sub + 1;  // 100.64.0.1 + sub

@@ -7,7 +7,6 @@
 
 #include <sched.h>
 #include <spdlog/spdlog.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -16,27 +15,18 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.hpp"
 #include "enforce/enforcer.hpp"
 
 using namespace ctquota;
+using bench::cpu_ms;
+using bench::median;
 using Clock = std::chrono::steady_clock;
 
 namespace {
 
 core::Prefix host(std::uint32_t index) {  // 100.64.0.0/10: up to 4M addresses
     return core::Prefix::make(core::IpAddress::v4(0x64400000u + index + 1), 32);
-}
-
-double cpu_ms() {  // user + system time of this process (netlink work runs in its context)
-    rusage u{};
-    getrusage(RUSAGE_SELF, &u);
-    return (static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1e3) +
-           (static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e3);
-}
-
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0 : v[v.size() / 2];
 }
 
 }  // namespace
