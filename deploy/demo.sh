@@ -39,4 +39,4 @@ cmake --build "$BUILD" -j2 --target ctquotad
 
 echo "==> demo"
 # exec: Ctrl-C goes to the demo alone, which stops everything in order.
-exec python3 "$ROOT/tests/netns/demo.py" --bin "$BUILD/daemon/ctquotad" "$@"
+exec python3 "$ROOT/tests/netns/demo.py" --bin "$BUILD/daemon/app/ctquotad" "$@"
