@@ -195,6 +195,7 @@ Keys enforce_keys() {
         {"enabled", assign<section, &E::enabled, as_bool>},
         {"table", assign<section, &E::table, as_table_name>},
         {"subscriber_interface", assign<section, &E::subscriber_interface, as_interface_name>},
+        {"shaper_interface", assign<section, &E::shaper_interface, as_interface_name>},
         {"delete_conntrack_on_block", assign<section, &E::delete_conntrack_on_block, as_bool>},
         {"arm_quota_below_bytes", assign<section, &E::arm_quota_below_bytes, as_arm_below>},
         {"forward_priority", assign<section, &E::forward_priority, as_hook_priority>},

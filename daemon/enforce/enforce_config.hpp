@@ -16,8 +16,11 @@ struct EnforceConfig {
     // Nonzero: ORed into the meta mark of every packet from or to a
     // subscriber with a kernel item, for the ISP's flowtable rule to skip.
     std::uint32_t no_offload_mark = 0;
-    // The HTB root's queue for unthrottled traffic, in packets (set
-    // explicitly: HTB takes txqueuelen, 0 on VLAN interfaces -> 2 packets).
+    // The ifb device that holds the HTB tree; the subscriber interface
+    // redirects throttled subscribers' downloads to it (tc_netlink.hpp).
+    std::string shaper_interface = "ctqshaper";
+    // The HTB root's queue for packets no class takes, in packets (set
+    // explicitly: HTB takes the device's txqueuelen).
     std::uint32_t direct_queue_packets = 1000;
 };
 

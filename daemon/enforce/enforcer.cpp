@@ -27,10 +27,14 @@ std::optional<std::uint32_t> classid_in(const SubscriberItems& items) {
     }
     for (const auto& e : items.elements) {
         if (e.set.starts_with("throttle_")) {
-            return parse_classid(e.value);
+            return throttle_class(e.value);
         }
     }
     return std::nullopt;
+}
+
+TcConfig tc_config(const EnforceConfig& cfg) {
+    return TcConfig{cfg.subscriber_interface, cfg.shaper_interface, cfg.direct_queue_packets};
 }
 
 }  // namespace
@@ -41,7 +45,7 @@ Enforcer::Impl::Impl(EnforceConfig c) : cfg(std::move(c)) {
             "enforce: [enforce] subscriber_interface is empty: no tc shaping; throttled "
             "subscribers are policed by nftables in both directions (drops, less smooth)");
     } else {
-        tc = std::make_unique<TcLink>(cfg.subscriber_interface, cfg.direct_queue_packets);
+        tc = std::make_unique<TcLink>(tc_config(cfg));
     }
 }
 
@@ -85,14 +89,16 @@ void Enforcer::Impl::adopt(const Loaded& loaded) {
     cache_valid = true;
 }
 
-// Leaf classes are spread over the shards by subscriber id: creating a class
-// costs the kernel a walk over its qdisc's classes (tc_bind_tclass).
+// Subscriber classes are spread over the shards by subscriber id: creating
+// a class costs the kernel a walk over its qdisc's classes (tc_bind_tclass).
+// Minors go in steps of four: 4s is the class, 4s+1 and 4s+2 its leaves.
 std::optional<std::uint32_t> Enforcer::Impl::allocate_classid(core::SubscriberId id) {
     const auto shard = static_cast<std::uint32_t>(static_cast<std::uint64_t>(id) % kHtbShards);
     const std::uint32_t major = (kHtbFirstShardMajor + shard) << 16;
+    constexpr std::uint16_t kLast = 0x10000 - kClassStride;
     auto& next = next_minor[shard];
-    for (unsigned tries = 0; tries < 0xFFFF; ++tries) {
-        next = next == 0xFFFF || next == 0 ? 1 : static_cast<std::uint16_t>(next + 1);
+    for (unsigned tries = 0; tries < 0x10000 / kClassStride; ++tries) {
+        next = next >= kLast ? kClassStride : static_cast<std::uint16_t>(next + kClassStride);
         if (!used_classids.contains(major | next)) {
             used_classids.insert(major | next);
             return major | next;
@@ -316,8 +322,7 @@ void Enforcer::forget_kernel() {
     if (impl_->tc && !impl_->tc->root_damage().empty()) {
         // A new link learns the interface's current index; while the
         // interface is missing this throws and the old link stays.
-        impl_->tc =
-            std::make_unique<TcLink>(config_.subscriber_interface, config_.direct_queue_packets);
+        impl_->tc = std::make_unique<TcLink>(tc_config(config_));
     }
 }
 

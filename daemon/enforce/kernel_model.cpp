@@ -6,6 +6,8 @@
 #include <limits>
 #include <map>
 
+#include "enforce/tc_netlink.hpp"
+
 namespace ctquota::enforce {
 namespace {
 
@@ -96,6 +98,11 @@ std::optional<std::uint32_t> parse_classid(const std::string& text) {
     return (major << 16) | minor;
 }
 
+std::optional<std::uint32_t> throttle_class(const std::string& element_value) {
+    const auto leaf = parse_classid(element_value);
+    return leaf ? std::optional(class_of_leaf(*leaf)) : std::nullopt;
+}
+
 std::string limit_name(bool up, core::SubscriberId id) {
     return (up ? "up_" : "down_") + std::to_string(id);
 }
@@ -139,7 +146,7 @@ SubscriberItems desired_items(const SubscriberTarget& t, const ModelContext& ctx
         }
         if (rate.down_bps > 0 && needs_tc_class(t, ctx) && classid) {
             items.tc_class = HtbClass{*classid, rate.down_bps / 8 * 8, true};  // tc keeps bytes/s
-            add_elements(items, MapKind::Throttle, prefixes, classid_text(*classid));
+            add_elements(items, MapKind::Throttle, prefixes, classid_text(bulk_leaf(*classid)));
         } else if (rate.down_bps > 0 && !ctx.shaping) {
             LimitObject down{limit_name(false, t.id), rate.down_bps / 8, 0};
             down.burst_bytes = limit_burst_bytes(down.bytes_per_second);

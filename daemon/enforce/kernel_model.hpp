@@ -49,9 +49,9 @@ struct QuotaObject {
 };
 
 struct HtbClass {
-    std::uint32_t classid = 0;   // <shard major>:<minor>
+    std::uint32_t classid = 0;   // <shard major>:<4s>; its leaves are 4s+1 and 4s+2
     std::uint64_t rate_bps = 0;  // rate = ceil
-    bool leaf_queue = false;     // its leaf qdisc is our tbf (tc_netlink.hpp), not HTB's pfifo
+    bool leaf_queue = false;     // both leaves have our tbf (tc_netlink.hpp), not HTB's pfifo
     bool operator==(const HtbClass&) const = default;
 };
 
@@ -75,6 +75,8 @@ struct ModelContext {
 std::string block_chain_for(const std::string& plan, const ModelContext& ctx);
 std::string classid_text(std::uint32_t classid);  // "2:1a" (hex, as tc and nft print it)
 std::optional<std::uint32_t> parse_classid(const std::string& text);
+// The subscriber class a throttle element's value (its bulk leaf) belongs to.
+std::optional<std::uint32_t> throttle_class(const std::string& element_value);
 std::string limit_name(bool up, core::SubscriberId id);
 std::string quota_name(core::SubscriberId id);
 // Burst of a policing limit: 100 ms at the rate, at least 16 KiB.

@@ -3,6 +3,8 @@
 #include <charconv>
 #include <stdexcept>
 
+#include "enforce/tc_netlink.hpp"
+
 namespace ctquota::enforce::nftjson {
 namespace {
 
@@ -29,7 +31,7 @@ Json rule(const std::string& table, const std::string& chain, Json expr,
 // Marks the skeleton's rules: a restart finds them and leaves the chains
 // alone (no flush, so no moment without the block rules). Bump it whenever
 // skeleton() changes its rules.
-constexpr const char* kSkeletonTag = "ctquota skeleton v2";
+constexpr const char* kSkeletonTag = "ctquota skeleton v3";
 
 Json map_ref(core::Family f, const char* field, const std::string& map) {
     return Json{{"map", {{"key", payload(f, field)}, {"data", "@" + map}}}};
@@ -83,6 +85,33 @@ void add_chain_head(Json& c, const std::string& table, std::uint32_t no_offload_
              {{"key", {{"meta", {{"key", "mark"}}}}},
               {"value", {{"|", Json::array({{{"meta", {{"key", "mark"}}}}, no_offload_mark})}}}}}};
         c.push_back(rule(table, "forward", Json::array({set_mark}), kSkeletonTag));
+    }
+}
+
+// After the throttle mapping: a packet headed for a bulk leaf of ours goes to
+// the young leaf next to it instead (priority XOR 3: 4s+2 -> 4s+1) when its
+// connection is young or it is ICMP (tc_netlink.hpp: why).
+void add_young_flow_rules(Json& c, const std::string& table) {
+    const Json priority = {{"meta", {{"key", "priority"}}}};
+    const Json to_bulk_leaf = {
+        {"match",
+         {{"op", "=="},
+          {"left", {{"&", Json::array({priority, classid_text(kShardMajorMask | kLeafBits)})}}},
+          {"right", classid_text((kHtbFirstShardMajor << 16) | kBulkLeaf)}}}};
+    const Json to_young = {
+        {"mangle",
+         {{"key", priority},
+          {"value", {{"^", Json::array({priority, classid_text(kYoungLeaf ^ kBulkLeaf)})}}}}}};
+    const Json young = {
+        {"match",
+         {{"op", "<"}, {"left", {{"ct", {{"key", "packets"}}}}}, {"right", kYoungFlowPackets}}}};
+    const Json icmp = {{"match",
+                        {{"op", "=="},
+                         {"left", {{"meta", {{"key", "l4proto"}}}}},
+                         {"right", {{"set", Json::array({"icmp", "ipv6-icmp"})}}}}}};
+    for (const Json& which : {young, icmp}) {
+        c.push_back(
+            rule(table, "forward", Json::array({to_bulk_leaf, which, to_young}), kSkeletonTag));
     }
 }
 
@@ -154,6 +183,7 @@ Json skeleton(const std::string& table, int forward_priority, bool refill_chains
                          {"value", map_ref(f, "daddr", map_name(MapKind::Throttle, f))}}}};
         c.push_back(rule(table, "forward", Json::array({mangle}), kSkeletonTag));
     }
+    add_young_flow_rules(c, table);
     return c;
 }
 

@@ -84,7 +84,7 @@ void attach_classes(Loaded& l, SubscriberDelta& orphan) {
             if (!e.set.starts_with("throttle_")) {
                 continue;
             }
-            auto classid = parse_classid(e.value);
+            auto classid = throttle_class(e.value);
             if (classid && l.classes.contains(*classid)) {
                 items.tc_class =
                     HtbClass{*classid, l.classes.at(*classid), l.leaf_queues.contains(*classid)};
@@ -150,7 +150,7 @@ KernelState to_kernel_state(const Loaded& l) {
                 k.kind = core::StateKind::Blocked;
                 k.block_chain = e.value;
             } else if (e.set.starts_with("throttle_")) {
-                k.tc_classid = parse_classid(e.value);
+                k.tc_classid = throttle_class(e.value);
             }
         }
         std::sort(k.prefixes.begin(), k.prefixes.end());

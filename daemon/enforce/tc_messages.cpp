@@ -4,9 +4,12 @@
 #include <libmnl/libmnl.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/if_link.h>
 #include <linux/pkt_cls.h>
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
+#include <linux/tc_act/tc_mirred.h>
+#include <net/if.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -63,24 +66,25 @@ tcmsg* put_tcmsg(nlmsghdr* nlh, int ifindex, std::uint32_t handle, std::uint32_t
     return t;
 }
 
-void put_htb_class(std::vector<char>& buf, int ifindex, std::uint32_t classid, std::uint32_t parent,
-                   std::uint64_t rate_bps, std::uint16_t flags, std::uint32_t seq) {
+void put_htb_class(std::vector<char>& buf, int ifindex, const HtbClassSpec& spec,
+                   std::uint16_t flags, std::uint32_t seq) {
     auto* nlh = put_header(buf, RTM_NEWTCLASS, flags, seq);
-    put_tcmsg(nlh, ifindex, classid, parent);
+    put_tcmsg(nlh, ifindex, spec.classid, spec.parent);
     mnl_attr_put_strz(nlh, TCA_KIND, "htb");
     auto* nest = mnl_attr_nest_start(nlh, TCA_OPTIONS);
-    const std::uint64_t bps = rate_bps / 8;
-    const std::uint64_t burst = class_burst_bytes(bps);
+    const std::uint64_t bps = spec.rate_bps / 8;
+    const std::uint64_t ceil = spec.ceil_bps / 8;
     tc_htb_opt opt{};
     opt.rate = ratespec(bps);
-    opt.ceil = ratespec(bps);
-    opt.buffer = ticks_for(burst, bps);
-    opt.cbuffer = ticks_for(burst, bps);
-    opt.quantum = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(bps / 10, 1600, 200000));
+    opt.ceil = ratespec(ceil);
+    opt.buffer = ticks_for(class_burst_bytes(bps), bps);
+    opt.cbuffer = ticks_for(class_burst_bytes(ceil), ceil);
+    opt.quantum = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(ceil / 10, 1600, 200000));
+    opt.prio = spec.prio;
     mnl_attr_put(nlh, TCA_HTB_PARMS, sizeof opt, &opt);
-    if (bps > 0xFFFFFFFFull) {
+    if (bps > 0xFFFFFFFFull || ceil > 0xFFFFFFFFull) {
         mnl_attr_put_u64(nlh, TCA_HTB_RATE64, bps);
-        mnl_attr_put_u64(nlh, TCA_HTB_CEIL64, bps);
+        mnl_attr_put_u64(nlh, TCA_HTB_CEIL64, ceil);
     }
     mnl_attr_nest_end(nlh, nest);
     finish(buf, nlh);
@@ -134,25 +138,57 @@ void put_htb_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t handle, st
     finish(buf, nlh);
 }
 
-// eBPF (sched_cls, not direct-action): returns the class id 1:(M-1) for
-// skb->priority M:<minor>. Priority 0 (everything not throttled) yields
-// 0:ffff, which HTB does not know: the packet goes out unshaped.
-int load_shard_program() {
-    const bpf_insn program[] = {
-        {BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_1,
-         static_cast<__s16>(offsetof(__sk_buff, priority)), 0},
-        {BPF_ALU64 | BPF_RSH | BPF_K, BPF_REG_0, 0, 0, 16},
-        {BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_0, 0, 0, 0xFFFF},
-        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
-    };
+namespace {
+
+int load_program(const bpf_insn* insns, std::size_t count, const char* name) {
     static const char kLicense[] = "GPL";
     bpf_attr attr{};
     attr.prog_type = BPF_PROG_TYPE_SCHED_CLS;
-    attr.insn_cnt = static_cast<__u32>(std::size(program));
-    attr.insns = reinterpret_cast<std::uintptr_t>(program);
+    attr.insn_cnt = static_cast<__u32>(count);
+    attr.insns = reinterpret_cast<std::uintptr_t>(insns);
     attr.license = reinterpret_cast<std::uintptr_t>(kLicense);
-    std::strncpy(attr.prog_name, "ctquota_shard", sizeof attr.prog_name - 1);
+    std::strncpy(attr.prog_name, name, sizeof attr.prog_name - 1);
     return static_cast<int>(syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof attr));
+}
+
+constexpr bpf_insn load_priority_major() {
+    return {BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_1,
+            static_cast<__s16>(offsetof(__sk_buff, priority)), 0};
+}
+
+}  // namespace
+
+// eBPF (sched_cls, not direct-action): returns the class id
+// 1:(S - kHtbFirstShardMajor + 1) for skb->priority S:<minor>. Whatever
+// reaches the shaper was redirected for its priority; anything else would
+// get a class HTB does not know and go out unshaped.
+int load_shard_program() {
+    constexpr std::int32_t kToShardClass =
+        static_cast<std::int32_t>(kMajor + 1 - kHtbFirstShardMajor);
+    const bpf_insn program[] = {
+        load_priority_major(),
+        {BPF_ALU64 | BPF_RSH | BPF_K, BPF_REG_0, 0, 0, 16},
+        {BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_0, 0, 0, kToShardClass},
+        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+    };
+    return load_program(program, std::size(program), "ctquota_shard");
+}
+
+// eBPF (sched_cls, classic cls_bpf): -1 (match: run the filter's actions)
+// for skb->priority majors of our shards, 0 (no match) for everything else.
+int load_redirect_program() {
+    const bpf_insn program[] = {
+        load_priority_major(),
+        {BPF_ALU64 | BPF_RSH | BPF_K, BPF_REG_0, 0, 0, 16},
+        {BPF_ALU64 | BPF_SUB | BPF_K, BPF_REG_0, 0, 0, kHtbFirstShardMajor},
+        // Unsigned: a major below ours wrapped around to a huge value.
+        {BPF_JMP | BPF_JGE | BPF_K, BPF_REG_0, 0, 2, kHtbShards},
+        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, -1},
+        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 0},
+        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+    };
+    return load_program(program, std::size(program), "ctquota_redir");
 }
 
 void put_shard_filter(std::vector<char>& buf, int ifindex, int prog_fd, std::uint32_t seq) {
@@ -167,23 +203,122 @@ void put_shard_filter(std::vector<char>& buf, int ifindex, int prog_fd, std::uin
     finish(buf, nlh);
 }
 
+void put_clsact_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t seq) {
+    auto* nlh = put_header(buf, RTM_NEWQDISC, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK, seq);
+    put_tcmsg(nlh, ifindex, TC_H_MAKE(TC_H_CLSACT, 0), TC_H_CLSACT);
+    mnl_attr_put_strz(nlh, TCA_KIND, "clsact");
+    finish(buf, nlh);
+}
+
+namespace {
+
+constexpr std::uint32_t kEgressHook = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS);
+
+tcmsg* put_redirect_tcmsg(nlmsghdr* nlh, int ifindex) {
+    auto* t = put_tcmsg(nlh, ifindex, 1, kEgressHook);
+    t->tcm_info = TC_H_MAKE(kRedirectFilterPref << 16, htons(ETH_P_ALL));
+    return t;
+}
+
+}  // namespace
+
+void put_redirect_filter(std::vector<char>& buf, int ifindex, int prog_fd, int shaper_ifindex,
+                         std::uint32_t seq) {
+    auto* nlh = put_header(buf, RTM_NEWTFILTER,
+                           NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK, seq);
+    put_redirect_tcmsg(nlh, ifindex);
+    mnl_attr_put_strz(nlh, TCA_KIND, "bpf");
+    auto* options = mnl_attr_nest_start(nlh, TCA_OPTIONS);
+    mnl_attr_put_u32(nlh, TCA_BPF_FD, static_cast<std::uint32_t>(prog_fd));
+    mnl_attr_put_strz(nlh, TCA_BPF_NAME, kRedirectFilterName);
+    auto* actions = mnl_attr_nest_start(nlh, TCA_BPF_ACT);
+    auto* first = mnl_attr_nest_start(nlh, 1);
+    mnl_attr_put_strz(nlh, TCA_ACT_KIND, "mirred");
+    auto* act_options = mnl_attr_nest_start(nlh, TCA_ACT_OPTIONS);
+    tc_mirred mirred{};
+    mirred.action = TC_ACT_STOLEN;
+    mirred.eaction = TCA_EGRESS_REDIR;
+    mirred.ifindex = static_cast<__u32>(shaper_ifindex);
+    mnl_attr_put(nlh, TCA_MIRRED_PARMS, sizeof mirred, &mirred);
+    mnl_attr_nest_end(nlh, act_options);
+    mnl_attr_nest_end(nlh, first);
+    mnl_attr_nest_end(nlh, actions);
+    mnl_attr_nest_end(nlh, options);
+    finish(buf, nlh);
+}
+
+void put_delete_redirect_filter(std::vector<char>& buf, int ifindex, std::uint32_t seq) {
+    auto* nlh = put_header(buf, RTM_DELTFILTER, NLM_F_REQUEST | NLM_F_ACK, seq);
+    put_redirect_tcmsg(nlh, ifindex);
+    mnl_attr_put_strz(nlh, TCA_KIND, "bpf");
+    finish(buf, nlh);
+}
+
+void put_new_ifb(std::vector<char>& buf, const std::string& name, std::uint32_t mtu,
+                 std::uint32_t seq) {
+    auto* nlh =
+        put_header(buf, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq);
+    auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+    ifi->ifi_family = AF_UNSPEC;
+    ifi->ifi_flags = IFF_UP;
+    ifi->ifi_change = IFF_UP;
+    mnl_attr_put_strz(nlh, IFLA_IFNAME, name.c_str());
+    mnl_attr_put_u32(nlh, IFLA_MTU, mtu);
+    auto* info = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
+    mnl_attr_put_strz(nlh, IFLA_INFO_KIND, "ifb");
+    mnl_attr_nest_end(nlh, info);
+    finish(buf, nlh);
+}
+
+void put_delete_link(std::vector<char>& buf, int ifindex, std::uint32_t seq) {
+    auto* nlh = put_header(buf, RTM_DELLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
+    auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+    ifi->ifi_family = AF_UNSPEC;
+    ifi->ifi_index = ifindex;
+    finish(buf, nlh);
+}
+
+namespace {
+
+// The young leaf is guaranteed a tenth of the plan (at least a frame per
+// 10 ms) and served first when it borrows; the bulk leaf the rest. Both may
+// use the whole plan when the other is idle.
+HtbClassSpec leaf_spec(std::uint32_t subscriber_class, std::uint32_t leaf, std::uint64_t rate_bps) {
+    const std::uint64_t young =
+        std::min(rate_bps, std::max<std::uint64_t>(rate_bps / 10, 1'200'000));
+    const bool is_young = leaf == kYoungLeaf;
+    return HtbClassSpec{subscriber_class | leaf, subscriber_class,
+                        is_young ? young : std::max<std::uint64_t>(rate_bps - young, 8000),
+                        rate_bps, is_young ? 0u : 1u};
+}
+
+}  // namespace
+
 std::size_t append_class_message(std::vector<char>& buf, const TcDevice& dev, const TcOp& op,
                                  std::uint32_t seq, bool ack) {
     const std::uint16_t ack_flag = ack ? NLM_F_ACK : 0;
-    const std::uint32_t parent = TC_H_MAJ(op.classid);  // the shard's qdisc
+    const std::uint32_t shard = TC_H_MAJ(op.classid);  // the shard's qdisc
     if (op.kind == TcOp::Kind::Delete) {
-        // The class's leaf queue goes with it.
-        auto* nlh = put_header(buf, RTM_DELTCLASS, NLM_F_REQUEST | ack_flag, seq);
-        put_tcmsg(nlh, dev.ifindex, op.classid, parent);
-        finish(buf, nlh);
-        return 1;
+        // Leaves first (HTB refuses to delete a class with children); their queues go with them.
+        for (std::uint32_t id : {op.classid | kYoungLeaf, op.classid | kBulkLeaf, op.classid}) {
+            auto* nlh = put_header(buf, RTM_DELTCLASS, NLM_F_REQUEST | ack_flag, seq++);
+            put_tcmsg(nlh, dev.ifindex, id, id == op.classid ? shard : op.classid);
+            finish(buf, nlh);
+        }
+        return kDeleteMessages;
     }
-    // Without NLM_F_EXCL: creates the class, or changes it when it exists.
-    put_htb_class(buf, dev.ifindex, op.classid, parent, op.rate_bps,
-                  NLM_F_REQUEST | NLM_F_CREATE | ack_flag, seq);
-    put_leaf_qdisc(buf, dev.ifindex, op.classid, op.rate_bps, dev.mtu,
-                   NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | ack_flag, seq + 1);
-    return 2;
+    // Without NLM_F_EXCL: creates a class, or changes it when it exists.
+    const std::uint16_t set = NLM_F_REQUEST | NLM_F_CREATE | ack_flag;
+    put_htb_class(buf, dev.ifindex, HtbClassSpec{op.classid, shard, op.rate_bps, op.rate_bps, 0},
+                  set, seq++);
+    for (std::uint32_t leaf : {kYoungLeaf, kBulkLeaf}) {
+        put_htb_class(buf, dev.ifindex, leaf_spec(op.classid, leaf, op.rate_bps), set, seq++);
+    }
+    for (std::uint32_t leaf : {kYoungLeaf, kBulkLeaf}) {
+        put_leaf_qdisc(buf, dev.ifindex, op.classid | leaf, op.rate_bps, dev.mtu,
+                       NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | ack_flag, seq++);
+    }
+    return kSetMessages;
 }
 
 }  // namespace ctquota::enforce

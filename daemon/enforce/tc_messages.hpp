@@ -6,6 +6,7 @@
 #include <linux/rtnetlink.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "enforce/tc_netlink.hpp"
@@ -20,8 +21,15 @@ nlmsghdr* put_header(std::vector<char>& buf, std::uint16_t type, std::uint16_t f
 void finish(std::vector<char>& buf, const nlmsghdr* nlh);
 tcmsg* put_tcmsg(nlmsghdr* nlh, int ifindex, std::uint32_t handle, std::uint32_t parent);
 
-void put_htb_class(std::vector<char>& buf, int ifindex, std::uint32_t classid, std::uint32_t parent,
-                   std::uint64_t rate_bps, std::uint16_t flags, std::uint32_t seq);
+struct HtbClassSpec {
+    std::uint32_t classid = 0;
+    std::uint32_t parent = 0;
+    std::uint64_t rate_bps = 0;
+    std::uint64_t ceil_bps = 0;
+    std::uint32_t prio = 0;  // among siblings that borrow, the lowest is served first
+};
+void put_htb_class(std::vector<char>& buf, int ifindex, const HtbClassSpec& spec,
+                   std::uint16_t flags, std::uint32_t seq);
 void put_leaf_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t classid,
                     std::uint64_t rate_bps, std::uint32_t mtu, std::uint16_t flags,
                     std::uint32_t seq);
@@ -29,9 +37,27 @@ void put_leaf_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t classid,
 // traffic; 0 leaves it to the kernel (the interface's txqueuelen, at least 2).
 void put_htb_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t handle, std::uint32_t parent,
                    std::uint16_t flags, std::uint32_t seq, std::uint32_t direct_qlen = 0);
-// The root's classifier (eBPF, sched_cls): skb->priority M:x -> class 1:(M-1).
-// Returns a program fd or -1 (errno set).
+// The shaper root's classifier (eBPF, sched_cls): skb->priority S:x -> class
+// 1:(S - kHtbFirstShardMajor + 1). Returns a program fd or -1 (errno set).
 int load_shard_program();
 void put_shard_filter(std::vector<char>& buf, int ifindex, int prog_fd, std::uint32_t seq);
+
+// The subscriber interface's side: a clsact qdisc, and on its egress hook a
+// cls_bpf filter (classic, not direct-action) matching skb->priority majors
+// of our shards, with a mirred action redirecting what it matches to the
+// shaper. mirred, not bpf_redirect(): an ifb drops what was not redirected
+// by an action.
+inline constexpr const char* kRedirectFilterName = "ctquota_redirect";
+inline constexpr std::uint32_t kRedirectFilterPref = 0x3c71;
+int load_redirect_program();
+void put_clsact_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t seq);
+void put_redirect_filter(std::vector<char>& buf, int ifindex, int prog_fd, int shaper_ifindex,
+                         std::uint32_t seq);
+void put_delete_redirect_filter(std::vector<char>& buf, int ifindex, std::uint32_t seq);
+
+// The shaper device: an ifb, up, with the subscriber interface's MTU.
+void put_new_ifb(std::vector<char>& buf, const std::string& name, std::uint32_t mtu,
+                 std::uint32_t seq);
+void put_delete_link(std::vector<char>& buf, int ifindex, std::uint32_t seq);
 
 }  // namespace ctquota::enforce

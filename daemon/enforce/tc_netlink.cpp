@@ -4,6 +4,7 @@
 #include <libmnl/libmnl.h>
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/if_link.h>
 #include <linux/pkt_cls.h>
 #include <linux/pkt_sched.h>
 #include <linux/rtnetlink.h>
@@ -19,6 +20,8 @@
 #include <cstddef>
 #include <cstring>
 #include <stdexcept>
+
+#include <spdlog/spdlog.h>
 
 #include "enforce/enforcer.hpp"
 #include "enforce/tc_messages.hpp"
@@ -46,10 +49,20 @@ struct ClassDump {
     std::map<std::uint32_t, std::uint64_t>* out;
 };
 
-bool is_leaf_handle(std::uint32_t handle) {
+bool in_shard(std::uint32_t handle) {
     const auto major = handle >> 16;
     return major >= kHtbFirstShardMajor && major < kHtbFirstShardMajor + kHtbShards &&
            TC_H_MIN(handle) != 0;
+}
+
+// A subscriber's class (minor 4s), not one of its leaves.
+bool is_subscriber_class(std::uint32_t handle) {
+    return in_shard(handle) && (handle & kLeafBits) == 0;
+}
+
+bool is_leaf(std::uint32_t handle) {
+    const auto leaf = handle & kLeafBits;
+    return in_shard(handle) && (leaf == kYoungLeaf || leaf == kBulkLeaf);
 }
 
 int on_class(const nlmsghdr* nlh, void* data) {
@@ -58,7 +71,7 @@ int on_class(const nlmsghdr* nlh, void* data) {
         return MNL_CB_OK;
     }
     const auto* t = static_cast<const tcmsg*>(mnl_nlmsg_get_payload(nlh));
-    if (t->tcm_ifindex != d->ifindex || !is_leaf_handle(t->tcm_handle)) {
+    if (t->tcm_ifindex != d->ifindex || !is_subscriber_class(t->tcm_handle)) {
         return MNL_CB_OK;
     }
     Attrs tb{};
@@ -86,6 +99,7 @@ int on_class(const nlmsghdr* nlh, void* data) {
 struct RootInfo {
     int ifindex;
     bool htb_root = false;
+    bool shard_filter = false;  // an older ctquotad's root (on the subscriber interface)
 };
 
 int on_qdisc(const nlmsghdr* nlh, void* data) {
@@ -106,22 +120,75 @@ int on_qdisc(const nlmsghdr* nlh, void* data) {
 
 struct LeafQueueDump {
     int ifindex;
-    std::set<std::uint32_t>* out;
+    std::map<std::uint32_t, unsigned> leaves;  // subscriber class -> leaves with a tbf
 };
 
 int on_leaf_queue(const nlmsghdr* nlh, void* data) {
     auto* d = static_cast<LeafQueueDump*>(data);
     const auto* t = static_cast<const tcmsg*>(mnl_nlmsg_get_payload(nlh));
     if (nlh->nlmsg_type != RTM_NEWQDISC || t->tcm_ifindex != d->ifindex ||
-        !is_leaf_handle(t->tcm_parent)) {
+        !is_leaf(t->tcm_parent)) {
         return MNL_CB_OK;
     }
     Attrs tb{};
     mnl_attr_parse(nlh, sizeof(tcmsg), collect, &tb);
     if (tb[TCA_KIND] != nullptr && std::strcmp(mnl_attr_get_str(tb[TCA_KIND]), "tbf") == 0) {
-        d->out->insert(t->tcm_parent);
+        ++d->leaves[class_of_leaf(t->tcm_parent)];
     }
     return MNL_CB_OK;
+}
+
+struct FilterDump {
+    int ifindex;
+    const char* name;
+    bool found = false;
+};
+
+// A cls_bpf filter of ours, by the name its program was attached with.
+int on_filter(const nlmsghdr* nlh, void* data) {
+    auto* d = static_cast<FilterDump*>(data);
+    const auto* t = static_cast<const tcmsg*>(mnl_nlmsg_get_payload(nlh));
+    if (nlh->nlmsg_type != RTM_NEWTFILTER || t->tcm_ifindex != d->ifindex) {
+        return MNL_CB_OK;
+    }
+    Attrs tb{};
+    mnl_attr_parse(nlh, sizeof(tcmsg), collect, &tb);
+    if (tb[TCA_KIND] == nullptr || std::strcmp(mnl_attr_get_str(tb[TCA_KIND]), "bpf") != 0 ||
+        tb[TCA_OPTIONS] == nullptr) {
+        return MNL_CB_OK;
+    }
+    Attrs opts{};
+    mnl_attr_parse_nested(tb[TCA_OPTIONS], collect, &opts);
+    if (opts[TCA_BPF_NAME] != nullptr &&
+        std::strcmp(mnl_attr_get_str(opts[TCA_BPF_NAME]), d->name) == 0) {
+        d->found = true;
+    }
+    return MNL_CB_OK;
+}
+
+struct LinkKind {
+    std::string kind;
+};
+
+int on_link(const nlmsghdr* nlh, void* data) {
+    auto* d = static_cast<LinkKind*>(data);
+    if (nlh->nlmsg_type != RTM_NEWLINK) {
+        return MNL_CB_OK;
+    }
+    Attrs tb{};
+    mnl_attr_parse(nlh, sizeof(ifinfomsg), collect, &tb);
+    if (tb[IFLA_LINKINFO] != nullptr) {
+        Attrs info{};
+        mnl_attr_parse_nested(tb[IFLA_LINKINFO], collect, &info);
+        if (info[IFLA_INFO_KIND] != nullptr) {
+            d->kind = mnl_attr_get_str(info[IFLA_INFO_KIND]);
+        }
+    }
+    return MNL_CB_OK;
+}
+
+int index_of(const std::string& name) {
+    return static_cast<int>(if_nametoindex(name.c_str()));
 }
 
 std::uint32_t mtu_of(const std::string& interface) {
@@ -140,14 +207,16 @@ std::uint32_t mtu_of(const std::string& interface) {
 
 }  // namespace
 
-TcLink::TcLink(std::string interface, std::uint32_t direct_queue_packets)
-    : interface_(std::move(interface)), direct_queue_packets_(direct_queue_packets) {
-    dev_.ifindex = static_cast<int>(if_nametoindex(interface_.c_str()));
+TcLink::TcLink(TcConfig config) : config_(std::move(config)) {
+    dev_.ifindex = index_of(config_.interface);
     if (dev_.ifindex == 0) {
-        throw EnforceError("subscriber interface " + interface_ +
+        throw EnforceError("subscriber interface " + config_.interface +
                            " not found: " + errno_text(errno));
     }
-    dev_.mtu = mtu_of(interface_);
+    if (config_.shaper.empty() || config_.shaper.size() >= IFNAMSIZ) {
+        throw EnforceError("shaper interface name '" + config_.shaper + "' is not a valid name");
+    }
+    dev_.mtu = mtu_of(config_.interface);
     nl_ = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
     if (nl_ == nullptr || mnl_socket_bind(nl_, 0, MNL_SOCKET_AUTOPID) < 0) {
         throw EnforceError("cannot open an rtnetlink socket: " + errno_text(errno));
@@ -187,106 +256,220 @@ int TcLink::transact(std::vector<char>& buf) {
     }
 }
 
-bool TcLink::htb_root_present() {
-    RootInfo info{dev_.ifindex};
-    dump(RTM_GETQDISC, on_qdisc, &info);
+bool TcLink::htb_root_present(int ifindex) {
+    RootInfo info{ifindex};
+    dump(RTM_GETQDISC, ifindex, 0, on_qdisc, &info);
     return info.htb_root;
 }
 
+bool TcLink::redirect_present() {
+    FilterDump d{dev_.ifindex, kRedirectFilterName};
+    dump(RTM_GETTFILTER, dev_.ifindex, TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS), on_filter, &d);
+    return d.found;
+}
+
 std::string TcLink::root_damage() {
-    const auto now = static_cast<int>(if_nametoindex(interface_.c_str()));
+    const auto now = index_of(config_.interface);
     if (now == 0) {
-        return "subscriber interface " + interface_ + " is gone";
+        return "subscriber interface " + config_.interface + " is gone";
     }
     if (now != dev_.ifindex) {
-        return "subscriber interface " + interface_ + " was created again (index " +
+        return "subscriber interface " + config_.interface + " was created again (index " +
                std::to_string(dev_.ifindex) + " -> " + std::to_string(now) + ")";
     }
-    return htb_root_present() ? std::string()
-                              : "the HTB root qdisc 1: on " + interface_ + " is gone";
+    const auto shaper = index_of(config_.shaper);
+    if (shaper == 0 || shaper != shaper_) {
+        return "shaper " + config_.shaper + (shaper == 0 ? " is gone" : " was created again");
+    }
+    if (!htb_root_present(shaper_)) {
+        return "the HTB root qdisc 1: on " + config_.shaper + " is gone";
+    }
+    return redirect_present() ? std::string()
+                              : "the redirect filter on " + config_.interface + " is gone";
+}
+
+// An HTB root with our shard classifier, on the subscriber interface itself:
+// what ctquotad put there before the shaper existed. Ours, so it goes.
+void TcLink::remove_old_root() {
+    if (!htb_root_present(dev_.ifindex)) {
+        return;
+    }
+    FilterDump d{dev_.ifindex, "ctquota_shard"};
+    dump(RTM_GETTFILTER, dev_.ifindex, kMajor, on_filter, &d);
+    if (!d.found) {
+        return;  // somebody else's HTB: not ours to touch
+    }
+    std::vector<char> del;
+    auto* nlh = put_header(del, RTM_DELQDISC, NLM_F_REQUEST | NLM_F_ACK, ++seq_);
+    put_tcmsg(nlh, dev_.ifindex, kMajor, TC_H_ROOT);
+    finish(del, nlh);
+    if (const int rc = transact(del); rc != 0 && rc != -ENOENT) {
+        throw EnforceError("tc: cannot remove the old HTB root from " + config_.interface + ": " +
+                           errno_text(-rc));
+    }
+    spdlog::info("enforce: removed the HTB root an older ctquotad left on {}", config_.interface);
+}
+
+void TcLink::ensure_shaper() {
+    shaper_ = index_of(config_.shaper);
+    if (shaper_ != 0) {
+        LinkKind kind;
+        std::vector<char> req;
+        auto* nlh = put_header(req, RTM_GETLINK, NLM_F_REQUEST, ++seq_);
+        auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+        ifi->ifi_index = shaper_;
+        finish(req, nlh);
+        request(req, on_link, &kind);
+        if (kind.kind != "ifb") {
+            throw EnforceError("shaper " + config_.shaper + " exists and is not an ifb device (" +
+                               (kind.kind.empty() ? "no kind" : kind.kind) +
+                               "): choose another [enforce] shaper_interface");
+        }
+    } else {
+        std::vector<char> add;
+        put_new_ifb(add, config_.shaper, dev_.mtu, ++seq_);
+        if (const int rc = transact(add); rc != 0 && rc != -EEXIST) {
+            throw EnforceError("cannot create the shaper " + config_.shaper +
+                               " (ifb): " + errno_text(-rc));
+        }
+        shaper_ = index_of(config_.shaper);
+    }
+    std::vector<char> up;
+    auto* nlh = put_header(up, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, ++seq_);
+    auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+    ifi->ifi_index = shaper_;
+    ifi->ifi_flags = IFF_UP;
+    ifi->ifi_change = IFF_UP;
+    finish(up, nlh);
+    if (const int rc = transact(up); rc != 0) {
+        throw EnforceError("cannot set the shaper " + config_.shaper + " up: " + errno_text(-rc));
+    }
+}
+
+void TcLink::ensure_redirect() {
+    std::vector<char> clsact;
+    put_clsact_qdisc(clsact, dev_.ifindex, ++seq_);
+    if (const int rc = transact(clsact); rc != 0 && rc != -EEXIST) {
+        throw EnforceError("tc: cannot add a clsact qdisc to " + config_.interface + ": " +
+                           errno_text(-rc));
+    }
+    const int prog = load_redirect_program();
+    if (prog < 0) {
+        throw EnforceError("tc: cannot load the redirect classifier (eBPF): " + errno_text(errno));
+    }
+    std::vector<char> filter;
+    put_redirect_filter(filter, dev_.ifindex, prog, shaper_, ++seq_);
+    const int rc = transact(filter);
+    close(prog);  // the filter holds its own reference
+    if (rc != 0) {
+        throw EnforceError("tc: cannot add the redirect filter to " + config_.interface + ": " +
+                           errno_text(-rc));
+    }
 }
 
 void TcLink::ensure_root() {
-    if (!htb_root_present()) {
+    remove_old_root();
+    ensure_shaper();
+    if (!htb_root_present(shaper_)) {
         std::vector<char> add;
-        put_htb_qdisc(add, dev_.ifindex, kMajor, TC_H_ROOT,
+        put_htb_qdisc(add, shaper_, kMajor, TC_H_ROOT,
                       NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK, ++seq_,
-                      direct_queue_packets_);
+                      config_.direct_queue_packets);
         if (const int rc = transact(add); rc != 0) {
-            throw EnforceError("tc: cannot create the HTB root qdisc 1: on " + interface_ + ": " +
-                               errno_text(-rc));
+            throw EnforceError("tc: cannot create the HTB root qdisc 1: on " + config_.shaper +
+                               ": " + errno_text(-rc));
         }
     }
     // Shards: created when missing, left alone (EEXIST) when present.
     std::vector<char> buf;
     const std::uint32_t first_seq = seq_ + 1;
     for (std::uint32_t k = 0; k < kHtbShards; ++k) {
-        put_htb_class(buf, dev_.ifindex, kMajor | (k + 1), kMajor, 100'000'000'000ull,
-                      NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL, ++seq_);
-        put_htb_qdisc(buf, dev_.ifindex, (kHtbFirstShardMajor + k) << 16, kMajor | (k + 1),
+        const HtbClassSpec shard{kMajor | (k + 1), kMajor, 100'000'000'000ull, 100'000'000'000ull,
+                                 0};
+        put_htb_class(buf, shaper_, shard, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL, ++seq_);
+        put_htb_qdisc(buf, shaper_, (kHtbFirstShardMajor + k) << 16, kMajor | (k + 1),
                       NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL, ++seq_);
     }
     const int prog = load_shard_program();
     if (prog < 0) {
         throw EnforceError("tc: cannot load the shard classifier (eBPF): " + errno_text(errno));
     }
-    put_shard_filter(buf, dev_.ifindex, prog, ++seq_);
+    put_shard_filter(buf, shaper_, prog, ++seq_);
     const auto errors = send_batch(buf, first_seq);
     close(prog);  // the filter holds its own reference
     for (const auto& [index, err] : errors) {
         if (err != EEXIST) {
-            throw EnforceError("tc: cannot set up the HTB shards on " + interface_ + " (message " +
-                               std::to_string(index) + "): " + errno_text(err));
+            throw EnforceError("tc: cannot set up the HTB shards on " + config_.shaper +
+                               " (message " + std::to_string(index) + "): " + errno_text(err));
         }
     }
+    ensure_redirect();  // last: nothing is redirected to a shaper not ready for it
 }
 
 void TcLink::remove_root() {
-    std::vector<char> del;
-    auto* nlh = put_header(del, RTM_DELQDISC, NLM_F_REQUEST | NLM_F_ACK, ++seq_);
-    put_tcmsg(nlh, dev_.ifindex, kMajor, TC_H_ROOT);
-    finish(del, nlh);
-    transact(del);  // absent already: fine
+    std::vector<char> filter;
+    put_delete_redirect_filter(filter, dev_.ifindex, ++seq_);
+    transact(filter);  // absent already: fine
+    if (const auto shaper = index_of(config_.shaper); shaper != 0) {
+        std::vector<char> del;
+        put_delete_link(del, shaper, ++seq_);
+        transact(del);  // its qdiscs and classes go with it
+    }
 }
 
 std::map<std::uint32_t, std::uint64_t> TcLink::dump_classes() {
     std::map<std::uint32_t, std::uint64_t> out;
-    ClassDump d{dev_.ifindex, &out};
-    dump(RTM_GETTCLASS, on_class, &d);
+    ClassDump d{shaper_, &out};
+    dump(RTM_GETTCLASS, shaper_, 0, on_class, &d);
     return out;
 }
 
 std::set<std::uint32_t> TcLink::dump_leaf_queues() {
+    LeafQueueDump d{shaper_, {}};
+    dump(RTM_GETQDISC, shaper_, 0, on_leaf_queue, &d);
     std::set<std::uint32_t> out;
-    LeafQueueDump d{dev_.ifindex, &out};
-    dump(RTM_GETQDISC, on_leaf_queue, &d);
+    for (const auto& [subscriber_class, leaves] : d.leaves) {
+        if (leaves == 2) {
+            out.insert(subscriber_class);
+        }
+    }
     return out;
 }
 
-void TcLink::dump(std::uint16_t type, int (*cb)(const nlmsghdr*, void*), void* data) {
-    const char* what = type == RTM_GETQDISC ? "qdisc" : "class";
-    const char* whats = type == RTM_GETQDISC ? "qdiscs" : "classes";
-    std::vector<char> req;
-    auto* nlh = put_header(req, type, NLM_F_REQUEST | NLM_F_DUMP, ++seq_);
-    put_tcmsg(nlh, dev_.ifindex, 0, 0);
-    finish(req, nlh);
+void TcLink::request(std::vector<char>& req, int (*cb)(const nlmsghdr*, void*), void* data) {
+    const auto* sent = reinterpret_cast<const nlmsghdr*>(req.data());
+    const auto seq = sent->nlmsg_seq;
     if (mnl_socket_sendto(nl_, req.data(), req.size()) < 0) {
-        throw EnforceError(std::string("tc: cannot dump the ") + whats + " of " + interface_ +
-                           ": " + errno_text(errno));
+        throw EnforceError(std::string("rtnetlink request failed: ") + errno_text(errno));
     }
     std::vector<char> rx(1 << 20);
     while (true) {
         const auto n = mnl_socket_recvfrom(nl_, rx.data(), rx.size());
         const int rc =
-            n < 0 ? -1
-                  : mnl_cb_run(rx.data(), static_cast<std::size_t>(n), seq_, portid_, cb, data);
+            n < 0 ? -1 : mnl_cb_run(rx.data(), static_cast<std::size_t>(n), seq, portid_, cb, data);
         if (rc < 0) {
-            throw EnforceError(std::string("tc: ") + what + " dump of " + interface_ + ": " +
-                               errno_text(errno));
+            throw EnforceError(std::string("rtnetlink request failed: ") + errno_text(errno));
         }
-        if (rc == MNL_CB_STOP) {
+        if (rc == MNL_CB_STOP || (sent->nlmsg_flags & NLM_F_DUMP) == 0) {
             return;
         }
+    }
+}
+
+void TcLink::dump(std::uint16_t type, int ifindex, std::uint32_t parent,
+                  int (*cb)(const nlmsghdr*, void*), void* data) {
+    std::vector<char> req;
+    auto* nlh = put_header(req, type, NLM_F_REQUEST | NLM_F_DUMP, ++seq_);
+    put_tcmsg(nlh, ifindex, 0, parent);
+    finish(req, nlh);
+    try {
+        request(req, cb, data);
+    } catch (const EnforceError& e) {
+        const char* what = type == RTM_GETQDISC    ? "qdisc"
+                           : type == RTM_GETTCLASS ? "class"
+                                                   : "filter";
+        throw EnforceError(std::string("tc: ") + what + " dump on index " +
+                           std::to_string(ifindex) + ": " + e.what());
     }
 }
 
@@ -302,16 +485,28 @@ TcResult TcLink::run(const std::vector<TcOp>& ops) {
     std::vector<char> buf;
     buf.reserve(ops.size() * 192);
     std::vector<std::size_t> op_of_message;  // a Set's second message is its leaf queue
+    std::vector<bool> is_queue;              // a Set's last messages are its leaf queues
+    const TcDevice shaper{shaper_, dev_.mtu};
     for (std::size_t i = 0; i < ops.size(); ++i) {
-        const auto n = append_class_message(buf, dev_, ops[i], seq_ + 1, false);
+        const auto n = append_class_message(buf, shaper, ops[i], seq_ + 1, false);
         seq_ += static_cast<std::uint32_t>(n);
-        op_of_message.insert(op_of_message.end(), n, i);
+        for (std::size_t m = 0; m < n; ++m) {
+            op_of_message.push_back(i);
+            is_queue.push_back(ops[i].kind == TcOp::Kind::Set && m >= kSetClassMessages);
+        }
     }
     result.messages = op_of_message.size();
+    std::set<std::size_t> reported;  // one error per op and kind is enough
     for (const auto& [index, err] : send_batch(buf, first_seq)) {
         const auto op = op_of_message.at(index);
-        const bool leaf = index > 0 && op_of_message[index - 1] == op;
-        (leaf ? result.leaf_errors : result.errors).emplace_back(op, errno_text(err));
+        const bool queue = is_queue.at(index);
+        const bool deleting = ops[op].kind == TcOp::Kind::Delete;
+        if ((deleting && err == ENOENT && index + 1 < op_of_message.size() &&
+             op_of_message[index + 1] == op) ||
+            !reported.insert(op * 2 + (queue ? 1 : 0)).second) {
+            continue;  // a leaf already gone does not keep its class from going
+        }
+        (queue ? result.leaf_errors : result.errors).emplace_back(op, errno_text(err));
     }
     return result;
 }

@@ -1,31 +1,45 @@
 #pragma once
-// HTB on the subscriber-facing interface through rtnetlink (libmnl).
+// Download shaping through rtnetlink (libmnl), on a dedicated IFB device so
+// that unthrottled traffic never meets a queue of ours:
 //
-//   root htb 1: (no default class: unclassified traffic goes out unshaped)
-//     class 1:<k+1> (100 Gbit/s)  -> htb <k+2>:  k = 0..kHtbShards-1 (shards)
-//       class <k+2>:<minor>  one leaf per throttled subscriber, rate = ceil
+//   subscriber interface: clsact, one egress cls_bpf filter ("ctquota_redirect")
+//     whose program matches packets with skb->priority in our range and whose
+//     mirred action redirects them to the shaper (an ifb device); every other
+//     packet goes on to the interface's own root qdisc, untouched
+//   shaper (ifb): root htb 1: (no default class)
+//     class 1:<k+1> (100 Gbit/s)  -> htb <k+0x40>:   k = 0..kHtbShards-1 (shards)
+//       class <S>:<4s>    one per throttled subscriber, rate = ceil = the plan's
+//         class <S>:<4s+1>  "young" leaf, prio 0: ICMP and connections that
+//                           have carried fewer than kYoungFlowPackets packets
+//         class <S>:<4s+2>  bulk leaf, prio 1: everything else
 //
-// nftables sets skb->priority to the leaf's class id. The root has one cls_bpf
-// filter whose eBPF program (sched_cls, not direct-action; tc_messages.cpp)
-// maps priority major M to shard class 1:<M-1>; inside the shard HTB finds
-// the leaf by skb->priority itself (no per-subscriber filter). Why shards:
+// nftables sets skb->priority to the bulk leaf's class id and XORs it to the
+// young leaf's for young flows (nft_json.cpp). The shaper's root has one
+// cls_bpf filter (sched_cls, not direct-action; tc_messages.cpp) mapping the
+// priority major S to shard class 1:(S-0x3f); inside the shard HTB finds the
+// leaf by skb->priority itself (no per-subscriber filter). Why shards:
 // creating (or deleting) a class makes the kernel walk every class of that
 // qdisc (tc_bind_tclass), so one flat qdisc costs O(n^2) for n classes (10k
-// classes: ~4 s of kernel CPU here).
-// Leaf queue: every leaf class gets a tbf qdisc in place of HTB's default
+// classes: ~4 s of kernel CPU here). Why the IFB: an HTB root on the
+// subscriber interface put every unthrottled packet through HTB's direct
+// queue and its root lock, and replaced the ISP's own root qdisc; the clsact
+// hook is lockless and costs unthrottled packets one small program.
+// Why two leaves: with one queue per subscriber, a new connection's first
+// packets (a DNS answer, a SYN-ACK, the first bytes of a page) wait behind
+// the subscriber's bulk download and are tail-dropped when it fills the
+// queue: seconds of delay. The young leaf is served first (HTB prio), like
+// fq_codel's sparse flows; the kernels here have no fq_codel, cake or sfq.
+// Leaf queue: each leaf class gets a tbf qdisc in place of HTB's default
 // pfifo (1000 packets). The pfifo holds whatever arrives: forwarded GSO
-// packets of ~64 KB from before the throttle, 25 of them 5.7 s at 2 Mbit/s,
-// in front of the subscriber's DNS and new connections. The tbf bounds the
-// queue in bytes (kLeafQueueMs at the class rate) and splits a GSO packet
-// larger than its burst into segments. Its rate is kLeafRateFactor times the
-// class's, so HTB shapes and the tbf never does. fq_codel or cake (per-flow
-// fairness, cake's split-gso) would be the better leaf, but this kernel
-// (and the CI machines') has neither, nor sfq, codel or fq (measured and
-// compared: tests/bench/RESULTS.md). The kernel picks the tbf's handle from
-// its 32768 automatic ones: beyond that many throttled subscribers on one
-// interface a class keeps its pfifo (counted as an enforcement error).
+// packets of ~64 KB from before the throttle, 25 of them 5.7 s at 2 Mbit/s.
+// The tbf bounds the queue in bytes (kLeafQueueMs at the class rate) and
+// splits a GSO packet larger than its burst into segments. Its rate is
+// kLeafRateFactor times the class's, so HTB shapes and the tbf never does.
+// The kernel picks the tbf's handle from its 32768 automatic ones: beyond
+// 16384 throttled subscribers on one shaper a leaf keeps its pfifo (counted
+// as an enforcement error).
 // Class changes go in batches (one sendmsg, errors matched to their message
-// by sequence number) and are read back with an RTM_GETTCLASS dump.
+// by sequence number) and are read back with RTM_GETTCLASS dumps.
 
 #include <cstdint>
 #include <map>
@@ -39,7 +53,24 @@ struct nlmsghdr;
 namespace ctquota::enforce {
 
 inline constexpr std::uint32_t kHtbShards = 64;
-inline constexpr std::uint32_t kHtbFirstShardMajor = 2;
+// 0x40..0x7f: one mask tells our priorities from anybody else's (nft_json.cpp).
+inline constexpr std::uint32_t kHtbFirstShardMajor = 0x40;
+inline constexpr std::uint32_t kShardMajorMask = 0xFFC00000;
+// A subscriber's class has minor 4s; its leaves 4s+1 (young) and 4s+2 (bulk).
+inline constexpr std::uint32_t kYoungLeaf = 1;
+inline constexpr std::uint32_t kBulkLeaf = 2;
+inline constexpr std::uint32_t kLeafBits = 3;
+inline constexpr std::uint32_t kClassStride = 4;
+// A connection is young while it has carried fewer packets than this.
+inline constexpr std::uint32_t kYoungFlowPackets = 32;
+
+// The leaf nftables sends a throttled subscriber's downloads to, and back.
+inline std::uint32_t bulk_leaf(std::uint32_t subscriber_class) {
+    return subscriber_class | kBulkLeaf;
+}
+inline std::uint32_t class_of_leaf(std::uint32_t leaf) {
+    return leaf & ~kLeafBits;
+}
 
 inline constexpr std::uint64_t kLeafRateFactor = 2;
 inline constexpr std::uint64_t kLeafQueueMs = 50;
@@ -49,9 +80,17 @@ struct TcDevice {
     std::uint32_t mtu = 1500;
 };
 
+struct TcConfig {
+    std::string interface;  // the subscriber-facing interface
+    std::string shaper;     // the ifb device that holds the HTB tree (created when missing)
+    // The HTB root's queue for packets no class takes, set explicitly: HTB
+    // would take the device's txqueuelen.
+    std::uint32_t direct_queue_packets = 1000;
+};
+
 struct TcOp {
     enum class Kind : std::uint8_t { Set, Delete } kind = Kind::Set;
-    std::uint32_t classid = 0;  // leaf <shard major>:<minor>
+    std::uint32_t classid = 0;  // the subscriber's class <shard major>:<4s>
     std::uint64_t rate_bps = 0;
     std::string who;  // for error messages, e.g. "subscriber 42"
 };
@@ -63,47 +102,62 @@ struct TcResult {
     std::vector<std::pair<std::size_t, std::string>> leaf_errors;
 };
 
-// Pure message building (golden-testable): appends RTM_NEWTCLASS and the
-// leaf's RTM_NEWQDISC (sequence numbers seq, seq + 1), or one RTM_DELTCLASS,
-// to `buf`; returns the number of messages.
+// Pure message building (golden-testable): appends, from sequence number
+// `seq` on, a Set's RTM_NEWTCLASS for the class and its two leaves and the
+// leaves' RTM_NEWQDISC (kSetMessages), or a Delete's RTM_DELTCLASS for the
+// leaves and the class (kDeleteMessages), to `buf`; returns the number of
+// messages.
+inline constexpr std::size_t kSetMessages = 5;  // classes first, then the two leaf queues
+inline constexpr std::size_t kSetClassMessages = 3;
+inline constexpr std::size_t kDeleteMessages = 3;
 std::size_t append_class_message(std::vector<char>& buf, const TcDevice& dev, const TcOp& op,
                                  std::uint32_t seq, bool ack);
 
 class TcLink {
   public:
-    // direct_queue_packets: the root's queue for unthrottled traffic (what
-    // every unthrottled subscriber's downloads go through), set explicitly:
-    // HTB would take the interface's txqueuelen, 0 on a VLAN (then 2 packets).
-    TcLink(std::string interface, std::uint32_t direct_queue_packets);
+    explicit TcLink(TcConfig config);
     ~TcLink();
     TcLink(const TcLink&) = delete;
     TcLink& operator=(const TcLink&) = delete;
 
-    // Idempotent: keeps an existing htb 1: root (replaces any other root
-    // qdisc), then makes sure the shard classes, qdiscs and the filter exist.
+    // Idempotent: creates the shaper when missing, keeps an existing htb 1:
+    // root on it (replaces any other root qdisc), makes sure the shard
+    // classes, qdiscs and classifier exist, and the redirect filter on the
+    // subscriber interface. Removes the HTB root an older ctquotad put on the
+    // subscriber interface itself.
     void ensure_root();
+    // Our filter off the subscriber interface, the shaper deleted.
     void remove_root();
-    // Empty while the HTB root 1: is on the interface under the index it
-    // had at construction; else what changed (the interface is gone or was
-    // created again: a new TcLink is needed; the root qdisc was deleted).
+    // Empty while everything ensure_root() made is in place under the
+    // indexes it had; else what changed (an interface is gone or was created
+    // again: a new TcLink is needed; a qdisc or the filter was deleted).
     std::string root_damage();
-    std::map<std::uint32_t, std::uint64_t> dump_classes();  // leaf classid -> rate (bit/s)
-    std::set<std::uint32_t> dump_leaf_queues();             // leaf classids that have our tbf
+    // Subscriber classes -> rate (bit/s).
+    std::map<std::uint32_t, std::uint64_t> dump_classes();
+    // Subscriber classes both of whose leaves exist and have our tbf.
+    std::set<std::uint32_t> dump_leaf_queues();
     TcResult run(const std::vector<TcOp>& ops);
     [[nodiscard]] int ifindex() const { return dev_.ifindex; }
 
   private:
-    std::string interface_;
-    TcDevice dev_;
-    std::uint32_t direct_queue_packets_ = 0;
+    TcConfig config_;
+    TcDevice dev_;    // the subscriber interface
+    int shaper_ = 0;  // the ifb's index, once ensure_root() made or found it
     mnl_socket* nl_ = nullptr;
     std::uint32_t seq_ = 0;
     std::uint32_t portid_ = 0;
 
-    // Sends an RTM_GET* dump request, calls `cb` for each answer.
-    void dump(std::uint16_t type, int (*cb)(const nlmsghdr*, void*), void* data);
+    // Sends one request (a dump or a single GET), calls `cb` for each answer.
+    void request(std::vector<char>& req, int (*cb)(const nlmsghdr*, void*), void* data);
+    // An RTM_GET* dump for `ifindex` (and `parent`; 0: every parent).
+    void dump(std::uint16_t type, int ifindex, std::uint32_t parent,
+              int (*cb)(const nlmsghdr*, void*), void* data);
     int transact(std::vector<char>& buf);  // single request with ACK; returns -errno or 0
-    bool htb_root_present();
+    bool htb_root_present(int ifindex);
+    bool redirect_present();
+    void ensure_shaper();
+    void ensure_redirect();
+    void remove_old_root();
     // Sends messages with sequence numbers first_seq..seq_ in one sendmsg (the
     // last one asks for an ACK); returns (index, error) of the failed ones.
     std::vector<std::pair<std::size_t, int>> send_batch(std::vector<char>& buf,

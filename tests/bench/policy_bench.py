@@ -79,7 +79,8 @@ class PolicyWorld(World):
 
     def cold_kernel(self):
         self.in_ns(["nft", "delete", "table", "inet", "ctquota"], check=False)
-        self.in_ns(["tc", "qdisc", "del", "dev", "ctqsub0", "root"], check=False)
+        self.in_ns(["tc", "qdisc", "del", "dev", "ctqsub0", "clsact"], check=False)
+        self.in_ns(["ip", "link", "del", "ctqshaper"], check=False)
 
     def kernel_counts(self):
         """(throttled, blocked) as read back from nftables and tc."""
@@ -90,7 +91,7 @@ class PolicyWorld(World):
             return sum(len(i["map"].get("elem", [])) for i in json.loads(r.stdout)["nftables"]
                        if "map" in i)
         leaves = sum(" rate 2Mbit ceil 2Mbit " in line for line in
-                     self.in_ns(["tc", "class", "show", "dev", "ctqsub0"]).stdout.splitlines())
+                     self.in_ns(["tc", "class", "show", "dev", "ctqshaper"]).stdout.splitlines())
         throttled = elements("throttle_v4")
         if throttled != leaves:
             raise RuntimeError(f"{throttled} throttle map elements but {leaves} HTB leaves")

@@ -1,14 +1,13 @@
 #!/usr/bin/env python3
 """What ctquotad's kernel state costs a subscriber nobody throttles.
 
-The enforcement lab (tests/enforce/enforce_traffic.py: subscribers -> gw with
-HTB on sub0 -> servers), sub0 with txqueuelen 0 as a VLAN interface has. One
-unthrottled subscriber downloads as fast as the path goes for 4 s, in turn:
+The enforcement lab (tests/enforce/enforce_traffic.py: subscribers -> gw,
+whose sub0 redirects throttled downloads to the HTB shaper -> servers), sub0
+with txqueuelen 0 as a VLAN interface has. One unthrottled subscriber
+downloads as fast as the path goes for 4 s, in turn:
   none     no ctquotad table, no qdisc (the same gateway without ctquotad)
-  ctquotad 1000 throttled neighbours (HTB classes with their leaves, nft
-           maps, policers), the root's direct queue set explicitly (1000)
-  auto     the same with the direct queue left to the kernel (txqueuelen 0
-           -> 2 packets: what the root got before direct_queue_packets)
+  ctquotad 1000 throttled neighbours (HTB classes with their leaves on the
+           shaper, the redirect filter on sub0, nft maps, policers)
   nft_only the same neighbours without tc (no subscriber_interface: they are
            policed by nft both ways), to tell the two costs apart
 Rates are the receiver's TCP payload from 1 s to 4 s; medians of --runs,
@@ -48,7 +47,7 @@ def main():
     with EnforceLab() as lab:
         lab.run_in(lab.gw, ["ip", "link", "set", "sub0", "txqueuelen", "0"])
         src = lab.sub_v4[0]
-        rates = {"none": [], "ctquotad": [], "auto": [], "nft_only": []}
+        rates = {"none": [], "ctquotad": [], "nft_only": []}
         for run in range(args.runs):
             for cond in rates:
                 enforce(lab, "teardown", subscriber_interface="")
@@ -57,9 +56,7 @@ def main():
                     enforce(lab, "teardown", subscriber_interface="")
                     enforce(lab, "reconcile", neighbours(args.neighbours), subscriber_interface="")
                 elif cond != "none":
-                    qlen = 1000 if cond == "ctquotad" else 0
-                    enforce(lab, "reconcile", neighbours(args.neighbours),
-                            direct_queue_packets=qlen)
+                    enforce(lab, "reconcile", neighbours(args.neighbours))
                 rates[cond].append(measure(lab, src))
                 log(f"run {run} {cond}: {rates[cond][-1] / 1e6:.0f} Mbit/s")
         enforce(lab, "teardown", subscriber_interface="")
@@ -67,7 +64,6 @@ def main():
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(json.dumps({"runs": rates, "median_mbit": {k: round(v / 1e6, 1) for k, v in med.items()},
                       "ratio_ctquotad_to_none": round(med["ctquotad"] / med["none"], 3),
-                      "ratio_auto_to_none": round(med["auto"] / med["none"], 3),
                       "ratio_nft_only_to_none": round(med["nft_only"] / med["none"], 3)}))
     return 0
 

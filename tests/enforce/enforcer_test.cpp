@@ -2,6 +2,9 @@
 // namespace (main.cpp): nftables and tc are read back through the Enforcer
 // and cross-checked with nft(8)/tc(8) output.
 #include <doctest/doctest.h>
+#include <libmnl/libmnl.h>
+#include <net/if.h>
+#include <unistd.h>
 
 #include <array>
 #include <chrono>
@@ -14,6 +17,7 @@
 #include "core/plan.hpp"
 #include "enforce/enforcer.hpp"
 #include "enforce/kernel_model.hpp"
+#include "enforce/tc_messages.hpp"
 
 using namespace ctquota;
 using namespace ctquota::enforce;
@@ -62,12 +66,37 @@ SubscriberTarget throttled(core::SubscriberId id, std::vector<core::Prefix> p, s
     return t;
 }
 
-struct Fresh {  // every test starts from an empty table and no qdisc
+// The shaper the Enforcer makes (EnforceConfig's default name).
+const std::string kShaper = "ctqshaper";
+
+struct Fresh {  // every test starts from an empty table, no shaper and no qdisc
     Fresh() {
-        run("nft delete table inet ctqh2test; tc qdisc del dev ctqh2a root");
+        run("nft delete table inet ctqh2test; tc qdisc del dev ctqh2a root; "
+            "tc qdisc del dev ctqh2a clsact; ip link del " +
+            kShaper);
         run("nft add table inet someoneelse");
     }
 };
+
+// What ctquotad before the shaper put on the subscriber interface: root
+// htb 1: with the shard classifier (built with the same message code).
+void install_old_root(const char* interface) {
+    const int ifindex = static_cast<int>(if_nametoindex(interface));
+    REQUIRE(ifindex > 0);
+    std::vector<char> buf;
+    put_htb_qdisc(buf, ifindex, kMajor, TC_H_ROOT, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE, 1);
+    const int prog = load_shard_program();
+    REQUIRE(prog >= 0);
+    put_shard_filter(buf, ifindex, prog, 2);
+    std::unique_ptr<mnl_socket, int (*)(mnl_socket*)> nl(mnl_socket_open(NETLINK_ROUTE),
+                                                         mnl_socket_close);
+    REQUIRE(nl);
+    REQUIRE(mnl_socket_bind(nl.get(), 0, MNL_SOCKET_AUTOPID) == 0);
+    REQUIRE(mnl_socket_sendto(nl.get(), buf.data(), buf.size()) ==
+            static_cast<ssize_t>(buf.size()));
+    close(prog);
+    // No ACKs asked for: a dump after this request is answered after it ran.
+}
 
 }  // namespace
 
@@ -90,8 +119,28 @@ TEST_CASE_FIXTURE(Fresh, "apply installs what read_back reports, and other table
     REQUIRE(k.subscribers.at(2).tc_classid);
     CHECK(k.tc_classes == 1);
     CHECK(k.allowed_by_plan.at("prepaid").size() == 2);
-    const auto tc = run("tc class show dev ctqh2a");
-    CHECK(tc.find("rate 8Mbit ceil 8Mbit") != std::string::npos);
+    // The subscriber's class and its two leaves, both allowed the whole plan,
+    // the young one served first (prio 0).
+    const auto cls = classid_text(*k.subscribers.at(2).tc_classid);
+    const auto tc = run("tc class show dev " + kShaper);
+    CAPTURE(tc);
+    CHECK(tc.find("class htb " + cls + " root rate 8Mbit ceil 8Mbit") != std::string::npos);
+    const auto id = *k.subscribers.at(2).tc_classid;
+    const auto young = classid_text(id + 1);
+    const auto bulk = classid_text(id + 2);
+    for (const auto& leaf : {young, bulk}) {
+        CHECK(tc.find("class htb " + leaf + " parent " + cls + " leaf") != std::string::npos);
+    }
+    CHECK(tc.find("prio 0 rate 1200Kbit ceil 8Mbit") != std::string::npos);
+    CHECK(tc.find("prio 1 rate 6800Kbit ceil 8Mbit") != std::string::npos);
+    // Downloads go to the bulk leaf; the forward chain moves young flows and ICMP.
+    CHECK(
+        run("nft list map inet ctqh2test throttle_v4").find("100.64.1.2 comment \"2\" : " + bulk) !=
+        std::string::npos);
+    const auto chain = run("nft list chain inet ctqh2test forward");
+    CHECK(chain.find("ct packets < 32 meta priority set meta priority ^ 0:3") != std::string::npos);
+    CHECK(chain.find("meta l4proto { icmp, ipv6-icmp } meta priority set meta priority ^ 0:3") !=
+          std::string::npos);
     const auto nft = run("nft list table inet ctqh2test");
     CHECK(nft.find("100.64.1.1 comment \"1\" : jump block_prepaid") != std::string::npos);
     CHECK(run("nft list tables").find("someoneelse") != std::string::npos);
@@ -120,7 +169,7 @@ TEST_CASE_FIXTURE(Fresh, "reconcile is idempotent, repairs drift and removes sta
 
     // Drift: an element nobody owns, a class nobody uses, a subscriber's element lost.
     run("nft add element inet ctqh2test blocked_v4 '{ 100.64.9.9 : jump block }'");
-    run("tc class add dev ctqh2a parent 5: classid 5:77 htb rate 1mbit");
+    run("tc class add dev " + kShaper + " parent 45: classid 45:7c htb rate 1mbit");
     run("nft delete element inet ctqh2test blocked_v4 '{ 100.64.1.1 }'");
     auto repair = e.reconcile(desired);
     CHECK(repair.ok());
@@ -182,33 +231,40 @@ TEST_CASE_FIXTURE(Fresh,
                   "a throttled class has a tbf leaf: kept by a restart, repaired when lost") {
     const std::vector<SubscriberTarget> desired{
         throttled(12, {P("100.64.2.12")}, 2'000'000, 1'000'000)};
-    auto leaves = [] { return run("tc -j qdisc show dev ctqh2a"); };
+    auto leaves = [] { return run("tc -j qdisc show dev " + kShaper); };
     {
         Enforcer e(config());
         CHECK(e.apply(desired).ok());
         CHECK(e.read_back().subscribers.at(12).tc_leaf_queue);
     }
-    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 1);
-    CHECK(count_of(leaves(), "\"rate\":500000,\"burst\":4100") == 1);  // 2 x 2 Mbit/s, 10 ms
+    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 2);                // one per leaf
+    CHECK(count_of(leaves(), "\"rate\":500000,\"burst\":4100") == 2);  // 2 x 2 Mbit/s, 10 ms
 
     Enforcer e(config());  // a restart: the leaf is read back, not replayed
     auto again = e.reconcile(desired);
     CHECK(again.subscribers_changed == 0);
     CHECK(again.tc_messages == 0);
-    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 1);
+    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 2);
 
-    const auto classid = classid_text(*e.read_back().subscribers.at(12).tc_classid);
-    CHECK(run("tc qdisc del dev ctqh2a parent " + classid).empty());
+    const auto id = *e.read_back().subscribers.at(12).tc_classid;
+    const auto classid = classid_text(id);
+    CHECK(run("tc qdisc del dev " + kShaper + " parent " + classid_text(id + 1)).empty());
     CHECK_FALSE(e.read_back().subscribers.at(12).tc_leaf_queue);  // HTB's pfifo again
     CHECK(e.reconcile(desired).subscribers_changed == 1);
     auto k = e.read_back();
     CHECK(k.subscribers.at(12).tc_leaf_queue);
     CHECK(classid_text(*k.subscribers.at(12).tc_classid) == classid);
-    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 1);
+    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 2);
+
+    // A lost leaf class (not only its queue) is repaired the same way.
+    CHECK(run("tc class del dev " + kShaper + " classid " + classid_text(id + 2)).empty());
+    CHECK_FALSE(e.read_back().subscribers.at(12).tc_leaf_queue);
+    CHECK(e.reconcile(desired).subscribers_changed == 1);
+    CHECK(e.read_back().subscribers.at(12).tc_leaf_queue);
 
     CHECK(e.apply({throttled(12, {P("100.64.2.12")}, 4'000'000, 1'000'000)}).ok());
-    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 1);  // changed in place
-    CHECK(count_of(leaves(), "\"rate\":1000000,\"burst\":6600") == 1);
+    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 2);  // changed in place
+    CHECK(count_of(leaves(), "\"rate\":1000000,\"burst\":6600") == 2);
     CHECK(e.remove({12}).ok());
     CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 0);  // gone with its class
 }
@@ -284,9 +340,11 @@ TEST_CASE_FIXTURE(Fresh, "damage() sees lost kernel state; forget_kernel + recon
     CHECK(e.reconcile(want).ok());
     CHECK(e.damage().empty());
     const auto before = e.read_back();
-    for (const std::string breakage :
-         {"nft delete table inet ctqh2test", "tc qdisc del dev ctqh2a root",
-          "nft flush chain inet ctqh2test forward"}) {
+    for (const std::string& breakage : std::vector<std::string>{
+             "nft delete table inet ctqh2test", "tc qdisc del dev " + kShaper + " root",
+             "ip link del " + kShaper, "tc qdisc del dev ctqh2a clsact",
+             "tc filter del dev ctqh2a egress pref 15473",
+             "nft flush chain inet ctqh2test forward"}) {
         CAPTURE(breakage);
         run(breakage);
         const auto damage = e.damage();
@@ -334,16 +392,35 @@ TEST_CASE_FIXTURE(Fresh, "no_offload_mark: enforced subscribers' packets are mar
     CHECK(run("nft list chain inet ctqh2test forward").find("meta mark") == std::string::npos);
 }
 
-TEST_CASE_FIXTURE(Fresh, "the root's direct queue is set explicitly, even with txqueuelen 0") {
-    run("ip link set ctqh2a txqueuelen 0");  // as a VLAN interface has
+TEST_CASE_FIXTURE(Fresh, "the shaper root's direct queue is set explicitly") {
     auto cfg = config();
     cfg.direct_queue_packets = 700;
     Enforcer e(cfg);
     CHECK(e.apply({}).ok());
-    const auto qdisc = run("tc -d qdisc show dev ctqh2a root");
+    const auto qdisc = run("tc -d qdisc show dev " + kShaper + " root");
     CAPTURE(qdisc);
     CHECK(qdisc.find("direct_qlen 700") != std::string::npos);
-    run("ip link set ctqh2a txqueuelen 1000");
+}
+
+TEST_CASE_FIXTURE(Fresh, "the subscriber interface keeps its own root qdisc; ours goes") {
+    run("tc qdisc add dev ctqh2a root handle 9: tbf rate 10gbit burst 1mb latency 10ms");
+    Enforcer e(config());
+    CHECK(e.apply({throttled(4, {P("100.64.4.4")}, 2'000'000, 0)}).ok());
+    CHECK(run("tc qdisc show dev ctqh2a root").find("qdisc tbf 9:") != std::string::npos);
+    CHECK(run("tc filter show dev ctqh2a egress").find("ctquota_redirect") != std::string::npos);
+    // An older ctquotad shaped on the subscriber interface itself: an HTB
+    // root with the shard classifier. Found at start and removed.
+    e.teardown();
+    install_old_root("ctqh2a");
+    REQUIRE(run("tc filter show dev ctqh2a parent 1:").find("ctquota_shard") != std::string::npos);
+    Enforcer upgraded(config());
+    CHECK(upgraded.apply({throttled(4, {P("100.64.4.4")}, 2'000'000, 0)}).ok());
+    CHECK(run("tc qdisc show dev ctqh2a root").find("htb") == std::string::npos);
+    // Somebody else's HTB root (no ctquota_shard filter) stays.
+    run("tc qdisc replace dev ctqh2a root handle 1: htb");
+    Enforcer again(config());
+    CHECK(again.reconcile({throttled(4, {P("100.64.4.4")}, 2'000'000, 0)}).ok());
+    CHECK(run("tc qdisc show dev ctqh2a root").find("qdisc htb 1:") != std::string::npos);
 }
 
 TEST_CASE_FIXTURE(Fresh, "without a subscriber interface throttles police both ways") {
@@ -355,13 +432,18 @@ TEST_CASE_FIXTURE(Fresh, "without a subscriber interface throttles police both w
     CHECK(run("nft list map inet ctqh2test down_limit_v4").find("down_5") != std::string::npos);
 }
 
-TEST_CASE_FIXTURE(Fresh, "teardown removes our table and qdisc only") {
+TEST_CASE_FIXTURE(Fresh, "teardown removes our table, filter and shaper only") {
+    run("tc qdisc add dev ctqh2a clsact");
+    run("tc filter add dev ctqh2a egress pref 7 bpf bytecode '1,6 0 0 0'");
     Enforcer e(config());
     CHECK(e.apply({throttled(1, {P("100.64.1.1")}, 1'000'000, 0)}).ok());
     e.teardown();
     CHECK(run("nft list tables").find("ctqh2test") == std::string::npos);
     CHECK(run("nft list tables").find("someoneelse") != std::string::npos);
-    CHECK(run("tc qdisc show dev ctqh2a").find("htb") == std::string::npos);
+    CHECK(run("ip link show " + kShaper).find("does not exist") != std::string::npos);
+    const auto filters = run("tc filter show dev ctqh2a egress");
+    CHECK(filters.find("ctquota_redirect") == std::string::npos);
+    CHECK(filters.find("pref 7 bpf") != std::string::npos);
 }
 
 TEST_CASE_FIXTURE(Fresh, "an address that moves to another subscriber is released first") {

@@ -100,7 +100,7 @@ TEST_CASE("desired items per state (table-driven)") {
          target(core::StateKind::Throttled, {2'000'000, 1'000'000}),
          true,
          0,
-         {"active_v4=", "active_v6=", "throttle_v4=2:1", "throttle_v6=2:1", "up_limit_v4=up_7",
+         {"active_v4=", "active_v6=", "throttle_v4=40:6", "throttle_v6=40:6", "up_limit_v4=up_7",
           "up_limit_v6=up_7"},
          1,
          false,
@@ -152,7 +152,7 @@ TEST_CASE("desired items per state (table-driven)") {
     for (const auto& row : rows) {
         CAPTURE(row.description);
         ModelContext ctx{row.shaping, row.arm_below, &plans};
-        const auto items = desired_items(row.target, ctx, std::uint32_t{0x20001});
+        const auto items = desired_items(row.target, ctx, std::uint32_t{0x400004});
         CHECK(sets_of(items) == row.elements);
         CHECK(items.limits.size() == row.limits);
         CHECK(items.quota.has_value() == row.quota);
@@ -174,7 +174,7 @@ TEST_CASE("an armed kernel quota never exceeds what nft accepts (INT64_MAX)") {
 TEST_CASE("rates round to what the kernel keeps") {
     ModelContext ctx{true, 0, nullptr};
     const auto items =
-        desired_items(target(core::StateKind::Throttled, {2'000'003, 1'000'007}), ctx, 0x20001u);
+        desired_items(target(core::StateKind::Throttled, {2'000'003, 1'000'007}), ctx, 0x400004u);
     REQUIRE(items.tc_class);
     CHECK(items.tc_class->rate_bps == 2'000'000);  // HTB stores bytes/s
     CHECK(items.limits.at(0).bytes_per_second == 125'000);
@@ -191,11 +191,11 @@ TEST_CASE("nested prefixes are dropped (nft rejects overlapping intervals)") {
 TEST_CASE("diff: nothing, rate change, throttle to block") {
     ModelContext ctx{true, 0, nullptr};
     const auto slow =
-        desired_items(target(core::StateKind::Throttled, {2'000'000, 1'000'000}), ctx, 0x20001u);
+        desired_items(target(core::StateKind::Throttled, {2'000'000, 1'000'000}), ctx, 0x400004u);
     CHECK(diff_items(7, slow, slow).empty());
 
     const auto faster =
-        desired_items(target(core::StateKind::Throttled, {4'000'000, 2'000'000}), ctx, 0x20001u);
+        desired_items(target(core::StateKind::Throttled, {4'000'000, 2'000'000}), ctx, 0x400004u);
     auto d = diff_items(7, slow, faster);
     CHECK(d.tc_set.size() == 1);  // class changed in place, same id
     CHECK(d.tc_del.empty());
@@ -207,7 +207,7 @@ TEST_CASE("diff: nothing, rate change, throttle to block") {
 
     const auto blocked = desired_items(target(core::StateKind::Blocked), ctx, std::nullopt);
     d = diff_items(7, slow, blocked);
-    CHECK(d.tc_del == std::vector<std::uint32_t>{0x20001u});
+    CHECK(d.tc_del == std::vector<std::uint32_t>{0x400004u});
     CHECK(d.del_elements.size() == 4);
     CHECK(d.add_elements.size() == 2);
     CHECK(d.newly_blocked.size() == 2);
@@ -262,49 +262,104 @@ TEST_CASE("libnftables list output parses into owned elements and objects") {
     CHECK(t.chains.contains("block_prepaid"));
 }
 
-TEST_CASE("HTB class messages: a set is the class and its tbf leaf, a delete one message") {
-    std::vector<char> buf;
-    const TcDevice dev{5, 1500};
-    CHECK(append_class_message(buf, dev, TcOp{TcOp::Kind::Set, 0x30002, 2'000'000, "s"}, 77,
-                               true) == 2);
-    CHECK(append_class_message(buf, dev, TcOp{TcOp::Kind::Delete, 0x30003, 0, "s"}, 79, false) ==
-          1);
+namespace {
+
+std::vector<const nlmsghdr*> messages_in(const std::vector<char>& buf) {
     std::vector<const nlmsghdr*> msgs;
     int len = static_cast<int>(buf.size());
     for (auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data()); NLMSG_OK(nlh, len);
          nlh = NLMSG_NEXT(nlh, len)) {
         msgs.push_back(nlh);
     }
-    REQUIRE(msgs.size() == 3);
-    CHECK(msgs[0]->nlmsg_type == RTM_NEWTCLASS);
-    CHECK(msgs[0]->nlmsg_seq == 77);
-    CHECK((msgs[0]->nlmsg_flags & NLM_F_ACK) != 0);
-    CHECK((msgs[0]->nlmsg_flags & NLM_F_EXCL) == 0);  // create or change
-    const auto* tcm = static_cast<const tcmsg*>(NLMSG_DATA(msgs[0]));
-    CHECK(tcm->tcm_ifindex == 5);
-    CHECK(tcm->tcm_handle == 0x30002u);
-    CHECK(tcm->tcm_parent == 0x30000u);  // the shard's qdisc
+    return msgs;
+}
 
-    CHECK(msgs[1]->nlmsg_type == RTM_NEWQDISC);
-    CHECK(msgs[1]->nlmsg_seq == 78);
-    CHECK((msgs[1]->nlmsg_flags & (NLM_F_CREATE | NLM_F_REPLACE)) ==
+const rtattr* first_attr(const tcmsg* t) {
+    return reinterpret_cast<const rtattr*>(reinterpret_cast<const char*>(t) +
+                                           NLMSG_ALIGN(sizeof(tcmsg)));
+}
+
+const rtattr* next_attr(const rtattr* a) {
+    return reinterpret_cast<const rtattr*>(reinterpret_cast<const char*>(a) +
+                                           RTA_ALIGN(a->rta_len));
+}
+
+// The first attribute inside TCA_OPTIONS (after TCA_KIND).
+template <typename T>
+T first_option(const nlmsghdr* nlh, unsigned short type) {
+    const auto* kind = first_attr(static_cast<const tcmsg*>(NLMSG_DATA(nlh)));
+    const auto* parms = static_cast<const rtattr*>(RTA_DATA(next_attr(kind)));
+    REQUIRE(parms->rta_type == type);
+    T out{};
+    std::memcpy(&out, RTA_DATA(parms), sizeof out);
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("HTB class messages: a set is the class, two leaves and their tbfs; a delete three") {
+    std::vector<char> buf;
+    const TcDevice dev{5, 1500};
+    CHECK(append_class_message(buf, dev, TcOp{TcOp::Kind::Set, 0x400008, 20'000'000, "s"}, 77,
+                               true) == kSetMessages);
+    CHECK(append_class_message(buf, dev, TcOp{TcOp::Kind::Delete, 0x41000c, 0, "s"}, 82, false) ==
+          kDeleteMessages);
+    const auto msgs = messages_in(buf);
+    REQUIRE(msgs.size() == kSetMessages + kDeleteMessages);
+    struct Row {
+        std::uint16_t type;
+        std::uint32_t handle;
+        std::uint32_t parent;
+    };
+    const Row rows[] = {
+        {RTM_NEWTCLASS, 0x400008, 0x400000},  // the subscriber's class, in its shard
+        {RTM_NEWTCLASS, 0x400009, 0x400008},  // young leaf
+        {RTM_NEWTCLASS, 0x40000a, 0x400008},  // bulk leaf
+        {RTM_NEWQDISC, 0, 0x400009},          // tbf over the young leaf's pfifo (kernel's handle)
+        {RTM_NEWQDISC, 0, 0x40000a},
+        {RTM_DELTCLASS, 0x41000d, 0x41000c},  // leaves first: HTB keeps a class with children
+        {RTM_DELTCLASS, 0x41000e, 0x41000c},
+        {RTM_DELTCLASS, 0x41000c, 0x410000},
+    };
+    for (std::size_t i = 0; i < msgs.size(); ++i) {
+        CAPTURE(i);
+        CHECK(msgs[i]->nlmsg_type == rows[i].type);
+        CHECK(msgs[i]->nlmsg_seq == 77 + i);
+        CHECK((msgs[i]->nlmsg_flags & NLM_F_ACK) == (i < kSetMessages ? NLM_F_ACK : 0));
+        CHECK((msgs[i]->nlmsg_flags & NLM_F_EXCL) == 0);  // create or change
+        const auto* tcm = static_cast<const tcmsg*>(NLMSG_DATA(msgs[i]));
+        CHECK(tcm->tcm_ifindex == 5);
+        CHECK(tcm->tcm_handle == rows[i].handle);
+        CHECK(tcm->tcm_parent == rows[i].parent);
+    }
+    const auto cls = first_option<tc_htb_opt>(msgs[0], TCA_HTB_PARMS);
+    CHECK(cls.rate.rate == 2'500'000u);
+    CHECK(cls.ceil.rate == 2'500'000u);
+    const auto young = first_option<tc_htb_opt>(msgs[1], TCA_HTB_PARMS);
+    CHECK(young.prio == 0u);
+    CHECK(young.rate.rate == 250'000u);  // a tenth guaranteed
+    CHECK(young.ceil.rate == 2'500'000u);
+    const auto bulk = first_option<tc_htb_opt>(msgs[2], TCA_HTB_PARMS);
+    CHECK(bulk.prio == 1u);
+    CHECK(bulk.rate.rate == 2'250'000u);
+    CHECK(bulk.ceil.rate == 2'500'000u);
+    CHECK((msgs[3]->nlmsg_flags & (NLM_F_CREATE | NLM_F_REPLACE)) ==
           (NLM_F_CREATE | NLM_F_REPLACE));  // grafted over the pfifo, or changed
-    const auto* leaf = static_cast<const tcmsg*>(NLMSG_DATA(msgs[1]));
-    CHECK(leaf->tcm_handle == 0u);  // the kernel picks it
-    CHECK(leaf->tcm_parent == 0x30002u);
-    const auto* kind = reinterpret_cast<const rtattr*>(reinterpret_cast<const char*>(leaf) +
-                                                       NLMSG_ALIGN(sizeof(tcmsg)));
+    const auto* kind = first_attr(static_cast<const tcmsg*>(NLMSG_DATA(msgs[3])));
     CHECK(std::string(static_cast<const char*>(RTA_DATA(kind))) == "tbf");
-    const auto* opts = reinterpret_cast<const rtattr*>(reinterpret_cast<const char*>(kind) +
-                                                       RTA_ALIGN(kind->rta_len));
-    const auto* parms = static_cast<const rtattr*>(RTA_DATA(opts));
-    REQUIRE(parms->rta_type == TCA_TBF_PARMS);
-    tc_tbf_qopt q{};
-    std::memcpy(&q, RTA_DATA(parms), sizeof q);
-    CHECK(q.rate.rate == 2 * 250'000u);  // twice the class rate: HTB shapes, not the tbf
-    CHECK(q.limit == 12'500u);           // 50 ms at 2 Mbit/s
-    CHECK(msgs[2]->nlmsg_type == RTM_DELTCLASS);
-    CHECK(msgs[2]->nlmsg_seq == 79);
+    for (std::size_t leaf : {3, 4}) {
+        const auto q = first_option<tc_tbf_qopt>(msgs[leaf], TCA_TBF_PARMS);
+        CHECK(q.rate.rate == 2 * 2'500'000u);  // twice the plan: HTB shapes, not the tbf
+        CHECK(q.limit == 125'000u);            // 50 ms at 20 Mbit/s
+    }
+}
+
+TEST_CASE("the leaf nftables points at and the class it belongs to") {
+    CHECK(bulk_leaf(0x400008) == 0x40000au);
+    CHECK(class_of_leaf(0x40000a) == 0x400008u);
+    CHECK(class_of_leaf(0x400009) == 0x400008u);
+    CHECK(throttle_class("40:a") == 0x400008u);
+    CHECK_FALSE(throttle_class("nonsense"));
 }
 
 // `nft list flowtables` as nftables 1.0.6 prints it (this kernel has no

@@ -17,6 +17,7 @@ TRAFFIC = os.path.join(HERE, "trafficgen.py")
 POLICIES = os.path.join(ROOT, "policies")
 PORTAL_V4 = "198.18.0.53"
 TCP_PORT = 9100
+SHAPER = "ctqshaper"  # [enforce] shaper_interface (default)
 API_PORT = 18460
 
 
@@ -150,8 +151,10 @@ class EnforcementLab:
         return json.loads(out.stdout) if out.returncode == 0 else None
 
     def tc_classes(self):
-        """HTB classes on sub0, as tc prints them (this iproute2 has no JSON for classes)."""
-        out = self.lab.run(self.lab.gw, ["tc", "class", "show", "dev", "sub0"]).stdout
+        """HTB classes on the shaper (throttled subscribers' downloads are
+        redirected there from sub0), as tc prints them (this iproute2 has no
+        JSON for classes)."""
+        out = self.lab.run(self.lab.gw, ["tc", "class", "show", "dev", SHAPER], check=False).stdout
         return sorted(line.strip() for line in out.splitlines() if line.strip())
 
     def set_clock_offset(self, seconds):

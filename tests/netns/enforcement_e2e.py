@@ -18,7 +18,7 @@ from lab import SRV_V4, SRV_V6, wait_for  # noqa: E402
 from topology import GW_NFT, SUB_GW_V4  # noqa: E402
 
 THROTTLE_DOWN_BPS = 2_000_000  # home-100g
-# HTB counts Ethernet frames on sub0; TCP payload is 1448 of every 1514 bytes.
+# HTB counts Ethernet frames (on the shaper, redirected from sub0); TCP payload is 1448 of every 1514 bytes.
 PAYLOAD_SHARE = 1448 / 1514
 
 
@@ -306,7 +306,11 @@ class KernelRepair(unittest.TestCase):
                                "table inet isp_own {\n}\nEOF")
 
     def test_3_root_qdisc_deleted(self):
-        self.break_and_measure("tc qdisc del dev sub0 root", "tc qdisc del dev sub0 root")
+        self.break_and_measure("the shaper's root qdisc deleted", "tc qdisc del dev ctqshaper root")
+        self.throttle_rate_is_the_plans()
+
+    def test_5_redirect_deleted(self):
+        self.break_and_measure("sub0's clsact (the redirect) deleted", "tc qdisc del dev sub0 clsact")
         self.throttle_rate_is_the_plans()
 
     def test_4_interface_created_again(self):
