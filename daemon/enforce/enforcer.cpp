@@ -54,12 +54,8 @@ void Enforcer::Impl::start() {
         return;
     }
     const auto listing = nft.list_table(cfg.table);
-    const bool keep =
-        listing &&
-        nftjson::skeleton_in_place(*listing, cfg.table, cfg.forward_priority, cfg.no_offload_mark);
-    if (auto err =
-            nft.run(nftjson::Json{{"nftables", nftjson::skeleton(cfg.table, cfg.forward_priority,
-                                                                 !keep, cfg.no_offload_mark)}});
+    const bool keep = listing && nftjson::skeleton_in_place(*listing, cfg);
+    if (auto err = nft.run(nftjson::Json{{"nftables", nftjson::skeleton(cfg, !keep)}});
         !err.empty()) {
         throw EnforceError("cannot create nftables table inet " + cfg.table + ": " + err);
     }
@@ -301,8 +297,7 @@ std::string Enforcer::damage() {
         }
     }
     if (found.empty() &&
-        !nftjson::skeleton_in_place(listing, config_.table, config_.forward_priority,
-                                    config_.no_offload_mark)) {
+        !nftjson::skeleton_in_place(listing, config_)) {
         note("the rules of table inet " + config_.table + " were changed");
     }
     if (impl_->tc) {

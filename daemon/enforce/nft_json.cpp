@@ -20,9 +20,9 @@ Json payload(core::Family f, const char* field) {
 }
 
 Json rule(const std::string& table, const std::string& chain, Json expr,
-          const char* comment = nullptr) {
+          const std::string& comment = {}) {
     Json r = {{"family", kFamily}, {"table", table}, {"chain", chain}, {"expr", std::move(expr)}};
-    if (comment != nullptr) {
+    if (!comment.empty()) {
         r["comment"] = comment;
     }
     return Json{{"add", {{"rule", r}}}};
@@ -30,8 +30,12 @@ Json rule(const std::string& table, const std::string& chain, Json expr,
 
 // Marks the skeleton's rules: a restart finds them and leaves the chains
 // alone (no flush, so no moment without the block rules). Bump it whenever
-// skeleton() changes its rules.
-constexpr const char* kSkeletonTag = "ctquota skeleton v3";
+// skeleton() changes its rules; the subscriber interface the head names is
+// part of it, so that a changed interface refills the chain.
+std::string skeleton_tag(const EnforceConfig& cfg) {
+    std::string tag = "ctquota skeleton v4";
+    return cfg.subscriber_interface.empty() ? tag : tag + " " + cfg.subscriber_interface;
+}
 
 Json map_ref(core::Family f, const char* field, const std::string& map) {
     return Json{{"map", {{"key", payload(f, field)}, {"data", "@" + map}}}};
@@ -62,36 +66,60 @@ std::uint64_t unit(const Json& obj, const char* key) {
 
 constexpr core::Family kFamilies[] = {core::Family::V4, core::Family::V6};
 
+Json not_active(core::Family f, const char* field) {
+    return {{"match",
+             {{"op", "!="}, {"left", payload(f, field)}, {"right", "@" + active_set_name(f)}}}};
+}
+
+Json interface_is(const char* key, bool equal, const std::string& name) {
+    return {{"match",
+             {{"op", equal ? "==" : "!="}, {"left", {{"meta", {{"key", key}}}}}, {"right", name}}}};
+}
+
 // First in the forward chain, per family: a packet whose addresses are
-// both outside the active set (nobody with a kernel item) leaves the chain
-// at once. Then, with a no-offload mark, every packet still here gets it
-// ORed into its meta mark, so that the ISP's `flow add` rule can leave it in
-// the forward path (README: Flowtable offload).
-void add_chain_head(Json& c, const std::string& table, std::uint32_t no_offload_mark) {
+// outside the active set (nobody with a kernel item) leaves the chain at
+// once. With a subscriber interface, a download (out through it, not in)
+// needs only its destination looked up and an upload only its source; the
+// rest (hairpin, transit) both. Then, with a no-offload mark, every packet
+// still here gets it ORed into its meta mark, so that the ISP's `flow add`
+// rule can leave it in the forward path (README: Flowtable offload).
+void add_chain_head(Json& c, const EnforceConfig& cfg) {
+    const auto tag = skeleton_tag(cfg);
+    const auto& sub = cfg.subscriber_interface;
     for (auto f : kFamilies) {
-        Json expr = Json::array();
-        for (const char* field : {"saddr", "daddr"}) {
-            expr.push_back({{"match",
-                             {{"op", "!="},
-                              {"left", payload(f, field)},
-                              {"right", "@" + active_set_name(f)}}}});
+        if (!sub.empty()) {
+            c.push_back(rule(cfg.table, "forward",
+                             Json::array({interface_is("oifname", true, sub),
+                                          interface_is("iifname", false, sub),
+                                          not_active(f, "daddr"),
+                                          {{"return", nullptr}}}),
+                             tag));
+            c.push_back(rule(cfg.table, "forward",
+                             Json::array({interface_is("iifname", true, sub),
+                                          interface_is("oifname", false, sub),
+                                          not_active(f, "saddr"),
+                                          {{"return", nullptr}}}),
+                             tag));
         }
-        expr.push_back({{"return", nullptr}});
-        c.push_back(rule(table, "forward", expr, kSkeletonTag));
+        c.push_back(rule(
+            cfg.table, "forward",
+            Json::array({not_active(f, "saddr"), not_active(f, "daddr"), {{"return", nullptr}}}),
+            tag));
     }
-    if (no_offload_mark != 0) {
+    if (cfg.no_offload_mark != 0) {
         const Json set_mark = {
             {"mangle",
              {{"key", {{"meta", {{"key", "mark"}}}}},
-              {"value", {{"|", Json::array({{{"meta", {{"key", "mark"}}}}, no_offload_mark})}}}}}};
-        c.push_back(rule(table, "forward", Json::array({set_mark}), kSkeletonTag));
+              {"value",
+               {{"|", Json::array({{{"meta", {{"key", "mark"}}}}, cfg.no_offload_mark})}}}}}};
+        c.push_back(rule(cfg.table, "forward", Json::array({set_mark}), tag));
     }
 }
 
 // After the throttle mapping: a packet headed for a bulk leaf of ours goes to
 // the young leaf next to it instead (priority XOR 3: 4s+2 -> 4s+1) when its
 // connection is young or it is ICMP (tc_netlink.hpp: why).
-void add_young_flow_rules(Json& c, const std::string& table) {
+void add_young_flow_rules(Json& c, const std::string& table, const std::string& tag) {
     const Json priority = {{"meta", {{"key", "priority"}}}};
     const Json to_bulk_leaf = {
         {"match",
@@ -110,15 +138,15 @@ void add_young_flow_rules(Json& c, const std::string& table) {
                          {"left", {{"meta", {{"key", "l4proto"}}}}},
                          {"right", {{"set", Json::array({"icmp", "ipv6-icmp"})}}}}}};
     for (const Json& which : {young, icmp}) {
-        c.push_back(
-            rule(table, "forward", Json::array({to_bulk_leaf, which, to_young}), kSkeletonTag));
+        c.push_back(rule(table, "forward", Json::array({to_bulk_leaf, which, to_young}), tag));
     }
 }
 
 }  // namespace
 
-Json skeleton(const std::string& table, int forward_priority, bool refill_chains,
-              std::uint32_t no_offload_mark) {
+Json skeleton(const EnforceConfig& cfg, bool refill_chains) {
+    const auto& table = cfg.table;
+    const auto tag = skeleton_tag(cfg);
     Json c = Json::array();
     c.push_back({{"add", {{"table", {{"family", kFamily}, {"name", table}}}}}});
     for (auto kind : kAllMaps) {
@@ -140,16 +168,16 @@ Json skeleton(const std::string& table, int forward_priority, bool refill_chains
     Json fwd = obj_base(table, "forward");
     fwd.update({{"type", "filter"},
                 {"hook", "forward"},
-                {"prio", forward_priority},
+                {"prio", cfg.forward_priority},
                 {"policy", "accept"}});
     c.push_back({{"add", {{"chain", fwd}}}});
     if (!refill_chains) {
         return c;
     }
     c.push_back({{"flush", {{"chain", obj_base(table, "block")}}}});
-    c.push_back(rule(table, "block", Json::array({{{"drop", nullptr}}}), kSkeletonTag));
+    c.push_back(rule(table, "block", Json::array({{{"drop", nullptr}}}), tag));
     c.push_back({{"flush", {{"chain", obj_base(table, "forward")}}}});
-    add_chain_head(c, table, no_offload_mark);
+    add_chain_head(c, cfg);
     // Order: blocked first (nothing else matters then), policing before the
     // quota (dropped packets do not consume it), the HTB class mark last.
     for (auto f : kFamilies) {
@@ -157,7 +185,7 @@ Json skeleton(const std::string& table, int forward_priority, bool refill_chains
             Json vmap = {
                 {"vmap",
                  {{"key", payload(f, field)}, {"data", "@" + map_name(MapKind::Blocked, f)}}}};
-            c.push_back(rule(table, "forward", Json::array({vmap}), kSkeletonTag));
+            c.push_back(rule(table, "forward", Json::array({vmap}), tag));
         }
     }
     const Json drop = {{"drop", nullptr}};
@@ -165,32 +193,32 @@ Json skeleton(const std::string& table, int forward_priority, bool refill_chains
         c.push_back(rule(
             table, "forward",
             Json::array({{{"limit", map_ref(f, "saddr", map_name(MapKind::UpLimit, f))}}, drop}),
-            kSkeletonTag));
+            tag));
         c.push_back(rule(
             table, "forward",
             Json::array({{{"limit", map_ref(f, "daddr", map_name(MapKind::DownLimit, f))}}, drop}),
-            kSkeletonTag));
+            tag));
         c.push_back(rule(
             table, "forward",
             Json::array({{{"quota", map_ref(f, "saddr", map_name(MapKind::QuotaUp, f))}}, drop}),
-            kSkeletonTag));
+            tag));
         c.push_back(rule(
             table, "forward",
             Json::array({{{"quota", map_ref(f, "daddr", map_name(MapKind::QuotaDown, f))}}, drop}),
-            kSkeletonTag));
+            tag));
         Json mangle = {{"mangle",
                         {{"key", {{"meta", {{"key", "priority"}}}}},
                          {"value", map_ref(f, "daddr", map_name(MapKind::Throttle, f))}}}};
-        c.push_back(rule(table, "forward", Json::array({mangle}), kSkeletonTag));
+        c.push_back(rule(table, "forward", Json::array({mangle}), tag));
     }
-    add_young_flow_rules(c, table);
+    add_young_flow_rules(c, table, tag);
     return c;
 }
 
-bool skeleton_in_place(const Json& listing, const std::string& table, int forward_priority,
-                       std::uint32_t no_offload_mark) {
+bool skeleton_in_place(const Json& listing, const EnforceConfig& cfg) {
+    const auto tag = skeleton_tag(cfg);
     std::map<std::string, std::size_t> want;  // chain -> tagged rules skeleton() adds
-    for (const auto& cmd : skeleton(table, forward_priority, true, no_offload_mark)) {
+    for (const auto& cmd : skeleton(cfg, true)) {
         if (cmd.contains("add") && cmd["add"].contains("rule")) {
             ++want[cmd["add"]["rule"].at("chain").get<std::string>()];
         }
@@ -201,14 +229,14 @@ bool skeleton_in_place(const Json& listing, const std::string& table, int forwar
         if (item.contains("chain") && item["chain"].value("name", "") == "forward") {
             const auto& ch = item["chain"];
             forward_ok = ch.value("hook", "") == "forward" &&
-                         ch.value("prio", forward_priority + 1) == forward_priority;
+                         ch.value("prio", cfg.forward_priority + 1) == cfg.forward_priority;
         } else if (item.contains("rule")) {
             const auto& r = item["rule"];
             const auto chain = r.value("chain", "");
             if (!want.contains(chain)) {
                 continue;
             }
-            if (r.value("comment", "") != kSkeletonTag) {
+            if (r.value("comment", "") != tag) {
                 return false;  // a foreign or outdated rule in our chain: refill
             }
             ++have[chain];

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "enforce/enforce_config.hpp"
 #include "enforce/kernel_model.hpp"
 
 namespace ctquota::enforce::nftjson {
@@ -21,15 +22,14 @@ using Json = nlohmann::json;
 // (libnftables 1.0.6 cannot add elements to an interval map created in the
 // same JSON batch). With `refill_chains` the block and forward chains are
 // flushed and refilled atomically; without, only missing objects are added.
-// A nonzero `no_offload_mark` adds the forward chain's mark rules
-// (EnforceConfig::no_offload_mark).
-Json skeleton(const std::string& table, int forward_priority, bool refill_chains = true,
-              std::uint32_t no_offload_mark = 0);
+// From the config: the table, the forward hook's priority, the mark rules
+// (a nonzero no_offload_mark) and, with a subscriber interface, a chain
+// head that looks up one address per direction.
+Json skeleton(const EnforceConfig& cfg, bool refill_chains = true);
 // True when `listing` (`list table`) already holds exactly the skeleton's
-// chains and rules: a restart then keeps them (same rules, same handles, and
-// never a moment without them).
-bool skeleton_in_place(const Json& listing, const std::string& table, int forward_priority,
-                       std::uint32_t no_offload_mark = 0);
+// chains and rules for `cfg`: a restart then keeps them (same rules, same
+// handles, and never a moment without them).
+bool skeleton_in_place(const Json& listing, const EnforceConfig& cfg);
 // Creates the plan's allow sets and chain if missing (no elements; own transaction).
 void plan_containers(Json& cmds, const std::string& table, const std::string& plan);
 // Refills the plan's allow sets and its chain (atomic inside a transaction).

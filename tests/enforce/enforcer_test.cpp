@@ -376,10 +376,15 @@ TEST_CASE_FIXTURE(Fresh, "no_offload_mark: enforced subscribers' packets are mar
         CHECK(e.damage().empty());  // the skeleton check knows the mark rules
     }
     const auto chain = run("nft list chain inet ctqh2test forward");
-    // Everybody without kernel state leaves the chain first; the rest is marked.
-    for (const char* rule : {"ip saddr != @active_v4 ip daddr != @active_v4 return",
-                             "ip6 saddr != @active_v6 ip6 daddr != @active_v6 return",
-                             "meta mark set meta mark | 0x00800000"}) {
+    // Everybody without kernel state leaves the chain first (a download or an
+    // upload after one lookup); the rest is marked.
+    for (const char* rule :
+         {"oifname \"ctqh2a\" iifname != \"ctqh2a\" ip daddr != @active_v4 return",
+          "iifname \"ctqh2a\" oifname != \"ctqh2a\" ip saddr != @active_v4 return",
+          "oifname \"ctqh2a\" iifname != \"ctqh2a\" ip6 daddr != @active_v6 return",
+          "ip saddr != @active_v4 ip daddr != @active_v4 return",
+          "ip6 saddr != @active_v6 ip6 daddr != @active_v6 return",
+          "meta mark set meta mark | 0x00800000"}) {
         CAPTURE(rule);
         CHECK(chain.find(rule) != std::string::npos);
     }
@@ -481,6 +486,15 @@ TEST_CASE_FIXTURE(Fresh, "a second start keeps the skeleton's rules; a foreign r
     const auto refilled = handles();
     CHECK(refilled.find("counter") == std::string::npos);
     CHECK(refilled != first);
+    auto other = config();
+    other.subscriber_interface = "ctqh2b";  // the chain head names the interface
+    {
+        Enforcer e(other);
+        CHECK(e.apply({blocked(1, {P("100.64.1.1")})}).ok());
+    }
+    CHECK(handles().find("oifname \"ctqh2b\"") != std::string::npos);
+    CHECK(handles().find("ctqh2a") == std::string::npos);
+    run("tc qdisc del dev ctqh2b clsact");
 }
 
 TEST_CASE_FIXTURE(Fresh, "many lifts at once refill the maps: the rest stays, nothing else") {
