@@ -72,6 +72,10 @@ std::string as_interface_name(const std::string& src, const toml::node& n, const
     return as_enforce_name(src, n, key, 15, true);
 }
 
+std::string as_device_name(const std::string& src, const toml::node& n, const std::string& key) {
+    return as_enforce_name(src, n, key, 15, false);
+}
+
 // 0 turns arming off; anything else is a size.
 std::uint64_t as_arm_below(const std::string& src, const toml::node& n, const std::string& key) {
     return n.is_integer() && n.as_integer()->get() == 0 ? 0 : as_bytes(src, n, key);
@@ -195,12 +199,13 @@ Keys enforce_keys() {
         {"enabled", assign<section, &E::enabled, as_bool>},
         {"table", assign<section, &E::table, as_table_name>},
         {"subscriber_interface", assign<section, &E::subscriber_interface, as_interface_name>},
-        {"shaper_interface", assign<section, &E::shaper_interface, as_interface_name>},
+        {"shaper_interface", assign<section, &E::shaper_interface, as_device_name>},
         {"delete_conntrack_on_block", assign<section, &E::delete_conntrack_on_block, as_bool>},
         {"arm_quota_below_bytes", assign<section, &E::arm_quota_below_bytes, as_arm_below>},
         {"forward_priority", assign<section, &E::forward_priority, as_hook_priority>},
         {"no_offload_mark", assign<section, &E::no_offload_mark, as_mark>},
         {"direct_queue_packets", assign<section, &E::direct_queue_packets, as_queue_packets>},
+        {"leaf_queue_packets", assign<section, &E::leaf_queue_packets, as_queue_packets>},
     };
 }
 

@@ -22,6 +22,9 @@ struct EnforceConfig {
     // The HTB root's queue for packets no class takes, in packets (set
     // explicitly: HTB takes the device's txqueuelen).
     std::uint32_t direct_queue_packets = 1000;
+    // Each of a throttled subscriber's two bands (young connections and
+    // ICMP; the rest) holds this many packets (the shaper's txqueuelen).
+    std::uint32_t leaf_queue_packets = 16;
 };
 
 }  // namespace ctquota::enforce

@@ -34,7 +34,8 @@ std::optional<std::uint32_t> classid_in(const SubscriberItems& items) {
 }
 
 TcConfig tc_config(const EnforceConfig& cfg) {
-    return TcConfig{cfg.subscriber_interface, cfg.shaper_interface, cfg.direct_queue_packets};
+    return TcConfig{cfg.subscriber_interface, cfg.shaper_interface, cfg.direct_queue_packets,
+                    cfg.leaf_queue_packets};
 }
 
 }  // namespace
@@ -87,17 +88,22 @@ void Enforcer::Impl::adopt(const Loaded& loaded) {
 
 // Subscriber classes are spread over the shards by subscriber id: creating
 // a class costs the kernel a walk over its qdisc's classes (tc_bind_tclass).
-// Minors go in steps of four: 4s is the class, 4s+1 and 4s+2 its leaves.
+// Minors go in steps of 16 (the low nibble names a band of the leaf queue),
+// kClassesPerShard of them: each has a leaf queue handle of its own. A full
+// shard passes the subscriber on to the next.
 std::optional<std::uint32_t> Enforcer::Impl::allocate_classid(core::SubscriberId id) {
-    const auto shard = static_cast<std::uint32_t>(static_cast<std::uint64_t>(id) % kHtbShards);
-    const std::uint32_t major = (kHtbFirstShardMajor + shard) << 16;
-    constexpr std::uint16_t kLast = 0x10000 - kClassStride;
-    auto& next = next_minor[shard];
-    for (unsigned tries = 0; tries < 0x10000 / kClassStride; ++tries) {
-        next = next >= kLast ? kClassStride : static_cast<std::uint16_t>(next + kClassStride);
-        if (!used_classids.contains(major | next)) {
-            used_classids.insert(major | next);
-            return major | next;
+    constexpr std::uint16_t kLast = kClassesPerShard * kClassStride;
+    const auto first = static_cast<std::uint32_t>(static_cast<std::uint64_t>(id) % kHtbShards);
+    for (std::uint32_t k = 0; k < kHtbShards; ++k) {
+        const auto shard = (first + k) % kHtbShards;
+        const std::uint32_t major = (kHtbFirstShardMajor + shard) << 16;
+        auto& next = next_minor[shard];
+        for (unsigned tries = 0; tries < kClassesPerShard; ++tries) {
+            next = next >= kLast ? kClassStride : static_cast<std::uint16_t>(next + kClassStride);
+            if (!used_classids.contains(major | next)) {
+                used_classids.insert(major | next);
+                return major | next;
+            }
         }
     }
     return std::nullopt;
@@ -296,8 +302,7 @@ std::string Enforcer::damage() {
             listing["nftables"].push_back(item);
         }
     }
-    if (found.empty() &&
-        !nftjson::skeleton_in_place(listing, config_)) {
+    if (found.empty() && !nftjson::skeleton_in_place(listing, config_)) {
         note("the rules of table inet " + config_.table + " were changed");
     }
     if (impl_->tc) {
@@ -309,16 +314,17 @@ std::string Enforcer::damage() {
 }
 
 void Enforcer::forget_kernel() {
+    if (impl_->tc && !impl_->tc->root_damage().empty()) {
+        // A new link learns the interface's current index. While the
+        // interface is missing this throws before anything is forgotten, so
+        // that damage() goes on reporting it and the caller tries again.
+        impl_->tc = std::make_unique<TcLink>(tc_config(config_));
+    }
     impl_->started = false;
     impl_->cache_valid = false;
     impl_->installed.clear();
     impl_->used_classids.clear();
     impl_->allowed_installed.clear();
-    if (impl_->tc && !impl_->tc->root_damage().empty()) {
-        // A new link learns the interface's current index; while the
-        // interface is missing this throws and the old link stays.
-        impl_->tc = std::make_unique<TcLink>(tc_config(config_));
-    }
 }
 
 std::vector<Flowtable> Enforcer::flowtables() {

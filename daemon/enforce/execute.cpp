@@ -100,7 +100,8 @@ std::set<core::SubscriberId> Enforcer::Impl::set_classes(const std::vector<Subsc
     std::vector<core::SubscriberId> set_owner;
     for (const auto& d : deltas) {
         for (const auto& c : d.tc_set) {
-            sets.push_back(TcOp{TcOp::Kind::Set, c.classid, c.rate_bps, who(d.id)});
+            sets.push_back(
+                TcOp{TcOp::Kind::Set, c.classid, c.rate_bps, who(d.id), d.tc_queue_in_place});
             set_owner.push_back(d.id);
         }
     }

@@ -100,7 +100,7 @@ std::optional<std::uint32_t> parse_classid(const std::string& text) {
 
 std::optional<std::uint32_t> throttle_class(const std::string& element_value) {
     const auto leaf = parse_classid(element_value);
-    return leaf ? std::optional(class_of_leaf(*leaf)) : std::nullopt;
+    return leaf ? std::optional(class_of_priority(*leaf)) : std::nullopt;
 }
 
 std::string limit_name(bool up, core::SubscriberId id) {
@@ -146,7 +146,7 @@ SubscriberItems desired_items(const SubscriberTarget& t, const ModelContext& ctx
         }
         if (rate.down_bps > 0 && needs_tc_class(t, ctx) && classid) {
             items.tc_class = HtbClass{*classid, rate.down_bps / 8 * 8, true};  // tc keeps bytes/s
-            add_elements(items, MapKind::Throttle, prefixes, classid_text(bulk_leaf(*classid)));
+            add_elements(items, MapKind::Throttle, prefixes, classid_text(*classid));
         } else if (rate.down_bps > 0 && !ctx.shaping) {
             LimitObject down{limit_name(false, t.id), rate.down_bps / 8, 0};
             down.burst_bytes = limit_burst_bytes(down.bytes_per_second);
@@ -228,6 +228,8 @@ SubscriberDelta diff_items(core::SubscriberId id, const SubscriberItems& have,
     }
     if (want.tc_class && (!have.tc_class || !(*have.tc_class == *want.tc_class))) {
         d.tc_set.push_back(*want.tc_class);
+        d.tc_queue_in_place = have.tc_class && have.tc_class->classid == want.tc_class->classid &&
+                              have.tc_class->leaf_queue;
     }
     if (have.tc_class && (!want.tc_class || want.tc_class->classid != have.tc_class->classid)) {
         d.tc_del.push_back(have.tc_class->classid);

@@ -49,9 +49,9 @@ struct QuotaObject {
 };
 
 struct HtbClass {
-    std::uint32_t classid = 0;   // <shard major>:<4s>; its leaves are 4s+1 and 4s+2
+    std::uint32_t classid = 0;   // <shard major>:<16j>
     std::uint64_t rate_bps = 0;  // rate = ceil
-    bool leaf_queue = false;     // both leaves have our tbf (tc_netlink.hpp), not HTB's pfifo
+    bool leaf_queue = false;     // our tbf and bands (tc_netlink.hpp), not HTB's pfifo
     bool operator==(const HtbClass&) const = default;
 };
 
@@ -75,7 +75,7 @@ struct ModelContext {
 std::string block_chain_for(const std::string& plan, const ModelContext& ctx);
 std::string classid_text(std::uint32_t classid);  // "2:1a" (hex, as tc and nft print it)
 std::optional<std::uint32_t> parse_classid(const std::string& text);
-// The subscriber class a throttle element's value (its bulk leaf) belongs to.
+// The subscriber class a throttle element's value names.
 std::optional<std::uint32_t> throttle_class(const std::string& element_value);
 std::string limit_name(bool up, core::SubscriberId id);
 std::string quota_name(core::SubscriberId id);
@@ -104,6 +104,8 @@ struct SubscriberDelta {
     std::vector<QuotaObject> add_quotas;
     std::vector<Element> add_elements;
     std::vector<HtbClass> tc_set;
+    // tc_set's class has its leaf queue already (only its rates change).
+    bool tc_queue_in_place = false;
     std::vector<std::uint32_t> tc_del;
     std::vector<core::Prefix> newly_blocked;  // prefixes whose conntrack entries go
     [[nodiscard]] bool empty() const {

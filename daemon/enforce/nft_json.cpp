@@ -33,7 +33,7 @@ Json rule(const std::string& table, const std::string& chain, Json expr,
 // skeleton() changes its rules; the subscriber interface the head names is
 // part of it, so that a changed interface refills the chain.
 std::string skeleton_tag(const EnforceConfig& cfg) {
-    std::string tag = "ctquota skeleton v4";
+    std::string tag = "ctquota skeleton v5";
     return cfg.subscriber_interface.empty() ? tag : tag + " " + cfg.subscriber_interface;
 }
 
@@ -116,20 +116,20 @@ void add_chain_head(Json& c, const EnforceConfig& cfg) {
     }
 }
 
-// After the throttle mapping: a packet headed for a bulk leaf of ours goes to
-// the young leaf next to it instead (priority XOR 3: 4s+2 -> 4s+1) when its
+// After the throttle mapping: a packet headed for a class of ours gets the
+// young band's priority in the low nibble (S:16j -> S:16j|6) when its
 // connection is young or it is ICMP (tc_netlink.hpp: why).
 void add_young_flow_rules(Json& c, const std::string& table, const std::string& tag) {
     const Json priority = {{"meta", {{"key", "priority"}}}};
-    const Json to_bulk_leaf = {
+    const Json to_our_class = {
         {"match",
          {{"op", "=="},
-          {"left", {{"&", Json::array({priority, classid_text(kShardMajorMask | kLeafBits)})}}},
-          {"right", classid_text((kHtbFirstShardMajor << 16) | kBulkLeaf)}}}};
+          {"left", {{"&", Json::array({priority, classid_text(kShardMajorMask | kBandBits)})}}},
+          {"right", classid_text(kHtbFirstShardMajor << 16)}}}};
     const Json to_young = {
         {"mangle",
          {{"key", priority},
-          {"value", {{"^", Json::array({priority, classid_text(kYoungLeaf ^ kBulkLeaf)})}}}}}};
+          {"value", {{"|", Json::array({priority, classid_text(kYoungPriority)})}}}}}};
     const Json young = {
         {"match",
          {{"op", "<"}, {"left", {{"ct", {{"key", "packets"}}}}}, {"right", kYoungFlowPackets}}}};
@@ -138,7 +138,7 @@ void add_young_flow_rules(Json& c, const std::string& table, const std::string& 
                          {"left", {{"meta", {{"key", "l4proto"}}}}},
                          {"right", {{"set", Json::array({"icmp", "ipv6-icmp"})}}}}}};
     for (const Json& which : {young, icmp}) {
-        c.push_back(rule(table, "forward", Json::array({to_bulk_leaf, which, to_young}), tag));
+        c.push_back(rule(table, "forward", Json::array({to_our_class, which, to_young}), tag));
     }
 }
 

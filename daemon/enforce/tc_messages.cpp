@@ -92,12 +92,12 @@ void put_htb_class(std::vector<char>& buf, int ifindex, const HtbClassSpec& spec
 
 // The leaf queue of a throttled class (see tc_netlink.hpp for why tbf).
 // Handle 0: the kernel picks one. CREATE|REPLACE grafts it over the class's
-// default pfifo, and only changes its parameters when a tbf is there already.
+// default pfifo, and only changes its parameters when our tbf is there already.
 void put_leaf_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t classid,
                     std::uint64_t rate_bps, std::uint32_t mtu, std::uint16_t flags,
                     std::uint32_t seq) {
     auto* nlh = put_header(buf, RTM_NEWQDISC, flags, seq);
-    put_tcmsg(nlh, ifindex, 0, classid);
+    put_tcmsg(nlh, ifindex, leaf_queue_handle(classid), classid);
     mnl_attr_put_strz(nlh, TCA_KIND, "tbf");
     auto* nest = mnl_attr_nest_start(nlh, TCA_OPTIONS);
     const std::uint64_t bps = rate_bps / 8;
@@ -151,7 +151,7 @@ int load_program(const bpf_insn* insns, std::size_t count, const char* name) {
     return static_cast<int>(syscall(__NR_bpf, BPF_PROG_LOAD, &attr, sizeof attr));
 }
 
-constexpr bpf_insn load_priority_major() {
+constexpr bpf_insn load_priority() {
     return {BPF_LDX | BPF_MEM | BPF_W, BPF_REG_0, BPF_REG_1,
             static_cast<__s16>(offsetof(__sk_buff, priority)), 0};
 }
@@ -166,7 +166,7 @@ int load_shard_program() {
     constexpr std::int32_t kToShardClass =
         static_cast<std::int32_t>(kMajor + 1 - kHtbFirstShardMajor);
     const bpf_insn program[] = {
-        load_priority_major(),
+        load_priority(),
         {BPF_ALU64 | BPF_RSH | BPF_K, BPF_REG_0, 0, 0, 16},
         {BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_0, 0, 0, kToShardClass},
         {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
@@ -174,11 +174,23 @@ int load_shard_program() {
     return load_program(program, std::size(program), "ctquota_shard");
 }
 
+// eBPF (sched_cls, not direct-action), on each shard qdisc: the class of a
+// young packet, whose priority is its class id with kYoungPriority in the
+// low nibble (HTB finds the others by skb->priority without asking).
+int load_band_program() {
+    const bpf_insn program[] = {
+        load_priority(),
+        {BPF_ALU | BPF_AND | BPF_K, BPF_REG_0, 0, 0, static_cast<std::int32_t>(~kBandBits)},
+        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+    };
+    return load_program(program, std::size(program), "ctquota_band");
+}
+
 // eBPF (sched_cls, classic cls_bpf): -1 (match: run the filter's actions)
 // for skb->priority majors of our shards, 0 (no match) for everything else.
 int load_redirect_program() {
     const bpf_insn program[] = {
-        load_priority_major(),
+        load_priority(),
         {BPF_ALU64 | BPF_RSH | BPF_K, BPF_REG_0, 0, 0, 16},
         {BPF_ALU64 | BPF_SUB | BPF_K, BPF_REG_0, 0, 0, kHtbFirstShardMajor},
         // Unsigned: a major below ours wrapped around to a huge value.
@@ -191,14 +203,15 @@ int load_redirect_program() {
     return load_program(program, std::size(program), "ctquota_redir");
 }
 
-void put_shard_filter(std::vector<char>& buf, int ifindex, int prog_fd, std::uint32_t seq) {
+void put_classifier(std::vector<char>& buf, int ifindex, std::uint32_t qdisc, int prog_fd,
+                    const char* name, std::uint32_t seq) {
     auto* nlh = put_header(buf, RTM_NEWTFILTER, NLM_F_REQUEST | NLM_F_CREATE, seq);
-    auto* t = put_tcmsg(nlh, ifindex, 1, kMajor);
+    auto* t = put_tcmsg(nlh, ifindex, 1, qdisc);
     t->tcm_info = TC_H_MAKE(1u << 16, htons(ETH_P_ALL));
     mnl_attr_put_strz(nlh, TCA_KIND, "bpf");
     auto* nest = mnl_attr_nest_start(nlh, TCA_OPTIONS);
     mnl_attr_put_u32(nlh, TCA_BPF_FD, static_cast<std::uint32_t>(prog_fd));
-    mnl_attr_put_strz(nlh, TCA_BPF_NAME, "ctquota_shard");
+    mnl_attr_put_strz(nlh, TCA_BPF_NAME, name);
     mnl_attr_nest_end(nlh, nest);
     finish(buf, nlh);
 }
@@ -255,7 +268,7 @@ void put_delete_redirect_filter(std::vector<char>& buf, int ifindex, std::uint32
 }
 
 void put_new_ifb(std::vector<char>& buf, const std::string& name, std::uint32_t mtu,
-                 std::uint32_t seq) {
+                 std::uint32_t txqueuelen, std::uint32_t seq) {
     auto* nlh =
         put_header(buf, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, seq);
     auto* ifi = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
@@ -264,6 +277,7 @@ void put_new_ifb(std::vector<char>& buf, const std::string& name, std::uint32_t 
     ifi->ifi_change = IFF_UP;
     mnl_attr_put_strz(nlh, IFLA_IFNAME, name.c_str());
     mnl_attr_put_u32(nlh, IFLA_MTU, mtu);
+    mnl_attr_put_u32(nlh, IFLA_TXQLEN, txqueuelen);
     auto* info = mnl_attr_nest_start(nlh, IFLA_LINKINFO);
     mnl_attr_put_strz(nlh, IFLA_INFO_KIND, "ifb");
     mnl_attr_nest_end(nlh, info);
@@ -278,46 +292,47 @@ void put_delete_link(std::vector<char>& buf, int ifindex, std::uint32_t seq) {
     finish(buf, nlh);
 }
 
-namespace {
-
-// The young leaf is guaranteed a tenth of the plan (at least a frame per
-// 10 ms) and served first when it borrows; the bulk leaf the rest. Both may
-// use the whole plan when the other is idle.
-HtbClassSpec leaf_spec(std::uint32_t subscriber_class, std::uint32_t leaf, std::uint64_t rate_bps) {
-    const std::uint64_t young =
-        std::min(rate_bps, std::max<std::uint64_t>(rate_bps / 10, 1'200'000));
-    const bool is_young = leaf == kYoungLeaf;
-    return HtbClassSpec{subscriber_class | leaf, subscriber_class,
-                        is_young ? young : std::max<std::uint64_t>(rate_bps - young, 8000),
-                        rate_bps, is_young ? 0u : 1u};
+// The bands: pfifo_fast in place of the tbf's default bfifo. Handle 0: the
+// kernel picks one above 0x8000, where our tbf handles never are.
+void put_leaf_bands(std::vector<char>& buf, int ifindex, std::uint32_t classid, std::uint16_t flags,
+                    std::uint32_t seq) {
+    auto* nlh = put_header(buf, RTM_NEWQDISC, flags, seq);
+    put_tcmsg(nlh, ifindex, 0, leaf_queue_handle(classid) | 1);
+    mnl_attr_put_strz(nlh, TCA_KIND, "pfifo_fast");
+    finish(buf, nlh);
 }
 
-}  // namespace
+std::uint32_t leaf_queue_handle(std::uint32_t subscriber_class) {
+    const auto shard = (subscriber_class >> 16) - kHtbFirstShardMajor;
+    const auto minor = subscriber_class & 0xFFFFu;
+    if (shard >= kHtbShards || minor == 0 || minor % kClassStride != 0 ||
+        minor / kClassStride > kClassesPerShard) {
+        return 0;
+    }
+    return (kFirstLeafQueueMajor + shard * kClassesPerShard + minor / kClassStride - 1) << 16;
+}
 
 std::size_t append_class_message(std::vector<char>& buf, const TcDevice& dev, const TcOp& op,
                                  std::uint32_t seq, bool ack) {
     const std::uint16_t ack_flag = ack ? NLM_F_ACK : 0;
     const std::uint32_t shard = TC_H_MAJ(op.classid);  // the shard's qdisc
     if (op.kind == TcOp::Kind::Delete) {
-        // Leaves first (HTB refuses to delete a class with children); their queues go with them.
-        for (std::uint32_t id : {op.classid | kYoungLeaf, op.classid | kBulkLeaf, op.classid}) {
-            auto* nlh = put_header(buf, RTM_DELTCLASS, NLM_F_REQUEST | ack_flag, seq++);
-            put_tcmsg(nlh, dev.ifindex, id, id == op.classid ? shard : op.classid);
-            finish(buf, nlh);
-        }
-        return kDeleteMessages;
+        // The class's leaf queue goes with it.
+        auto* nlh = put_header(buf, RTM_DELTCLASS, NLM_F_REQUEST | ack_flag, seq);
+        put_tcmsg(nlh, dev.ifindex, op.classid, shard);
+        finish(buf, nlh);
+        return 1;
     }
-    // Without NLM_F_EXCL: creates a class, or changes it when it exists.
-    const std::uint16_t set = NLM_F_REQUEST | NLM_F_CREATE | ack_flag;
+    // Without NLM_F_EXCL: creates the class, or changes it when it exists.
     put_htb_class(buf, dev.ifindex, HtbClassSpec{op.classid, shard, op.rate_bps, op.rate_bps, 0},
-                  set, seq++);
-    for (std::uint32_t leaf : {kYoungLeaf, kBulkLeaf}) {
-        put_htb_class(buf, dev.ifindex, leaf_spec(op.classid, leaf, op.rate_bps), set, seq++);
+                  NLM_F_REQUEST | NLM_F_CREATE | ack_flag, seq);
+    put_leaf_qdisc(buf, dev.ifindex, op.classid, op.rate_bps, dev.mtu,
+                   NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | ack_flag, seq + 1);
+    if (op.queue_in_place) {
+        return 2;  // pfifo_fast cannot be changed, only replaced: it stays
     }
-    for (std::uint32_t leaf : {kYoungLeaf, kBulkLeaf}) {
-        put_leaf_qdisc(buf, dev.ifindex, op.classid | leaf, op.rate_bps, dev.mtu,
-                       NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | ack_flag, seq++);
-    }
+    put_leaf_bands(buf, dev.ifindex, op.classid,
+                   NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE | ack_flag, seq + 2);
     return kSetMessages;
 }
 

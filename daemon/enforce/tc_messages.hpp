@@ -30,6 +30,10 @@ struct HtbClassSpec {
 };
 void put_htb_class(std::vector<char>& buf, int ifindex, const HtbClassSpec& spec,
                    std::uint16_t flags, std::uint32_t seq);
+// The leaf queue of subscriber class `classid`: a tbf with handle
+// leaf_queue_handle(classid), and pfifo_fast under it (tc_netlink.hpp).
+void put_leaf_bands(std::vector<char>& buf, int ifindex, std::uint32_t classid, std::uint16_t flags,
+                    std::uint32_t seq);
 void put_leaf_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t classid,
                     std::uint64_t rate_bps, std::uint32_t mtu, std::uint16_t flags,
                     std::uint32_t seq);
@@ -40,7 +44,12 @@ void put_htb_qdisc(std::vector<char>& buf, int ifindex, std::uint32_t handle, st
 // The shaper root's classifier (eBPF, sched_cls): skb->priority S:x -> class
 // 1:(S - kHtbFirstShardMajor + 1). Returns a program fd or -1 (errno set).
 int load_shard_program();
-void put_shard_filter(std::vector<char>& buf, int ifindex, int prog_fd, std::uint32_t seq);
+// Each shard qdisc's classifier (eBPF, sched_cls): a young priority S:(16j|6)
+// -> its class S:16j.
+int load_band_program();
+// A cls_bpf filter (classic) with handle 1 and priority 1 on `qdisc`.
+void put_classifier(std::vector<char>& buf, int ifindex, std::uint32_t qdisc, int prog_fd,
+                    const char* name, std::uint32_t seq);
 
 // The subscriber interface's side: a clsact qdisc, and on its egress hook a
 // cls_bpf filter (classic, not direct-action) matching skb->priority majors
@@ -57,7 +66,7 @@ void put_delete_redirect_filter(std::vector<char>& buf, int ifindex, std::uint32
 
 // The shaper device: an ifb, up, with the subscriber interface's MTU.
 void put_new_ifb(std::vector<char>& buf, const std::string& name, std::uint32_t mtu,
-                 std::uint32_t seq);
+                 std::uint32_t txqueuelen, std::uint32_t seq);
 void put_delete_link(std::vector<char>& buf, int ifindex, std::uint32_t seq);
 
 }  // namespace ctquota::enforce

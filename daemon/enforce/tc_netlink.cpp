@@ -55,14 +55,8 @@ bool in_shard(std::uint32_t handle) {
            TC_H_MIN(handle) != 0;
 }
 
-// A subscriber's class (minor 4s), not one of its leaves.
 bool is_subscriber_class(std::uint32_t handle) {
-    return in_shard(handle) && (handle & kLeafBits) == 0;
-}
-
-bool is_leaf(std::uint32_t handle) {
-    const auto leaf = handle & kLeafBits;
-    return in_shard(handle) && (leaf == kYoungLeaf || leaf == kBulkLeaf);
+    return in_shard(handle) && leaf_queue_handle(handle) != 0;
 }
 
 int on_class(const nlmsghdr* nlh, void* data) {
@@ -120,20 +114,24 @@ int on_qdisc(const nlmsghdr* nlh, void* data) {
 
 struct LeafQueueDump {
     int ifindex;
-    std::map<std::uint32_t, unsigned> leaves;  // subscriber class -> leaves with a tbf
+    std::set<std::uint32_t> tbf;    // subscriber classes with our tbf under them
+    std::set<std::uint32_t> bands;  // tbf handles with pfifo_fast under them
 };
 
 int on_leaf_queue(const nlmsghdr* nlh, void* data) {
     auto* d = static_cast<LeafQueueDump*>(data);
     const auto* t = static_cast<const tcmsg*>(mnl_nlmsg_get_payload(nlh));
-    if (nlh->nlmsg_type != RTM_NEWQDISC || t->tcm_ifindex != d->ifindex ||
-        !is_leaf(t->tcm_parent)) {
+    if (nlh->nlmsg_type != RTM_NEWQDISC || t->tcm_ifindex != d->ifindex) {
         return MNL_CB_OK;
     }
     Attrs tb{};
     mnl_attr_parse(nlh, sizeof(tcmsg), collect, &tb);
-    if (tb[TCA_KIND] != nullptr && std::strcmp(mnl_attr_get_str(tb[TCA_KIND]), "tbf") == 0) {
-        ++d->leaves[class_of_leaf(t->tcm_parent)];
+    const char* kind = tb[TCA_KIND] != nullptr ? mnl_attr_get_str(tb[TCA_KIND]) : "";
+    if (std::strcmp(kind, "tbf") == 0 && is_subscriber_class(t->tcm_parent) &&
+        t->tcm_handle == leaf_queue_handle(t->tcm_parent)) {
+        d->tbf.insert(t->tcm_parent);
+    } else if (std::strcmp(kind, "pfifo_fast") == 0 && TC_H_MIN(t->tcm_parent) == 1) {
+        d->bands.insert(TC_H_MAJ(t->tcm_parent));
     }
     return MNL_CB_OK;
 }
@@ -327,7 +325,7 @@ void TcLink::ensure_shaper() {
         }
     } else {
         std::vector<char> add;
-        put_new_ifb(add, config_.shaper, dev_.mtu, ++seq_);
+        put_new_ifb(add, config_.shaper, dev_.mtu, config_.leaf_queue_packets, ++seq_);
         if (const int rc = transact(add); rc != 0 && rc != -EEXIST) {
             throw EnforceError("cannot create the shaper " + config_.shaper +
                                " (ifb): " + errno_text(-rc));
@@ -394,9 +392,19 @@ void TcLink::ensure_root() {
     if (prog < 0) {
         throw EnforceError("tc: cannot load the shard classifier (eBPF): " + errno_text(errno));
     }
-    put_shard_filter(buf, shaper_, prog, ++seq_);
+    put_classifier(buf, shaper_, kMajor, prog, "ctquota_shard", ++seq_);
+    const int bands = load_band_program();
+    if (bands < 0) {
+        close(prog);
+        throw EnforceError("tc: cannot load the band classifier (eBPF): " + errno_text(errno));
+    }
+    for (std::uint32_t k = 0; k < kHtbShards; ++k) {
+        put_classifier(buf, shaper_, (kHtbFirstShardMajor + k) << 16, bands, "ctquota_band",
+                       ++seq_);
+    }
     const auto errors = send_batch(buf, first_seq);
-    close(prog);  // the filter holds its own reference
+    close(prog);  // the filters hold their own references
+    close(bands);
     for (const auto& [index, err] : errors) {
         if (err != EEXIST) {
             throw EnforceError("tc: cannot set up the HTB shards on " + config_.shaper +
@@ -425,11 +433,11 @@ std::map<std::uint32_t, std::uint64_t> TcLink::dump_classes() {
 }
 
 std::set<std::uint32_t> TcLink::dump_leaf_queues() {
-    LeafQueueDump d{shaper_, {}};
+    LeafQueueDump d{shaper_, {}, {}};
     dump(RTM_GETQDISC, shaper_, 0, on_leaf_queue, &d);
     std::set<std::uint32_t> out;
-    for (const auto& [subscriber_class, leaves] : d.leaves) {
-        if (leaves == 2) {
+    for (const auto subscriber_class : d.tbf) {
+        if (d.bands.contains(leaf_queue_handle(subscriber_class))) {
             out.insert(subscriber_class);
         }
     }
@@ -484,15 +492,15 @@ TcResult TcLink::run(const std::vector<TcOp>& ops) {
     const std::uint32_t first_seq = seq_ + 1;
     std::vector<char> buf;
     buf.reserve(ops.size() * 192);
-    std::vector<std::size_t> op_of_message;  // a Set's second message is its leaf queue
-    std::vector<bool> is_queue;              // a Set's last messages are its leaf queues
+    std::vector<std::size_t> op_of_message;
+    std::vector<bool> is_queue;  // a Set's messages after the first are its leaf queue's
     const TcDevice shaper{shaper_, dev_.mtu};
     for (std::size_t i = 0; i < ops.size(); ++i) {
         const auto n = append_class_message(buf, shaper, ops[i], seq_ + 1, false);
         seq_ += static_cast<std::uint32_t>(n);
         for (std::size_t m = 0; m < n; ++m) {
             op_of_message.push_back(i);
-            is_queue.push_back(ops[i].kind == TcOp::Kind::Set && m >= kSetClassMessages);
+            is_queue.push_back(ops[i].kind == TcOp::Kind::Set && m > 0);
         }
     }
     result.messages = op_of_message.size();
@@ -500,13 +508,9 @@ TcResult TcLink::run(const std::vector<TcOp>& ops) {
     for (const auto& [index, err] : send_batch(buf, first_seq)) {
         const auto op = op_of_message.at(index);
         const bool queue = is_queue.at(index);
-        const bool deleting = ops[op].kind == TcOp::Kind::Delete;
-        if ((deleting && err == ENOENT && index + 1 < op_of_message.size() &&
-             op_of_message[index + 1] == op) ||
-            !reported.insert(op * 2 + (queue ? 1 : 0)).second) {
-            continue;  // a leaf already gone does not keep its class from going
+        if (reported.insert(op * 2 + (queue ? 1 : 0)).second) {
+            (queue ? result.leaf_errors : result.errors).emplace_back(op, errno_text(err));
         }
-        (queue ? result.leaf_errors : result.errors).emplace_back(op, errno_text(err));
     }
     return result;
 }

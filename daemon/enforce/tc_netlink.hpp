@@ -8,36 +8,40 @@
 //     packet goes on to the interface's own root qdisc, untouched
 //   shaper (ifb): root htb 1: (no default class)
 //     class 1:<k+1> (100 Gbit/s)  -> htb <k+0x40>:   k = 0..kHtbShards-1 (shards)
-//       class <S>:<4s>    one per throttled subscriber, rate = ceil = the plan's
-//         class <S>:<4s+1>  "young" leaf, prio 0: ICMP and connections that
-//                           have carried fewer than kYoungFlowPackets packets
-//         class <S>:<4s+2>  bulk leaf, prio 1: everything else
+//       class <S>:<16j>   one per throttled subscriber, rate = ceil = the plan's
+//         tbf <T>:          GSO packets split, HTB does the shaping
+//           pfifo_fast      band 0: young connections and ICMP; band 1: the rest
 //
-// nftables sets skb->priority to the bulk leaf's class id and XORs it to the
-// young leaf's for young flows (nft_json.cpp). The shaper's root has one
-// cls_bpf filter (sched_cls, not direct-action; tc_messages.cpp) mapping the
-// priority major S to shard class 1:(S-0x3f); inside the shard HTB finds the
-// leaf by skb->priority itself (no per-subscriber filter). Why shards:
-// creating (or deleting) a class makes the kernel walk every class of that
-// qdisc (tc_bind_tclass), so one flat qdisc costs O(n^2) for n classes (10k
-// classes: ~4 s of kernel CPU here). Why the IFB: an HTB root on the
-// subscriber interface put every unthrottled packet through HTB's direct
-// queue and its root lock, and replaced the ISP's own root qdisc; the clsact
-// hook is lockless and costs unthrottled packets one small program.
-// Why two leaves: with one queue per subscriber, a new connection's first
-// packets (a DNS answer, a SYN-ACK, the first bytes of a page) wait behind
-// the subscriber's bulk download and are tail-dropped when it fills the
-// queue: seconds of delay. The young leaf is served first (HTB prio), like
-// fq_codel's sparse flows; the kernels here have no fq_codel, cake or sfq.
-// Leaf queue: each leaf class gets a tbf qdisc in place of HTB's default
-// pfifo (1000 packets). The pfifo holds whatever arrives: forwarded GSO
-// packets of ~64 KB from before the throttle, 25 of them 5.7 s at 2 Mbit/s.
-// The tbf bounds the queue in bytes (kLeafQueueMs at the class rate) and
-// splits a GSO packet larger than its burst into segments. Its rate is
-// kLeafRateFactor times the class's, so HTB shapes and the tbf never does.
-// The kernel picks the tbf's handle from its 32768 automatic ones: beyond
-// 16384 throttled subscribers on one shaper a leaf keeps its pfifo (counted
-// as an enforcement error).
+// nftables sets skb->priority to the subscriber's class id, and for ICMP and
+// connections that have carried fewer than kYoungFlowPackets packets ORs
+// kYoungPriority into its low nibble (nft_json.cpp). The shaper's root has
+// one cls_bpf filter (sched_cls, not direct-action; tc_messages.cpp) mapping
+// the priority major S to shard class 1:(S-0x3f). Inside the shard, HTB
+// finds the class by skb->priority itself; a young packet's priority names
+// no class, and the shard's own cls_bpf filter clears its low nibble. The
+// leaf's pfifo_fast reads the low nibble again: band 0 (young) is served
+// before band 1, each band a ring of its own.
+// Why shards: creating (or deleting) a class makes the kernel walk every
+// class of that qdisc (tc_bind_tclass), so one flat qdisc costs O(n^2) for
+// n classes (10k classes: ~4 s of kernel CPU here); and every class costs a
+// filter block that the kernel keeps on one global list (flow_indr), which
+// is why a subscriber gets one class, not a class per band.
+// Why the IFB: an HTB root on the subscriber interface put every unthrottled
+// packet through HTB's direct queue and its root lock, and replaced the
+// ISP's own root qdisc; the clsact hook is lockless and costs unthrottled
+// packets one small program.
+// Why bands: with one FIFO per subscriber, a new connection's first packets
+// (a DNS answer, a SYN-ACK, the first bytes of a page) wait behind the
+// subscriber's bulk download and are tail-dropped when it fills the queue:
+// seconds of delay. Band 0 is served first, like fq_codel's sparse flows;
+// the kernels here have no fq_codel, cake or sfq.
+// The tbf: HTB's default leaf is a pfifo that holds whatever arrives, e.g.
+// forwarded GSO packets of ~64 KB from before the throttle (25 of them: 5.7 s
+// at 2 Mbit/s). The tbf splits GSO packets larger than its burst (10 ms at
+// the plan's rate) into segments before they reach the bands, whose rings
+// hold `leaf_queue_packets` each; its rate is kLeafRateFactor times the
+// class's, so HTB shapes and the tbf never does. Its handle is derived from
+// the class (leaf_queue_handle), so the band qdisc can be put under it.
 // Class changes go in batches (one sendmsg, errors matched to their message
 // by sequence number) and are read back with RTM_GETTCLASS dumps.
 
@@ -56,21 +60,26 @@ inline constexpr std::uint32_t kHtbShards = 64;
 // 0x40..0x7f: one mask tells our priorities from anybody else's (nft_json.cpp).
 inline constexpr std::uint32_t kHtbFirstShardMajor = 0x40;
 inline constexpr std::uint32_t kShardMajorMask = 0xFFC00000;
-// A subscriber's class has minor 4s; its leaves 4s+1 (young) and 4s+2 (bulk).
-inline constexpr std::uint32_t kYoungLeaf = 1;
-inline constexpr std::uint32_t kBulkLeaf = 2;
-inline constexpr std::uint32_t kLeafBits = 3;
-inline constexpr std::uint32_t kClassStride = 4;
+// Subscriber classes have minors 16j (j = 1..kClassesPerShard): the low
+// nibble of the priority is the pfifo_fast band's (TC_PRIO_INTERACTIVE, 6:
+// band 0; 0: band 1).
+inline constexpr std::uint32_t kClassStride = 16;
+inline constexpr std::uint32_t kClassesPerShard = 500;
+inline constexpr std::uint32_t kBandBits = 0xF;
+inline constexpr std::uint32_t kYoungPriority = 6;
 // A connection is young while it has carried fewer packets than this.
 inline constexpr std::uint32_t kYoungFlowPackets = 32;
+// Leaf queue handles: majors 0x80..0x7d7f, below the kernel's automatic ones
+// (0x8001..), which the bands get: 32000 throttled subscribers per shaper.
+inline constexpr std::uint32_t kFirstLeafQueueMajor = 0x80;
 
-// The leaf nftables sends a throttled subscriber's downloads to, and back.
-inline std::uint32_t bulk_leaf(std::uint32_t subscriber_class) {
-    return subscriber_class | kBulkLeaf;
+// The class a priority (young or not) belongs to.
+inline std::uint32_t class_of_priority(std::uint32_t priority) {
+    return priority & ~kBandBits;
 }
-inline std::uint32_t class_of_leaf(std::uint32_t leaf) {
-    return leaf & ~kLeafBits;
-}
+// The tbf under subscriber class S:16j: a handle of its own; 0 when the
+// class is not one of ours.
+std::uint32_t leaf_queue_handle(std::uint32_t subscriber_class);
 
 inline constexpr std::uint64_t kLeafRateFactor = 2;
 inline constexpr std::uint64_t kLeafQueueMs = 50;
@@ -86,13 +95,19 @@ struct TcConfig {
     // The HTB root's queue for packets no class takes, set explicitly: HTB
     // would take the device's txqueuelen.
     std::uint32_t direct_queue_packets = 1000;
+    // Each band of a throttled subscriber's queue holds this many packets
+    // (the shaper's txqueuelen, which pfifo_fast sizes its rings by).
+    std::uint32_t leaf_queue_packets = 16;
 };
 
 struct TcOp {
     enum class Kind : std::uint8_t { Set, Delete } kind = Kind::Set;
-    std::uint32_t classid = 0;  // the subscriber's class <shard major>:<4s>
+    std::uint32_t classid = 0;  // the subscriber's class <shard major>:<16j>
     std::uint64_t rate_bps = 0;
     std::string who;  // for error messages, e.g. "subscriber 42"
+    // Set: the leaf queue (tbf and bands) is ours already; only the rates
+    // change (the bands cannot be changed, only replaced).
+    bool queue_in_place = false;
 };
 
 struct TcResult {
@@ -103,13 +118,10 @@ struct TcResult {
 };
 
 // Pure message building (golden-testable): appends, from sequence number
-// `seq` on, a Set's RTM_NEWTCLASS for the class and its two leaves and the
-// leaves' RTM_NEWQDISC (kSetMessages), or a Delete's RTM_DELTCLASS for the
-// leaves and the class (kDeleteMessages), to `buf`; returns the number of
-// messages.
-inline constexpr std::size_t kSetMessages = 5;  // classes first, then the two leaf queues
-inline constexpr std::size_t kSetClassMessages = 3;
-inline constexpr std::size_t kDeleteMessages = 3;
+// `seq` on, a Set's RTM_NEWTCLASS and the two RTM_NEWQDISC of its leaf queue
+// (the tbf, the bands under it), or a Delete's RTM_DELTCLASS (the leaf queue
+// goes with its class), to `buf`; returns the number of messages.
+inline constexpr std::size_t kSetMessages = 3;
 std::size_t append_class_message(std::vector<char>& buf, const TcDevice& dev, const TcOp& op,
                                  std::uint32_t seq, bool ack);
 
@@ -134,7 +146,7 @@ class TcLink {
     std::string root_damage();
     // Subscriber classes -> rate (bit/s).
     std::map<std::uint32_t, std::uint64_t> dump_classes();
-    // Subscriber classes both of whose leaves exist and have our tbf.
+    // Subscriber classes whose leaf queue is ours: the tbf and its bands.
     std::set<std::uint32_t> dump_leaf_queues();
     TcResult run(const std::vector<TcOp>& ops);
     [[nodiscard]] int ifindex() const { return dev_.ifindex; }

@@ -78,6 +78,13 @@ struct Fresh {  // every test starts from an empty table, no shaper and no qdisc
     }
 };
 
+// "80:" as tc prints a qdisc handle.
+std::string major_text(std::uint32_t handle) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "%x:", handle >> 16);
+    return buf;
+}
+
 // What ctquotad before the shaper put on the subscriber interface: root
 // htb 1: with the shard classifier (built with the same message code).
 void install_old_root(const char* interface) {
@@ -87,7 +94,7 @@ void install_old_root(const char* interface) {
     put_htb_qdisc(buf, ifindex, kMajor, TC_H_ROOT, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE, 1);
     const int prog = load_shard_program();
     REQUIRE(prog >= 0);
-    put_shard_filter(buf, ifindex, prog, 2);
+    put_classifier(buf, ifindex, kMajor, prog, "ctquota_shard", 2);
     std::unique_ptr<mnl_socket, int (*)(mnl_socket*)> nl(mnl_socket_open(NETLINK_ROUTE),
                                                          mnl_socket_close);
     REQUIRE(nl);
@@ -119,27 +126,26 @@ TEST_CASE_FIXTURE(Fresh, "apply installs what read_back reports, and other table
     REQUIRE(k.subscribers.at(2).tc_classid);
     CHECK(k.tc_classes == 1);
     CHECK(k.allowed_by_plan.at("prepaid").size() == 2);
-    // The subscriber's class and its two leaves, both allowed the whole plan,
-    // the young one served first (prio 0).
-    const auto cls = classid_text(*k.subscribers.at(2).tc_classid);
+    // The subscriber's class on the shaper, its tbf, and the bands under it.
+    const auto id = *k.subscribers.at(2).tc_classid;
+    const auto cls = classid_text(id);
     const auto tc = run("tc class show dev " + kShaper);
     CAPTURE(tc);
-    CHECK(tc.find("class htb " + cls + " root rate 8Mbit ceil 8Mbit") != std::string::npos);
-    const auto id = *k.subscribers.at(2).tc_classid;
-    const auto young = classid_text(id + 1);
-    const auto bulk = classid_text(id + 2);
-    for (const auto& leaf : {young, bulk}) {
-        CHECK(tc.find("class htb " + leaf + " parent " + cls + " leaf") != std::string::npos);
-    }
-    CHECK(tc.find("prio 0 rate 1200Kbit ceil 8Mbit") != std::string::npos);
-    CHECK(tc.find("prio 1 rate 6800Kbit ceil 8Mbit") != std::string::npos);
-    // Downloads go to the bulk leaf; the forward chain moves young flows and ICMP.
+    CHECK(tc.find("class htb " + cls + " root leaf") != std::string::npos);
+    CHECK(tc.find("rate 8Mbit ceil 8Mbit") != std::string::npos);
+    const auto qdiscs = run("tc qdisc show dev " + kShaper);
+    CAPTURE(qdiscs);
+    const auto tbf = major_text(leaf_queue_handle(id));
+    CHECK(qdiscs.find("qdisc tbf " + tbf + " parent " + cls) != std::string::npos);
+    CHECK(qdiscs.find(" parent " + tbf + "1 bands 3") != std::string::npos);
+    // Downloads go to the class; the forward chain sets the young band for
+    // young connections and ICMP.
     CHECK(
-        run("nft list map inet ctqh2test throttle_v4").find("100.64.1.2 comment \"2\" : " + bulk) !=
+        run("nft list map inet ctqh2test throttle_v4").find("100.64.1.2 comment \"2\" : " + cls) !=
         std::string::npos);
     const auto chain = run("nft list chain inet ctqh2test forward");
-    CHECK(chain.find("ct packets < 32 meta priority set meta priority ^ 0:3") != std::string::npos);
-    CHECK(chain.find("meta l4proto { icmp, ipv6-icmp } meta priority set meta priority ^ 0:3") !=
+    CHECK(chain.find("ct packets < 32 meta priority set meta priority | 0:6") != std::string::npos);
+    CHECK(chain.find("meta l4proto { icmp, ipv6-icmp } meta priority set meta priority | 0:6") !=
           std::string::npos);
     const auto nft = run("nft list table inet ctqh2test");
     CHECK(nft.find("100.64.1.1 comment \"1\" : jump block_prepaid") != std::string::npos);
@@ -169,7 +175,7 @@ TEST_CASE_FIXTURE(Fresh, "reconcile is idempotent, repairs drift and removes sta
 
     // Drift: an element nobody owns, a class nobody uses, a subscriber's element lost.
     run("nft add element inet ctqh2test blocked_v4 '{ 100.64.9.9 : jump block }'");
-    run("tc class add dev " + kShaper + " parent 45: classid 45:7c htb rate 1mbit");
+    run("tc class add dev " + kShaper + " parent 45: classid 45:70 htb rate 1mbit");
     run("nft delete element inet ctqh2test blocked_v4 '{ 100.64.1.1 }'");
     auto repair = e.reconcile(desired);
     CHECK(repair.ok());
@@ -237,36 +243,41 @@ TEST_CASE_FIXTURE(Fresh,
         CHECK(e.apply(desired).ok());
         CHECK(e.read_back().subscribers.at(12).tc_leaf_queue);
     }
-    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 2);                // one per leaf
-    CHECK(count_of(leaves(), "\"rate\":500000,\"burst\":4100") == 2);  // 2 x 2 Mbit/s, 10 ms
+    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 1);
+    CHECK(count_of(leaves(), "\"kind\":\"pfifo_fast\"") == 1);
+    CHECK(count_of(leaves(), "\"rate\":500000,\"burst\":4100") == 1);  // 2 x 2 Mbit/s, 10 ms
 
-    Enforcer e(config());  // a restart: the leaf is read back, not replayed
+    Enforcer e(config());  // a restart: the leaf queue is read back, not replayed
     auto again = e.reconcile(desired);
     CHECK(again.subscribers_changed == 0);
     CHECK(again.tc_messages == 0);
-    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 2);
+    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 1);
 
     const auto id = *e.read_back().subscribers.at(12).tc_classid;
     const auto classid = classid_text(id);
-    CHECK(run("tc qdisc del dev " + kShaper + " parent " + classid_text(id + 1)).empty());
+    CHECK(run("tc qdisc del dev " + kShaper + " parent " + classid).empty());
     CHECK_FALSE(e.read_back().subscribers.at(12).tc_leaf_queue);  // HTB's pfifo again
     CHECK(e.reconcile(desired).subscribers_changed == 1);
     auto k = e.read_back();
     CHECK(k.subscribers.at(12).tc_leaf_queue);
     CHECK(classid_text(*k.subscribers.at(12).tc_classid) == classid);
-    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 2);
+    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 1);
 
-    // A lost leaf class (not only its queue) is repaired the same way.
-    CHECK(run("tc class del dev " + kShaper + " classid " + classid_text(id + 2)).empty());
+    // Lost bands (the tbf's own bfifo again) are repaired the same way.
+    CHECK(run("tc qdisc del dev " + kShaper + " parent " + major_text(leaf_queue_handle(id)) + "1")
+              .empty());
     CHECK_FALSE(e.read_back().subscribers.at(12).tc_leaf_queue);
     CHECK(e.reconcile(desired).subscribers_changed == 1);
     CHECK(e.read_back().subscribers.at(12).tc_leaf_queue);
+    CHECK(count_of(leaves(), "\"kind\":\"pfifo_fast\"") == 1);
 
     CHECK(e.apply({throttled(12, {P("100.64.2.12")}, 4'000'000, 1'000'000)}).ok());
-    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 2);  // changed in place
-    CHECK(count_of(leaves(), "\"rate\":1000000,\"burst\":6600") == 2);
+    CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 1);  // changed in place
+    CHECK(count_of(leaves(), "\"kind\":\"pfifo_fast\"") == 1);
+    CHECK(count_of(leaves(), "\"rate\":1000000,\"burst\":6600") == 1);
     CHECK(e.remove({12}).ok());
     CHECK(count_of(leaves(), "\"kind\":\"tbf\"") == 0);  // gone with its class
+    CHECK(count_of(leaves(), "\"kind\":\"pfifo_fast\"") == 0);
 }
 
 TEST_CASE_FIXTURE(Fresh, "a rejected change names its subscriber; the others still apply") {
@@ -360,6 +371,23 @@ TEST_CASE_FIXTURE(Fresh, "damage() sees lost kernel state; forget_kernel + recon
         CHECK(after.tc_classes == 1);
     }
     CHECK(run("nft list tables").find("someoneelse") != std::string::npos);
+}
+
+TEST_CASE_FIXTURE(Fresh, "an interface gone for a while: damage stays reported until it is back") {
+    const std::vector<SubscriberTarget> want = {throttled(2, {P("100.64.7.2")}, 2'000'000, 0)};
+    Enforcer e(config());
+    CHECK(e.reconcile(want).ok());
+    run("ip link del ctqh2a");
+    CHECK_FALSE(e.damage().empty());
+    CHECK_THROWS_AS(e.forget_kernel(), EnforceError);     // cannot rebuild yet: nothing forgotten
+    CHECK(e.damage().find("gone") != std::string::npos);  // so the next check still sees it
+    run("ip link add ctqh2a type veth peer name ctqh2b && ip link set ctqh2a up && "
+        "ip link set ctqh2b up");
+    CHECK(e.damage().find("created again") != std::string::npos);
+    e.forget_kernel();
+    CHECK(e.reconcile(want).ok());
+    CHECK(e.damage().empty());
+    CHECK(run("tc filter show dev ctqh2a egress").find("ctquota_redirect") != std::string::npos);
 }
 
 TEST_CASE_FIXTURE(Fresh, "flowtables are listed from the kernel (none on this one)") {

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include <cstring>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -100,7 +101,7 @@ TEST_CASE("desired items per state (table-driven)") {
          target(core::StateKind::Throttled, {2'000'000, 1'000'000}),
          true,
          0,
-         {"active_v4=", "active_v6=", "throttle_v4=40:6", "throttle_v6=40:6", "up_limit_v4=up_7",
+         {"active_v4=", "active_v6=", "throttle_v4=40:10", "throttle_v6=40:10", "up_limit_v4=up_7",
           "up_limit_v6=up_7"},
          1,
          false,
@@ -152,7 +153,7 @@ TEST_CASE("desired items per state (table-driven)") {
     for (const auto& row : rows) {
         CAPTURE(row.description);
         ModelContext ctx{row.shaping, row.arm_below, &plans};
-        const auto items = desired_items(row.target, ctx, std::uint32_t{0x400004});
+        const auto items = desired_items(row.target, ctx, std::uint32_t{0x400010});
         CHECK(sets_of(items) == row.elements);
         CHECK(items.limits.size() == row.limits);
         CHECK(items.quota.has_value() == row.quota);
@@ -174,7 +175,7 @@ TEST_CASE("an armed kernel quota never exceeds what nft accepts (INT64_MAX)") {
 TEST_CASE("rates round to what the kernel keeps") {
     ModelContext ctx{true, 0, nullptr};
     const auto items =
-        desired_items(target(core::StateKind::Throttled, {2'000'003, 1'000'007}), ctx, 0x400004u);
+        desired_items(target(core::StateKind::Throttled, {2'000'003, 1'000'007}), ctx, 0x400010u);
     REQUIRE(items.tc_class);
     CHECK(items.tc_class->rate_bps == 2'000'000);  // HTB stores bytes/s
     CHECK(items.limits.at(0).bytes_per_second == 125'000);
@@ -191,11 +192,11 @@ TEST_CASE("nested prefixes are dropped (nft rejects overlapping intervals)") {
 TEST_CASE("diff: nothing, rate change, throttle to block") {
     ModelContext ctx{true, 0, nullptr};
     const auto slow =
-        desired_items(target(core::StateKind::Throttled, {2'000'000, 1'000'000}), ctx, 0x400004u);
+        desired_items(target(core::StateKind::Throttled, {2'000'000, 1'000'000}), ctx, 0x400010u);
     CHECK(diff_items(7, slow, slow).empty());
 
     const auto faster =
-        desired_items(target(core::StateKind::Throttled, {4'000'000, 2'000'000}), ctx, 0x400004u);
+        desired_items(target(core::StateKind::Throttled, {4'000'000, 2'000'000}), ctx, 0x400010u);
     auto d = diff_items(7, slow, faster);
     CHECK(d.tc_set.size() == 1);  // class changed in place, same id
     CHECK(d.tc_del.empty());
@@ -207,7 +208,7 @@ TEST_CASE("diff: nothing, rate change, throttle to block") {
 
     const auto blocked = desired_items(target(core::StateKind::Blocked), ctx, std::nullopt);
     d = diff_items(7, slow, blocked);
-    CHECK(d.tc_del == std::vector<std::uint32_t>{0x400004u});
+    CHECK(d.tc_del == std::vector<std::uint32_t>{0x400010u});
     CHECK(d.del_elements.size() == 4);
     CHECK(d.add_elements.size() == 2);
     CHECK(d.newly_blocked.size() == 2);
@@ -297,68 +298,72 @@ T first_option(const nlmsghdr* nlh, unsigned short type) {
 
 }  // namespace
 
-TEST_CASE("HTB class messages: a set is the class, two leaves and their tbfs; a delete three") {
+TEST_CASE("HTB class messages: a set is the class, its tbf and the bands; a delete one") {
     std::vector<char> buf;
     const TcDevice dev{5, 1500};
-    CHECK(append_class_message(buf, dev, TcOp{TcOp::Kind::Set, 0x400008, 20'000'000, "s"}, 77,
-                               true) == kSetMessages);
-    CHECK(append_class_message(buf, dev, TcOp{TcOp::Kind::Delete, 0x41000c, 0, "s"}, 82, false) ==
-          kDeleteMessages);
+    const std::uint32_t cls = 0x410020;  // shard 1, j = 2
+    CHECK(leaf_queue_handle(cls) == (0x80u + 1 * kClassesPerShard + 1) << 16);
+    CHECK(append_class_message(buf, dev, TcOp{TcOp::Kind::Set, cls, 20'000'000, "s"}, 77, true) ==
+          kSetMessages);
+    TcOp change{TcOp::Kind::Set, cls, 10'000'000, "s"};
+    change.queue_in_place = true;  // pfifo_fast cannot be changed: only the class and the tbf
+    CHECK(append_class_message(buf, dev, change, 80, true) == 2);
+    CHECK(append_class_message(buf, dev, TcOp{TcOp::Kind::Delete, cls, 0, "s"}, 82, false) == 1);
     const auto msgs = messages_in(buf);
-    REQUIRE(msgs.size() == kSetMessages + kDeleteMessages);
+    REQUIRE(msgs.size() == kSetMessages + 3);
+    const auto tbf = leaf_queue_handle(cls);
     struct Row {
         std::uint16_t type;
         std::uint32_t handle;
         std::uint32_t parent;
     };
     const Row rows[] = {
-        {RTM_NEWTCLASS, 0x400008, 0x400000},  // the subscriber's class, in its shard
-        {RTM_NEWTCLASS, 0x400009, 0x400008},  // young leaf
-        {RTM_NEWTCLASS, 0x40000a, 0x400008},  // bulk leaf
-        {RTM_NEWQDISC, 0, 0x400009},          // tbf over the young leaf's pfifo (kernel's handle)
-        {RTM_NEWQDISC, 0, 0x40000a},
-        {RTM_DELTCLASS, 0x41000d, 0x41000c},  // leaves first: HTB keeps a class with children
-        {RTM_DELTCLASS, 0x41000e, 0x41000c},
-        {RTM_DELTCLASS, 0x41000c, 0x410000},
+        {RTM_NEWTCLASS, cls, 0x410000},  // the subscriber's class, in its shard
+        {RTM_NEWQDISC, tbf, cls},        // the tbf over HTB's default pfifo
+        {RTM_NEWQDISC, 0, tbf | 1},      // the bands over the tbf's bfifo (a kernel handle)
+        {RTM_NEWTCLASS, cls, 0x410000}, {RTM_NEWQDISC, tbf, cls},
+        {RTM_DELTCLASS, cls, 0x410000},  // the leaf queue goes with it
     };
     for (std::size_t i = 0; i < msgs.size(); ++i) {
         CAPTURE(i);
         CHECK(msgs[i]->nlmsg_type == rows[i].type);
-        CHECK(msgs[i]->nlmsg_seq == 77 + i);
-        CHECK((msgs[i]->nlmsg_flags & NLM_F_ACK) == (i < kSetMessages ? NLM_F_ACK : 0));
         CHECK((msgs[i]->nlmsg_flags & NLM_F_EXCL) == 0);  // create or change
         const auto* tcm = static_cast<const tcmsg*>(NLMSG_DATA(msgs[i]));
         CHECK(tcm->tcm_ifindex == 5);
         CHECK(tcm->tcm_handle == rows[i].handle);
         CHECK(tcm->tcm_parent == rows[i].parent);
     }
-    const auto cls = first_option<tc_htb_opt>(msgs[0], TCA_HTB_PARMS);
-    CHECK(cls.rate.rate == 2'500'000u);
-    CHECK(cls.ceil.rate == 2'500'000u);
-    const auto young = first_option<tc_htb_opt>(msgs[1], TCA_HTB_PARMS);
-    CHECK(young.prio == 0u);
-    CHECK(young.rate.rate == 250'000u);  // a tenth guaranteed
-    CHECK(young.ceil.rate == 2'500'000u);
-    const auto bulk = first_option<tc_htb_opt>(msgs[2], TCA_HTB_PARMS);
-    CHECK(bulk.prio == 1u);
-    CHECK(bulk.rate.rate == 2'250'000u);
-    CHECK(bulk.ceil.rate == 2'500'000u);
-    CHECK((msgs[3]->nlmsg_flags & (NLM_F_CREATE | NLM_F_REPLACE)) ==
-          (NLM_F_CREATE | NLM_F_REPLACE));  // grafted over the pfifo, or changed
-    const auto* kind = first_attr(static_cast<const tcmsg*>(NLMSG_DATA(msgs[3])));
-    CHECK(std::string(static_cast<const char*>(RTA_DATA(kind))) == "tbf");
-    for (std::size_t leaf : {3, 4}) {
-        const auto q = first_option<tc_tbf_qopt>(msgs[leaf], TCA_TBF_PARMS);
-        CHECK(q.rate.rate == 2 * 2'500'000u);  // twice the plan: HTB shapes, not the tbf
-        CHECK(q.limit == 125'000u);            // 50 ms at 20 Mbit/s
+    for (std::size_t i : {0, 1, 2}) {
+        CHECK(msgs[i]->nlmsg_seq == 77 + i);
+        CHECK((msgs[i]->nlmsg_flags & NLM_F_ACK) != 0);
     }
+    const auto htb = first_option<tc_htb_opt>(msgs[0], TCA_HTB_PARMS);
+    CHECK(htb.rate.rate == 2'500'000u);
+    CHECK(htb.ceil.rate == 2'500'000u);
+    CHECK((msgs[1]->nlmsg_flags & (NLM_F_CREATE | NLM_F_REPLACE)) ==
+          (NLM_F_CREATE | NLM_F_REPLACE));  // grafted over the pfifo, or changed
+    const auto q = first_option<tc_tbf_qopt>(msgs[1], TCA_TBF_PARMS);
+    CHECK(q.rate.rate == 2 * 2'500'000u);  // twice the plan: HTB shapes, not the tbf
+    const auto* kind = first_attr(static_cast<const tcmsg*>(NLMSG_DATA(msgs[2])));
+    CHECK(std::string(static_cast<const char*>(RTA_DATA(kind))) == "pfifo_fast");
 }
 
-TEST_CASE("the leaf nftables points at and the class it belongs to") {
-    CHECK(bulk_leaf(0x400008) == 0x40000au);
-    CHECK(class_of_leaf(0x40000a) == 0x400008u);
-    CHECK(class_of_leaf(0x400009) == 0x400008u);
-    CHECK(throttle_class("40:a") == 0x400008u);
+TEST_CASE("leaf queue handles: one per class, none outside our classes, below the kernel's") {
+    std::set<std::uint32_t> seen;
+    for (std::uint32_t shard = 0; shard < kHtbShards; ++shard) {
+        for (std::uint32_t j = 1; j <= kClassesPerShard; j += 37) {
+            const auto h = leaf_queue_handle(((kHtbFirstShardMajor + shard) << 16) | (j * 16));
+            CHECK(h != 0);
+            CHECK((h >> 16) < 0x8000u);  // the kernel's automatic handles start above
+            CHECK(seen.insert(h).second);
+        }
+    }
+    CHECK(leaf_queue_handle(0x400000) == 0);                                  // minor 0
+    CHECK(leaf_queue_handle(0x400018) == 0);                                  // not 16j
+    CHECK(leaf_queue_handle(0x3f0010) == 0);                                  // not our shard
+    CHECK(leaf_queue_handle(0x400000 | ((kClassesPerShard + 1) * 16)) == 0);  // past the last
+    CHECK(class_of_priority(0x400026) == 0x400020u);  // a young packet's class
+    CHECK(throttle_class("40:20") == 0x400020u);
     CHECK_FALSE(throttle_class("nonsense"));
 }
 

@@ -296,6 +296,8 @@ arm_quota_below_bytes = "1GiB"
 forward_priority = -10
 no_offload_mark = 0x00800000
 direct_queue_packets = 5000
+shaper_interface = "ctqshape1"
+leaf_queue_packets = 64
 )",
                           "e.toml");
     CHECK_FALSE(c.enforce.enabled);
@@ -307,6 +309,10 @@ direct_queue_packets = 5000
     CHECK(c.enforce.no_offload_mark == 0x00800000u);
     CHECK(c.enforce.direct_queue_packets == 5000u);
     CHECK(d.enforce.direct_queue_packets == 1000u);
+    CHECK(c.enforce.shaper_interface == "ctqshape1");
+    CHECK(d.enforce.shaper_interface == "ctqshaper");
+    CHECK(c.enforce.leaf_queue_packets == 64u);
+    CHECK(d.enforce.leaf_queue_packets == 16u);
     CHECK(parse_config("[database]\nurl = \"x\"\n[enforce]\narm_quota_below_bytes = 0\n", "z.toml")
               .enforce.arm_quota_below_bytes == 0);
 
@@ -326,6 +332,10 @@ direct_queue_packets = 5000
          "enforce.no_offload_mark: expected a 32-bit"},
         {"[enforce]\nno_offload_mark = \"high\"\n", "enforce.no_offload_mark"},
         {"[enforce]\ndirect_queue_packets = 1\n", "enforce.direct_queue_packets: expected"},
+        {"[enforce]\nshaper_interface = \"\"\n",
+         "enforce.shaper_interface: expected a non-empty name"},
+        {"[enforce]\nshaper_interface = \"ifb 0\"\n", "enforce.shaper_interface"},
+        {"[enforce]\nleaf_queue_packets = 0\n", "enforce.leaf_queue_packets: expected"},
         {"[enforce]\nenabled = \"yes\"\n", "enforce.enabled: expected true or false"},
         {"[enforce]\nflush_everything = true\n", "enforce.flush_everything"},
     };
