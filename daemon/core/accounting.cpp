@@ -49,7 +49,12 @@ void Accounting::apply(const FlowSample& sample, TimePoint now) {
     if (sample.kind == SampleKind::Destroy) {
         ++stats_.destroy_samples;
     }
-    const LedgerResult r = ledger_.apply(sample, now);
+    const DroppedCounters* dropped = drops_.find(sample);
+    const LedgerResult r = ledger_.apply(sample, now, dropped);
+    if (dropped != nullptr && sample.kind == SampleKind::Destroy &&
+        r.outcome != LedgerOutcome::Duplicate) {
+        drops_.finish(sample);  // the final credit took them all
+    }
     if (r.orig_delta.bytes == 0 && r.orig_delta.packets == 0 && r.reply_delta.bytes == 0 &&
         r.reply_delta.packets == 0) {
         return;
@@ -86,6 +91,7 @@ std::vector<CheckpointEntry> Accounting::dump_end(std::uint64_t seq, bool comple
     if (complete) {
         ++stats_.dumps_completed;
     }
+    drops_.dump_end(seq, complete);
     return ledger_.dump_end(seq, complete, clock_.now());
 }
 

@@ -54,7 +54,10 @@ class Accounting {
     void set_usage_rules(std::shared_ptr<const UsageRules> rules);
     void apply(const FlowSample& sample);
     void apply(const FlowSample& sample, TimePoint now);  // one clock read per batch
-    void dump_begin(std::uint64_t seq) { ledger_.dump_begin(seq); }
+    void dump_begin(std::uint64_t seq) {
+        ledger_.dump_begin(seq);
+        drops_.dump_begin(seq);
+    }
     // Returns the flows declared lost (credited, then gone without a DESTROY).
     std::vector<CheckpointEntry> dump_end(std::uint64_t seq, bool complete);
 
@@ -63,6 +66,8 @@ class Accounting {
     void restore_ledger(const std::vector<CheckpointEntry>& entries) { ledger_.restore(entries); }
     void reserve_flows(std::size_t flows) { ledger_.reserve(flows); }
 
+    // The kernel's drops per flow (drops/), subtracted from what flows are credited.
+    [[nodiscard]] DropTable& drops() { return drops_; }
     [[nodiscard]] const FlowLedger& ledger() const { return ledger_; }
     [[nodiscard]] const AccountingStats& stats() const { return stats_; }
     [[nodiscard]] std::size_t pending_buckets() const { return usage_.pending_buckets(); }
@@ -72,6 +77,7 @@ class Accounting {
 
     const Clock& clock_;
     FlowLedger ledger_;
+    DropTable drops_;
     UsageAccumulator usage_;
     std::shared_ptr<const SubscriberIndex> index_;
     std::uint64_t index_generation_ = 1;

@@ -7,13 +7,29 @@ bool below(const Counters& now, const Counters& before) {
     return now.bytes < before.bytes || now.packets < before.packets;
 }
 
-Counters minus(const Counters& now, const Counters& before) {
-    return Counters{now.bytes - before.bytes, now.packets - before.packets};
-}
-
 bool is_zero(const Counters& c) {
     return c.bytes == 0 && c.packets == 0;
 }
+
+std::uint64_t sat_sub(std::uint64_t a, std::uint64_t b) {
+    return a > b ? a - b : 0;
+}
+
+// Delivered: counted less what was dropped since the life began.
+Counters delivered(const Counters& counted, const Counters& dropped, const Counters& base) {
+    return Counters{sat_sub(counted.bytes, sat_sub(dropped.bytes, base.bytes)),
+                    sat_sub(counted.packets, sat_sub(dropped.packets, base.packets))};
+}
+
+// Credits what `now` exceeds `credited` by, and never less than nothing.
+Counters grow(Counters& credited, const Counters& now) {
+    const Counters delta{sat_sub(now.bytes, credited.bytes),
+                         sat_sub(now.packets, credited.packets)};
+    credited += delta;
+    return delta;
+}
+
+const DroppedCounters kNoDrops{};
 
 // Tombstones must outlive every dump that may have started before the
 // DESTROY: the one running and the next.
@@ -32,10 +48,11 @@ constexpr Outcomes kDestroyOutcomes{LedgerOutcome::FinalUnseen, LedgerOutcome::F
 
 }  // namespace
 
-LedgerResult FlowLedger::apply(const FlowSample& sample, TimePoint now) {
+LedgerResult FlowLedger::apply(const FlowSample& sample, TimePoint now,
+                               const DroppedCounters* dropped) {
     const FlowKey key = FlowKey::of(sample);
-    return sample.kind == SampleKind::Destroy ? apply_destroy(key, sample, now)
-                                              : apply_poll(key, sample);
+    return sample.kind == SampleKind::Destroy ? apply_destroy(key, sample, now, dropped)
+                                              : apply_poll(key, sample, dropped);
 }
 
 void FlowLedger::leave_lost(Entry& e) {
@@ -46,7 +63,29 @@ void FlowLedger::leave_lost(Entry& e) {
     }
 }
 
-FlowLedger::Entry* FlowLedger::credit(const FlowKey& key, const FlowSample& s, LedgerResult& r) {
+FlowLedger::DropLife* FlowLedger::life_of(const FlowKey& key, const Entry& e, bool inserted,
+                                          bool has_drops) {
+    if (lives_.empty() && !has_drops) {
+        return nullptr;  // the common case: no flow has drops
+    }
+    if (auto it = lives_.find(key); it != lives_.end()) {
+        return &it.value();
+    }
+    if (!has_drops) {
+        return nullptr;
+    }
+    // Until now nothing was dropped, so what was credited is what was counted
+    // (a lower bound after a restart).
+    DropLife& life = lives_[key];
+    if (!inserted) {
+        life.raw_orig = e.orig;
+        life.raw_reply = e.reply;
+    }
+    return &life;
+}
+
+FlowLedger::Entry* FlowLedger::credit(const FlowKey& key, const FlowSample& s,
+                                      const DroppedCounters* dropped, LedgerResult& r) {
     const bool destroy = s.kind == SampleKind::Destroy;
     const Outcomes& outcomes = destroy ? kDestroyOutcomes : kPollOutcomes;
     auto [it, inserted] = entries_.try_emplace(key);
@@ -56,26 +95,39 @@ FlowLedger::Entry* FlowLedger::credit(const FlowKey& key, const FlowSample& s, L
         r.outcome = outcomes.absorbed;
         return nullptr;
     }
+    DropLife* life = life_of(key, e, inserted, dropped != nullptr);
+    const DroppedCounters& d = dropped != nullptr ? *dropped : kNoDrops;
+    const Counters& raw_orig = life != nullptr ? life->raw_orig : e.orig;
+    const Counters& raw_reply = life != nullptr ? life->raw_reply : e.reply;
     if (inserted) {
         r.outcome = outcomes.unseen;
-        r.orig_delta = s.orig_counters;
-        r.reply_delta = s.reply_counters;
-    } else if (below(s.orig_counters, e.orig) || below(s.reply_counters, e.reply)) {
+    } else if (below(s.orig_counters, raw_orig) || below(s.reply_counters, raw_reply)) {
+        // A new life of the counters: credited in full, less only what is
+        // dropped from now on.
         ++stats_.counter_resets;
         r.outcome = LedgerOutcome::CounterReset;
-        r.orig_delta = s.orig_counters;
-        r.reply_delta = s.reply_counters;
+        e.orig = Counters{};
+        e.reply = Counters{};
+        if (life != nullptr) {
+            life->base = d;
+        }
     } else {
         r.outcome = outcomes.known;
-        r.orig_delta = minus(s.orig_counters, e.orig);
-        r.reply_delta = minus(s.reply_counters, e.reply);
+    }
+    const DroppedCounters& base = life != nullptr ? life->base : kNoDrops;
+    r.orig_delta = grow(e.orig, delivered(s.orig_counters, d.orig, base.orig));
+    r.reply_delta = grow(e.reply, delivered(s.reply_counters, d.reply, base.reply));
+    if (life != nullptr) {
+        life->raw_orig = s.orig_counters;
+        life->raw_reply = s.reply_counters;
     }
     return &e;
 }
 
-LedgerResult FlowLedger::apply_poll(const FlowKey& key, const FlowSample& s) {
+LedgerResult FlowLedger::apply_poll(const FlowKey& key, const FlowSample& s,
+                                    const DroppedCounters* dropped) {
     LedgerResult r;
-    Entry* e = credit(key, s, r);
+    Entry* e = credit(key, s, dropped, r);
     if (e == nullptr) {
         return r;
     }
@@ -83,21 +135,24 @@ LedgerResult FlowLedger::apply_poll(const FlowKey& key, const FlowSample& s) {
     e->missed_dumps = 0;
     const bool revived = e->state == State::Lost;
     leave_lost(*e);
-    if (revived || r.outcome == LedgerOutcome::FirstSeen || !is_zero(r.orig_delta) ||
+    if (revived || r.outcome == LedgerOutcome::FirstSeen ||
+        r.outcome == LedgerOutcome::CounterReset || !is_zero(r.orig_delta) ||
         !is_zero(r.reply_delta)) {
-        e->orig = s.orig_counters;
-        e->reply = s.reply_counters;
         mark_dirty(key, *e);
     }
     r.tag = &e->tag;
     return r;
 }
 
-LedgerResult FlowLedger::apply_destroy(const FlowKey& key, const FlowSample& s, TimePoint now) {
+LedgerResult FlowLedger::apply_destroy(const FlowKey& key, const FlowSample& s, TimePoint now,
+                                       const DroppedCounters* dropped) {
     LedgerResult r;
-    Entry* e = credit(key, s, r);
+    Entry* e = credit(key, s, dropped, r);
     if (e == nullptr) {
         return r;
+    }
+    if (!lives_.empty()) {
+        lives_.erase(key);  // a tombstone credits nothing more
     }
     if (r.outcome == LedgerOutcome::Final) {
         // The attribution cached by a dump is handed back once more.
@@ -156,6 +211,9 @@ std::vector<CheckpointEntry> FlowLedger::dump_end(std::uint64_t seq, bool comple
     std::vector<CheckpointEntry> lost;
     for (auto it = entries_.begin(); it != entries_.end();) {
         if (sweep(it->first, it.value(), seq, complete, now, lost)) {
+            if (!lives_.empty()) {
+                lives_.erase(it->first);
+            }
             it = entries_.erase(it);
         } else {
             ++it;

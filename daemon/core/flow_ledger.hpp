@@ -8,6 +8,12 @@
 // full and kept only as a tombstone (to drop a resent DESTROY or a dump that
 // raced it), swept two dumps later and never checkpointed: short flows cost
 // ledger memory briefly and no checkpoint traffic.
+//
+// With the kernel's drops (DropTable) a flow is credited what was delivered:
+// per direction, its counters less what was dropped after conntrack counted
+// it. What is credited never goes down: a drop read after the dump that
+// counted its packet holds the next deltas back until the flow's delivered
+// bytes pass what was credited (the shortfall is carried, never taken back).
 
 #include <tsl/robin_map.h>
 
@@ -15,6 +21,7 @@
 #include <vector>
 
 #include "core/clock.hpp"
+#include "core/drop_table.hpp"
 #include "core/flow.hpp"
 
 namespace ctquota::core {
@@ -83,7 +90,9 @@ class FlowLedger {
     static constexpr std::chrono::hours kLostMemory{1};
 
     // `now` dates tombstones and lost flows (their lifetimes above).
-    LedgerResult apply(const FlowSample& sample, TimePoint now);
+    // `dropped`: what the kernel dropped of this flow so far (null: nothing).
+    LedgerResult apply(const FlowSample& sample, TimePoint now,
+                       const DroppedCounters* dropped = nullptr);
     LedgerResult apply(const FlowSample& sample) { return apply(sample, TimePoint{}); }
 
     // A dump brackets its samples with begin/end. A known flow missing from
@@ -134,17 +143,30 @@ class FlowLedger {
         FlowTag tag;
     };
 
-    LedgerResult apply_poll(const FlowKey& key, const FlowSample& s);
-    LedgerResult apply_destroy(const FlowKey& key, const FlowSample& s, TimePoint now);
+    // A flow with drops: the raw counters last seen (a reset is judged on
+    // them, not on what was credited) and the drops that belong to a life
+    // before a counter reset. In memory only: after a restart the credited
+    // counters are a lower bound of the raw ones.
+    struct DropLife {
+        Counters raw_orig;
+        Counters raw_reply;
+        DroppedCounters base;
+    };
+
+    LedgerResult apply_poll(const FlowKey& key, const FlowSample& s, const DroppedCounters* d);
+    LedgerResult apply_destroy(const FlowKey& key, const FlowSample& s, TimePoint now,
+                               const DroppedCounters* d);
+    DropLife* life_of(const FlowKey& key, const Entry& e, bool inserted, bool has_drops);
     // A Lost entry that hears of its flow again is counted as recovered.
     void leave_lost(Entry& e);
     // dump_end's verdict on one entry: true when it is to be erased.
     bool sweep(const FlowKey& key, Entry& e, std::uint64_t seq, bool complete, TimePoint now,
                std::vector<CheckpointEntry>& lost);
-    // What a poll and a DESTROY credit alike: full counters for a new entry or
-    // after a counter reset, the difference otherwise. Null when a tombstone
-    // absorbed the sample.
-    Entry* credit(const FlowKey& key, const FlowSample& s, LedgerResult& r);
+    // What a poll and a DESTROY credit alike: full (delivered) counters for a
+    // new entry or after a counter reset, the growth otherwise; the entry's
+    // credited counters follow. Null when a tombstone absorbed the sample.
+    Entry* credit(const FlowKey& key, const FlowSample& s, const DroppedCounters* d,
+                  LedgerResult& r);
     void mark_dirty(const FlowKey& key, Entry& e) {
         if (!e.dirty) {
             e.dirty = true;
@@ -166,6 +188,7 @@ class FlowLedger {
     using EntryMap = tsl::robin_map<FlowKey, Entry, FlowKeyHash, std::equal_to<FlowKey>,
                                     std::allocator<std::pair<FlowKey, Entry>>, true>;
     EntryMap entries_;
+    tsl::robin_map<FlowKey, DropLife, FlowKeyHash> lives_;  // flows with drops only
     std::size_t dead_ = 0;
     std::size_t lost_ = 0;
     std::vector<FlowKey> dirty_keys_;
