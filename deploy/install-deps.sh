@@ -12,6 +12,10 @@ PACKAGES=(
   postgresql-15 postgresql-client-15
   nftables conntrack iproute2 procps iputils-ping socat python3 util-linux curl wrk openssl
   chromium
+  # Drops after conntrack (daemon/drops/): the BPF program is compiled with
+  # clang -target bpf and loaded with libbpf; its netns test turns the veths'
+  # offloads off with ethtool.
+  clang libbpf-dev ethtool
 )
 
 missing=()

@@ -8,13 +8,14 @@ declare -A allowed=(
     [core]="core"
     [metrics]="metrics"
     [conntrack]="conntrack core"
+    [drops]="drops core"
     [store]="store core"
     [enforce]="enforce core"
-    [runtime]="runtime conntrack store metrics core"
+    [runtime]="runtime conntrack drops store metrics core"
     [api]="api store metrics core"
     [notify]="notify store metrics core"
     [policy]="policy runtime enforce store metrics core"
-    [app]="app api policy notify runtime enforce store conntrack metrics core"
+    [app]="app api policy notify runtime enforce store conntrack drops metrics core"
 )
 
 bad=0
