@@ -209,6 +209,29 @@ Keys enforce_keys() {
     };
 }
 
+drops::DropConfig::Mode as_drop_mode(const std::string& src, const toml::node& n,
+                                     const std::string& key) {
+    const auto text = as_string(src, n, key);
+    using M = drops::DropConfig::Mode;
+    if (text == "off" || text == "auto" || text == "required") {
+        return text == "off" ? M::Off : text == "auto" ? M::Auto : M::Required;
+    }
+    fail(src, n, key, "expected \"auto\", \"required\" or \"off\", got \"" + text + "\"");
+}
+
+std::uint32_t as_drop_flows(const std::string& src, const toml::node& n, const std::string& key) {
+    return as_int_in<1024, 16777216, std::uint32_t>(src, n, key,
+                                                    "a number of flows in 1024..16777216");
+}
+
+Keys drop_keys() {
+    using D = drops::DropConfig;
+    constexpr auto section = &Config::drops;
+    return {{"mode", assign<section, &D::mode, as_drop_mode>},
+            {"pin_dir", assign<section, &D::pin_dir, as_string>},
+            {"max_flows", assign<section, &D::max_flows, as_drop_flows>}};
+}
+
 // Every section and key the config file may have, with the reader of each.
 const std::map<std::string, Keys>& schema() {
     using P = policy::PoliciesConfig;
@@ -226,6 +249,7 @@ const std::map<std::string, Keys>& schema() {
          {{"offset_file", assign<&Config::clock, &Config::Clock::offset_file, as_string>}}},
         {"enforce", enforce_keys()},
         {"log", {{"level", assign<&Config::log, &Config::Log::level, as_string>}}},
+        {"drops", drop_keys()},
     };
     return kSchema;
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/binding_rules.hpp"
+#include "drops/drop_config.hpp"
 #include "enforce/enforce_config.hpp"
 #include "policy/policy_config.hpp"
 #include "runtime/runtime_config.hpp"
@@ -79,6 +80,9 @@ struct Config {
     struct Log {
         std::string level = "info";
     } log;
+
+    // Drops after conntrack counted (drops::DropMap): not billed.
+    drops::DropConfig drops;
 };
 
 struct ListenAddress {

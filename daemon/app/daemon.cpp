@@ -7,6 +7,7 @@
 
 #include "api/server.hpp"
 #include "conntrack/sysctl.hpp"
+#include "drops/drop_map.hpp"
 #include "metrics/metrics.hpp"
 #include "notify/webhook_sender.hpp"
 #include "policy/plan_files.hpp"
@@ -225,6 +226,36 @@ void serve_signals(policy::PolicyEngine& engine, const metrics::Metrics& metrics
     }
 }
 
+// The BPF program that records drops after conntrack, loaded (or its pins
+// reused) while this is the only thread; then CAP_BPF and CAP_PERFMON go,
+// from every thread to come. Unavailable: billed as counted, said loudly
+// (mode auto), or fatal (mode required).
+std::unique_ptr<drops::DropMap> open_drops(const drops::DropConfig& config,
+                                           metrics::Metrics& metrics) {
+    std::unique_ptr<drops::DropMap> map;
+    if (config.mode == drops::DropConfig::Mode::Off) {
+        spdlog::info("drops.mode = off: packets the gateway drops after conntrack are billed");
+    } else {
+        try {
+            map = drops::DropMap::open(config);
+            metrics.drop_attribution = true;
+        } catch (const drops::DropMapError& e) {
+            if (config.mode == drops::DropConfig::Mode::Required) {
+                throw;  // fatal, named by main
+            }
+            spdlog::warn(
+                "drops: {}; packets the gateway drops after conntrack counted them (blocks, "
+                "kernel quotas, policers, throttle queues) are billed "
+                "(ctquota_drop_attribution_active 0; drops.mode = \"off\" silences this)",
+                e.what());
+        }
+    }
+    if (const auto problems = drops::drop_bpf_capabilities(); !problems.empty()) {
+        spdlog::warn("drops: giving up CAP_BPF and CAP_PERFMON:{}", problems);
+    }
+    return map;
+}
+
 }  // namespace
 
 int run_daemon(const Config& config) {
@@ -235,9 +266,11 @@ int run_daemon(const Config& config) {
     check_kernel(config);
     runtime::OffsetClock clock(config.clock.offset_file);
     metrics::Metrics metrics;
+    const auto drop_map = open_drops(config.drops, metrics);  // before any thread starts
     runtime::SampleQueue queue(config.conntrack.queue_samples);
     runtime::Accountant accountant(clock, queue, metrics);
     accountant.reserve_flows(expected_flows());
+    accountant.set_drop_map(drop_map.get());
     store::Database db(config.database.url);
     runtime::Flusher flusher(config.accounting, clock, db, accountant, metrics);
     // Subscribe to events before the first dump, so nothing ends unseen in between.

@@ -74,6 +74,35 @@ void render_histogram(std::ostream& out, const std::string& name, const char* he
 
 }  // namespace
 
+void Metrics::render_drops(std::ostream& out) const {
+    auto counter = [&out](const char* name, const char* help, std::uint64_t v) {
+        out << "# HELP ctquota_" << name << " " << help << "\n# TYPE ctquota_" << name
+            << " counter\nctquota_" << name << " " << v << "\n";
+    };
+    auto gauge = [&out](const char* name, const char* help, std::uint64_t v) {
+        out << "# HELP ctquota_" << name << " " << help << "\n# TYPE ctquota_" << name
+            << " gauge\nctquota_" << name << " " << v << "\n";
+    };
+    gauge("drop_attribution_active",
+          "1 when the gateway's drops after conntrack are recorded per flow and not billed",
+          drop_attribution.load() ? 1 : 0);
+    counter("dropped_packets_total", "packets dropped after conntrack counted them, per flow",
+            drop_packets.load());
+    counter("dropped_bytes_total", "IP bytes dropped after conntrack counted them, per flow",
+            drop_bytes.load());
+    counter("drop_map_full_total", "drops the kernel map had no room for (billed)",
+            drop_map_full.load());
+    gauge("drop_map_flows", "flows with recorded drops held", drop_map_flows.load());
+    counter("drop_read_errors_total", "failed reads or erasures of the kernel's drop map",
+            drop_read_errors.load());
+    counter("drop_unapplied_bytes_total",
+            "dropped bytes no flow's credit took (the flow ended before the drop): billed",
+            drop_unapplied_bytes.load());
+    counter("drop_vanished_flows_total",
+            "flows whose recorded drops left the map before they were applied (map too small)",
+            drop_vanished_flows.load());
+}
+
 void Metrics::observe_flush(std::chrono::microseconds d) {
     observe(flush_latency, flush_latency_us_sum, d);
 }
@@ -144,6 +173,7 @@ std::string Metrics::render_prometheus() const {
         << (reader_running.load() ? 1 : 0) << "\n";
     out << "# TYPE ctquota_database_ok gauge\nctquota_database_ok " << (database_ok.load() ? 1 : 0)
         << "\n";
+    render_drops(out);
     http.render(out);
     return out.str();
 }

@@ -68,6 +68,16 @@ struct Metrics {
     std::atomic<std::uint64_t> webhook_failures{0};     // failed attempts (each is retried)
     std::atomic<std::uint64_t> subscriber_bindings{0};  // in the accounting's index
     std::atomic<std::uint64_t> event_buffer_bytes{0};
+    // Drops after conntrack counted (drops/): recorded by the BPF program,
+    // subtracted from billing per flow.
+    std::atomic<bool> drop_attribution{false};   // the program is recording
+    std::atomic<std::uint64_t> drop_packets{0};  // attributed to a flow
+    std::atomic<std::uint64_t> drop_bytes{0};
+    std::atomic<std::uint64_t> drop_map_full{0};   // no room in the map: billed
+    std::atomic<std::uint64_t> drop_map_flows{0};  // flows with drops held now
+    std::atomic<std::uint64_t> drop_read_errors{0};
+    std::atomic<std::uint64_t> drop_unapplied_bytes{0};  // no flow took them: billed
+    std::atomic<std::uint64_t> drop_vanished_flows{0};   // evicted before they were used
     std::atomic<bool> reader_running{false};
     std::atomic<bool> database_ok{false};
 
@@ -86,6 +96,9 @@ struct Metrics {
     void observe_flush(std::chrono::microseconds d);
     void observe_flush_to_kernel(std::chrono::microseconds d);
     [[nodiscard]] std::string render_prometheus() const;
+
+  private:
+    void render_drops(std::ostream& out) const;
 };
 
 }  // namespace ctquota::metrics

@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
+#include <cstring>
+
 namespace ctquota::runtime {
 
 Accountant::Accountant(const core::Clock& clock, SampleQueue& queue, metrics::Metrics& metrics)
@@ -78,6 +81,47 @@ void Accountant::apply(QueueItem& item, core::TimePoint now) {
     }
 }
 
+// Reads the kernel's map only when the program recorded something since the
+// last read (drops are rare outside throttles and blocks): one syscall per batch.
+void Accountant::refresh_drops() {
+    if (drop_map_ == nullptr) {
+        return;
+    }
+    drops::DropStats stats;
+    if (!drop_map_->read_stats(stats)) {
+        ++metrics_.drop_read_errors;
+        return;
+    }
+    metrics_.drop_packets = stats.packets;
+    metrics_.drop_bytes = stats.bytes;
+    metrics_.drop_map_full = stats.map_full;
+    if (stats.packets == drops_seen_) {
+        return;
+    }
+    if (!drop_map_->read(drop_records_)) {
+        ++metrics_.drop_read_errors;
+        spdlog::warn("drops: reading the BPF map failed: {}", std::strerror(errno));
+        return;
+    }
+    drops_seen_ = stats.packets;
+    std::lock_guard lock(mu_);
+    accounting_.drops().refresh(drop_records_);
+}
+
+void Accountant::erase_finished_drops() {
+    if (drop_map_ == nullptr) {
+        return;
+    }
+    std::vector<core::FlowKey> keys;
+    {
+        std::lock_guard lock(mu_);
+        keys = accounting_.drops().take_erasures();
+    }
+    if (!keys.empty() && drop_map_->erase(keys) > 0) {
+        ++metrics_.drop_read_errors;
+    }
+}
+
 void Accountant::publish_stats() {
     const auto& ledger = accounting_.ledger();
     metrics_.flows_tracked = ledger.live_flows();
@@ -85,6 +129,10 @@ void Accountant::publish_stats() {
     metrics_.flows_lost_recovered = ledger.stats().lost_recovered;
     metrics_.duplicate_events = ledger.stats().duplicates;
     metrics_.unattributed_bytes = accounting_.stats().unattributed_bytes;
+    auto& drops = accounting_.drops();
+    metrics_.drop_map_flows = drops.size();
+    metrics_.drop_unapplied_bytes = drops.stats().unapplied_bytes;
+    metrics_.drop_vanished_flows = drops.stats().vanished_flows;
 }
 
 // Traffic that matches no subscriber is stored (usage_unattributed) and
@@ -111,6 +159,7 @@ void Accountant::loop() {
     while (true) {
         items.clear();
         const bool open = queue_.pop_all(items, std::chrono::milliseconds(200));
+        refresh_drops();
         if (!items.empty()) {
             const auto now = clock_.now();
             for (auto& item : items) {
@@ -121,6 +170,7 @@ void Accountant::loop() {
             publish_stats();
             log_unattributed();
         }
+        erase_finished_drops();
         if (!open) {
             return;
         }

@@ -1,6 +1,9 @@
 #pragma once
 // Accountant: the one thread that owns core::Accounting. It drains the
-// SampleQueue and hands batches to the flusher under a short lock.
+// SampleQueue and hands batches to the flusher under a short lock. With a
+// DropMap it reads the kernel's drops per flow before applying each batch
+// (a DESTROY is sent after the drops of its flow were recorded, so its final
+// credit sees them all) and erases the entries of finished flows after.
 
 #include <atomic>
 #include <memory>
@@ -8,6 +11,7 @@
 #include <thread>
 
 #include "core/accounting.hpp"
+#include "drops/drop_map.hpp"
 #include "metrics/metrics.hpp"
 #include "runtime/sample_queue.hpp"
 
@@ -22,6 +26,8 @@ class Accountant {
     void set_index(std::shared_ptr<const core::SubscriberIndex> index);
     void set_usage_rules(std::shared_ptr<const core::UsageRules> rules);
     void reserve_flows(std::size_t flows);
+    // Before start(); null: bill what conntrack counted.
+    void set_drop_map(const drops::DropMap* map) { drop_map_ = map; }
     void start();
     // Returns once the queue is closed and fully applied.
     void join();
@@ -32,6 +38,8 @@ class Accountant {
   private:
     void loop();
     void apply(QueueItem& item, core::TimePoint now);
+    void refresh_drops();
+    void erase_finished_drops();
     void publish_stats();
     void log_unattributed();
 
@@ -41,6 +49,9 @@ class Accountant {
     std::mutex mu_;
     core::Accounting accounting_;
     std::thread thread_;
+    const drops::DropMap* drop_map_ = nullptr;
+    std::uint64_t drops_seen_ = 0;  // the program's packet count at the last read
+    std::vector<core::DropRecord> drop_records_;
     std::uint64_t unattributed_logged_ = 0;  // bytes already reported in the log
     std::chrono::steady_clock::time_point next_unattributed_log_{};
 };
