@@ -14,6 +14,15 @@ namespace {
 
 constexpr std::size_t kChunk = 5000;
 
+// Billing counts what the gateway delivered (drops/): a kernel quota holding
+// exactly the bytes left would stop delivery just short of the allowance,
+// the block tier would never be reached, and the subscriber would sit with
+// every packet dropped but not blocked (its portal unreachable). With this
+// much more the last packets cross the allowance (any packet up to this
+// size; TCP retransmits smaller ones after a loss), the block follows at the
+// next flush, and billing passes the allowance by at most this much.
+constexpr std::uint64_t kCrossingSlack = 32 * 1024;
+
 bool kernel_can_count(const core::Plan& plan) {
     // The kernel's quota counts every byte: exact only when the plan counts every byte.
     return plan.free_windows.empty() && plan.zero_rated.empty();
@@ -35,8 +44,10 @@ std::optional<std::uint64_t> PolicyEngine::arm(core::SubscriberId id, const core
         it != armed_.end() && it->second.allowance == e.allowance_bytes) {
         return it->second.bytes;
     }
-    armed_[id] = Armed{e.allowance_bytes, *e.bytes_until_block};
-    return *e.bytes_until_block;
+    const std::uint64_t left = *e.bytes_until_block;
+    const std::uint64_t bytes = left > UINT64_MAX - kCrossingSlack ? left : left + kCrossingSlack;
+    armed_[id] = Armed{e.allowance_bytes, bytes};
+    return bytes;
 }
 
 enforce::SubscriberTarget PolicyEngine::target_of(const store::PolicySubscriber& s,
