@@ -1,0 +1,267 @@
+"""End to end: bytes billed are bytes the gateway delivered (daemon/drops/).
+
+Real TCP through the lab's gateway, ctquotad with its BPF program pinned in a
+bpffs of the test's own, real PostgreSQL, billing read through the API, and
+delivered bytes measured independently at the IP layer with nftables
+counters: downloads in the RECEIVING namespace (the subscriber's input),
+uploads where they leave the gateway (postrouting). The veths' TSO/GSO/GRO
+are off, so conntrack, the kernel's drops and the counters all count the
+same packets.
+
+  * prepaid cut-off with a saturating download (IPv4, IPv6): billed past the
+    allowance <= 64 KiB, billed == delivered, bytes and packets;
+  * a throttled download for 15 s (IPv4), and one with kill -9 of the daemon
+    in the middle and a restart (IPv6): |billed - delivered| <= 0.1 %, with
+    drops happening (ctquota_dropped_packets_total moved);
+  * a block that keeps the conntrack entries (delete_conntrack_on_block =
+    false): the server's retransmissions into the block are never billed.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from enforce_harness import EnforcementLab  # noqa: E402
+from lab import SRV_V4, SRV_V6, sh, wait_for  # noqa: E402
+
+CUTOFF_BOUND = 64 * 1024
+THROTTLE_TOLERANCE = 0.001
+SATURATING = 100_000_000  # bytes/s asked of the server: more than any path here carries
+
+
+def log(msg):
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
+
+
+class Bpffs:
+    """A bpffs of this test's own (inside `ip netns exec` /sys/fs/bpf is no bpffs)."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix=f"ctq-{os.getpid()}-bpf-")
+        sh(["mount", "-t", "bpf", "bpf", self.dir])
+
+    def close(self):
+        sh(["umount", self.dir], check=False)  # drops the pins: the program detaches
+        os.rmdir(self.dir)
+
+
+def offloads_off(lab):
+    for ns, dev in ((lab.sub, "eth0"), (lab.gw, "sub0"), (lab.gw, "srv0"), (lab.srv, "eth0")):
+        lab.run(ns, ["ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off"])
+
+
+class Delivered:
+    """IP bytes and packets the gateway delivered for one subscriber address.
+    Downloads are counted where they arrive (the subscriber namespace's
+    input: after the gateway's HTB/tbf queue); uploads where they leave the
+    gateway toward the servers (postrouting, before the NAT: nothing drops
+    after it on that side, and at the server the gateway's own RSTs for
+    deleted entries would arrive from the same NAT address)."""
+
+    def __init__(self, lab, address, name):
+        self.lab, self.name = lab, name
+        fam = "ip6" if ":" in address else "ip"
+        self.down = self._table(lab.sub, "input", f"{fam} daddr {address}")
+        self.up = self._table(lab.gw, "postrouting", f'iifname "sub0" {fam} saddr {address}')
+
+    def _table(self, ns, hook, match):
+        self.lab.run(ns, ["nft", "-f", "-"], input=(
+            f"table inet {self.name} {{\n chain count {{\n"
+            f"  type filter hook {hook} priority -300;\n  {match} counter\n }}\n}}\n"))
+        return ns
+
+    def _read(self, ns):
+        out = json.loads(self.lab.run(ns, ["nft", "-j", "list", "table", "inet", self.name]).stdout)
+        c = next(e["counter"] for i in out["nftables"] if "rule" in i
+                 for e in i["rule"]["expr"] if "counter" in e)
+        return c["bytes"], c["packets"]
+
+    def totals(self):
+        (ub, up), (db, dp) = self._read(self.up), self._read(self.down)
+        return {"up_bytes": ub, "down_bytes": db, "up_packets": up, "down_packets": dp}
+
+    def close(self):
+        for ns in (self.up, self.down):
+            self.lab.run(ns, ["nft", "delete", "table", "inet", self.name], check=False)
+
+
+KEYS = ("up_bytes", "down_bytes", "up_packets", "down_packets")
+
+
+def billed(env, sub_id):
+    s = env.subscriber(sub_id)
+    return {k: s[k] for k in KEYS}
+
+
+def settled(env, sub_id, delivered, close_enough, timeout=30):
+    """Waits until billing stops moving (the flow's DESTROY was credited) and
+    `close_enough(billed, delivered)`; returns (billed, delivered)."""
+    last = [None, None]
+
+    def check():
+        b, d = billed(env, sub_id), delivered.totals()
+        stable = b == last[0]
+        last[:] = [b, d]
+        return (b, d) if stable and close_enough(b, d) else None
+
+    def poll():
+        time.sleep(0.5)  # two reads half a second apart must agree
+        return check()
+
+    try:
+        return wait_for(poll, timeout, what=f"{sub_id}'s billing to settle")
+    except TimeoutError as e:
+        raise AssertionError(f"{e}: billed {last[0]}, delivered {last[1]}") from None
+
+
+class DropsLab:
+    def __init__(self, extra_config=""):
+        self.bpffs = Bpffs()
+        try:
+            self.env = EnforcementLab(n_v4=3, n_v6=2, extra_config=(
+                extra_config + f'[drops]\nmode = "required"\npin_dir = "{self.bpffs.dir}/gw"\n'))
+            offloads_off(self.env.lab)
+        except BaseException:
+            self.bpffs.close()
+            raise
+
+    def close(self):
+        self.env.close()
+        self.bpffs.close()
+
+    def wait_armed(self, quota):
+        """The kernel quota (the bytes left plus the crossing slack) is in place."""
+        def armed():
+            out = self.env.lab.run(self.env.lab.gw, ["nft", "-j", "list", "quotas"]).stdout
+            return any(i.get("quota", {}).get("bytes") == quota + 32 * 1024
+                       for i in json.loads(out)["nftables"])
+        wait_for(armed, 10, what="the kernel quota to be armed")
+
+
+class CutOffAndThrottle(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.lab = DropsLab()
+        cls.env = cls.lab.env
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.lab.close()
+
+    def test_0_program_pinned_and_capabilities_given_up(self):
+        pins = sorted(os.listdir(os.path.join(self.lab.bpffs.dir, "gw")))
+        self.assertEqual(pins, ["config", "drops", "link", "stats"])
+        self.assertEqual(self.env.metric("ctquota_drop_attribution_active"), 1)
+        # `ip netns exec` execs ctquotad: the same process.
+        with open(f"/proc/{self.env.daemon.proc.pid}/status") as f:
+            status = f.read()
+        caps = {line.split(":")[0]: int(line.split()[1], 16)
+                for line in status.splitlines() if line.startswith("Cap")}
+        for cap in (38, 39):  # CAP_PERFMON, CAP_BPF
+            for s in ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"):
+                self.assertFalse(caps[s] >> cap & 1, f"{s} still has capability {cap}: {caps}")
+
+    def cutoff(self, sub_id, src, dst, quota):
+        env = self.env
+        env.add_subscriber(sub_id, "prepaid-10g", [src + ("/128" if ":" in src else "/32")], quota)
+        wait_for(lambda: env.subscriber(sub_id)["quota_bytes"] == quota, 10, what="the override")
+        self.lab.wait_armed(quota)
+        delivered = Delivered(env.lab, src, f"ctq_dl_{sub_id.replace('-', '_')}")
+        self.addCleanup(delivered.close)
+        dl = env.download(src, SATURATING, 30, dst=dst)
+        self.addCleanup(dl.stop)
+        env.wait_state(sub_id, "blocked", timeout=15)
+        wait_for(lambda: dl.received() > 0 and dl.stalled_for(1.0), 20,
+                 what="the transfer to stop")
+        dl.stop()
+        b, d = settled(env, sub_id, delivered, lambda b, d: b == d)
+        past = b["up_bytes"] + b["down_bytes"] - quota
+        log(f"{sub_id}: billed {b}, delivered {d}; billed past the allowance: {past} B; "
+            f"dropped after conntrack so far: {env.metric('ctquota_dropped_bytes_total'):.0f} B")
+        self.assertGreaterEqual(past, 0, "blocked before the allowance was used")
+        self.assertLessEqual(past, CUTOFF_BOUND)
+        self.assertEqual(b, d)
+
+    def test_1_cutoff_ipv4(self):
+        self.cutoff("cut-v4", self.env.lab.sub_v4[0], SRV_V4, 2_000_000)
+
+    def test_2_cutoff_ipv6(self):
+        self.cutoff("cut-v6", self.env.lab.sub_v6[0], SRV_V6, 2_100_000)
+
+    def throttled(self, sub_id, src, dst, kill=False):
+        env = self.env
+        env.add_subscriber(sub_id, "home-100g", [src + ("/128" if ":" in src else "/32")],
+                           1_000_000)
+        delivered = Delivered(env.lab, src, f"ctq_dl_{sub_id.replace('-', '_')}")
+        self.addCleanup(delivered.close)
+        dropped_before = env.metric("ctquota_dropped_packets_total")
+        dl = env.download(src, SATURATING, 60, dst=dst)
+        self.addCleanup(dl.stop)
+        env.wait_state(sub_id, "throttled", timeout=15)
+        if kill:
+            wait_for(lambda: dl.samples and dl.samples[-1][0] >= 6, 15, what="6 s of download")
+            env.daemon.stop("KILL")
+            at = dl.received()
+            wait_for(lambda: dl.received() > at + 200_000, 10, what="traffic while it is down")
+            runs = env.daemon.read_log().count("ctquotad running")
+            env.daemon.start()
+            wait_for(lambda: env.daemon.read_log().count("ctquotad running") > runs, 30,
+                     what="the restart")
+            self.assertIn("reusing the program and maps pinned", env.daemon.read_log())
+        # The server's buffers hold more than the throttle lets through in
+        # minutes: the client hangs up (its RST ends the connection).
+        wait_for(lambda: dl.samples and dl.samples[-1][0] >= 15, 30, what="15 s of download")
+        dl.stop()
+        b, d = settled(env, sub_id, delivered, lambda b, d: all(
+            abs(b[k] - d[k]) <= THROTTLE_TOLERANCE * d[k] for k in KEYS), timeout=40)
+        dropped = env.metric("ctquota_dropped_packets_total") - dropped_before
+        log(f"{sub_id}: billed {b}, delivered {d}; {dropped:.0f} packets dropped after "
+            f"conntrack; billed - delivered = {b['down_bytes'] - d['down_bytes']} B down, "
+            f"{b['up_bytes'] - d['up_bytes']} B up")
+        self.assertGreater(dropped, 10, "the throttle dropped nothing: the test proves nothing")
+
+    def test_3_throttle_ipv4(self):
+        self.throttled("thr-v4", self.env.lab.sub_v4[1], SRV_V4)
+
+    def test_4_throttle_ipv6_kill_9_and_restart(self):
+        self.throttled("thr-v6", self.env.lab.sub_v6[1], SRV_V6, kill=True)
+
+
+class BlockKeepingConntrack(unittest.TestCase):
+    """Established connections stay in conntrack through the block: the
+    server's retransmissions are counted by conntrack and dropped by the
+    block chain, and never billed."""
+
+    def test_retransmissions_into_a_block_are_not_billed(self):
+        lab = DropsLab(extra_config="delete_conntrack_on_block = false\n")
+        self.addCleanup(lab.close)
+        env, src, quota = lab.env, lab.env.lab.sub_v4[0], 1_500_000
+        env.add_subscriber("blk", "prepaid-10g", [src + "/32"], quota)
+        wait_for(lambda: env.subscriber("blk")["quota_bytes"] == quota, 10, what="the override")
+        lab.wait_armed(quota)
+        delivered = Delivered(env.lab, src, "ctq_dl_blk")
+        self.addCleanup(delivered.close)
+        dl = env.download(src, SATURATING, 30)
+        self.addCleanup(dl.stop)
+        env.wait_state("blk", "blocked", timeout=15)
+        first, _ = settled(env, "blk", delivered, lambda b, d: b == d)
+        dropped = env.metric("ctquota_dropped_packets_total")
+        # The server keeps retransmitting (RTO backoff: 0.2, 0.4, 0.8, 1.6 s...).
+        wait_for(lambda: env.metric("ctquota_dropped_packets_total") >= dropped + 2, 25,
+                 what="retransmissions into the block")
+        time.sleep(1.5)  # two more dumps (500 ms) and flushes (200 ms) with them
+        self.assertEqual(billed(env, "blk"), first, "retransmissions into a block were billed")
+        self.assertEqual(first, delivered.totals())
+        past = first["up_bytes"] + first["down_bytes"] - quota
+        log(f"blk: billed {first} = delivered; past the allowance {past} B; "
+            f"{env.metric('ctquota_dropped_packets_total') - dropped:.0f} retransmissions "
+            f"dropped and not billed")
+        self.assertLessEqual(past, CUTOFF_BOUND)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
