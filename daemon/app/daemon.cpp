@@ -227,11 +227,13 @@ void serve_signals(policy::PolicyEngine& engine, const metrics::Metrics& metrics
 }
 
 // The BPF program that records drops after conntrack, loaded (or its pins
-// reused) while this is the only thread; then CAP_BPF and CAP_PERFMON go,
-// from every thread to come. Unavailable: billed as counted, said loudly
-// (mode auto), or fatal (mode required).
-std::unique_ptr<drops::DropMap> open_drops(const drops::DropConfig& config,
-                                           metrics::Metrics& metrics) {
+// reused) while this is the only thread; then CAP_PERFMON goes, from every
+// thread to come, and CAP_BPF too unless the enforcer shapes with tc (it
+// loads its cls_bpf classifier whenever it builds the HTB root, a repair
+// included). Unavailable: billed as counted, said loudly (mode auto), or
+// fatal (mode required).
+std::unique_ptr<drops::DropMap> open_drops(const Config& full, metrics::Metrics& metrics) {
+    const drops::DropConfig& config = full.drops;
     std::unique_ptr<drops::DropMap> map;
     if (config.mode == drops::DropConfig::Mode::Off) {
         spdlog::info("drops.mode = off: packets the gateway drops after conntrack are billed");
@@ -250,8 +252,10 @@ std::unique_ptr<drops::DropMap> open_drops(const drops::DropConfig& config,
                 e.what());
         }
     }
-    if (const auto problems = drops::drop_bpf_capabilities(); !problems.empty()) {
-        spdlog::warn("drops: giving up CAP_BPF and CAP_PERFMON:{}", problems);
+    const bool tc_needs_bpf = full.enforce.enabled && !full.enforce.subscriber_interface.empty();
+    if (const auto problems = drops::drop_bpf_capabilities(tc_needs_bpf); !problems.empty()) {
+        spdlog::warn("drops: giving up CAP_PERFMON{}:{}", tc_needs_bpf ? "" : " and CAP_BPF",
+                     problems);
     }
     return map;
 }
@@ -266,7 +270,7 @@ int run_daemon(const Config& config) {
     check_kernel(config);
     runtime::OffsetClock clock(config.clock.offset_file);
     metrics::Metrics metrics;
-    const auto drop_map = open_drops(config.drops, metrics);  // before any thread starts
+    const auto drop_map = open_drops(config, metrics);  // before any thread starts
     runtime::SampleQueue queue(config.conntrack.queue_samples);
     runtime::Accountant accountant(clock, queue, metrics);
     accountant.reserve_flows(expected_flows());

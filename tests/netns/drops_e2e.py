@@ -19,6 +19,7 @@ same packets.
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -161,9 +162,11 @@ class CutOffAndThrottle(unittest.TestCase):
             status = f.read()
         caps = {line.split(":")[0]: int(line.split()[1], 16)
                 for line in status.splitlines() if line.startswith("Cap")}
-        for cap in (38, 39):  # CAP_PERFMON, CAP_BPF
-            for s in ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"):
-                self.assertFalse(caps[s] >> cap & 1, f"{s} still has capability {cap}: {caps}")
+        for s in ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"):
+            self.assertFalse(caps[s] >> 38 & 1, f"{s} still has CAP_PERFMON: {caps}")
+        # CAP_BPF stays: the enforcer shapes on sub0 and loads its tc classifier
+        # whenever it builds the HTB root.
+        self.assertTrue(caps["CapEff"] >> 39 & 1)
 
     def cutoff(self, sub_id, src, dst, quota):
         env = self.env
@@ -229,6 +232,60 @@ class CutOffAndThrottle(unittest.TestCase):
 
     def test_4_throttle_ipv6_kill_9_and_restart(self):
         self.throttled("thr-v6", self.env.lab.sub_v6[1], SRV_V6, kill=True)
+
+
+class WithoutPerfmon(unittest.TestCase):
+    """ctquotad with CAP_NET_ADMIN and CAP_BPF (the tc classifier needs it)
+    but without CAP_PERFMON, which loading a tracing program needs: it reuses
+    the pins a privileged start left, and without them it says so and bills
+    as counted (mode auto) or refuses to start (mode required)."""
+
+    def start_without_perfmon(self, daemon):
+        daemon.log = open(daemon.log_path, "a")
+        daemon.proc = daemon.lab.start(daemon.lab.gw, [
+            "setpriv", "--bounding-set", "-all,+net_admin,+bpf", "--inh-caps",
+            "-all,+net_admin,+bpf",
+            daemon.binary, "--config", daemon.config], stdout=daemon.log,
+            stderr=subprocess.STDOUT)
+
+    def wait_running(self, daemon, runs):
+        try:
+            wait_for(lambda: daemon.read_log().count("ctquotad running") > runs
+                     or daemon.proc.poll() is not None, 30, what="ctquotad to start")
+        except TimeoutError as e:
+            raise AssertionError(f"{e}:\n{daemon.read_log()[-3000:]}") from None
+        self.assertIsNone(daemon.proc.poll(), daemon.read_log()[-3000:])
+
+    def test_pins_reused_without_perfmon_and_degraded_without_pins(self):
+        lab = DropsLab()
+        self.addCleanup(lab.close)
+        daemon = lab.env.daemon
+        daemon.stop()
+        runs = daemon.read_log().count("ctquotad running")
+        self.start_without_perfmon(daemon)
+        self.wait_running(daemon, runs)
+        self.assertIn("reusing the program and maps pinned", daemon.read_log())
+        self.assertEqual(lab.env.metric("ctquota_drop_attribution_active"), 1)
+        daemon.stop()
+
+        pins = os.path.join(lab.bpffs.dir, "gw")
+        for name in os.listdir(pins):
+            os.unlink(os.path.join(pins, name))
+        self.start_without_perfmon(daemon)  # mode = "required"
+        self.assertNotEqual(daemon.proc.wait(timeout=30), 0)
+        daemon.proc = None
+        daemon.log.close()
+        self.assertIn("needs CAP_BPF and CAP_PERFMON", daemon.read_log())
+
+        with open(daemon.config) as f:
+            config = f.read()
+        with open(daemon.config, "w") as f:
+            f.write(config.replace('mode = "required"', 'mode = "auto"'))
+        runs = daemon.read_log().count("ctquotad running")
+        self.start_without_perfmon(daemon)
+        self.wait_running(daemon, runs)
+        self.assertEqual(lab.env.metric("ctquota_drop_attribution_active"), 0)
+        self.assertIn("are billed (ctquota_drop_attribution_active 0", daemon.read_log())
 
 
 class BlockKeepingConntrack(unittest.TestCase):
