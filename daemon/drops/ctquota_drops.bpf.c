@@ -13,8 +13,9 @@
  * Counted only: confirmed entries (an unconfirmed one dies without a DESTROY
  * and is never billed) of the daemon's own network namespace, packets that
  * conntrack counted (not ICMP errors attached as RELATED), and the drop
- * reasons of the forwarding path (netfilter, qdisc, tc): a packet socket's
- * clone dropped for a full tap buffer is not a delivery that failed.
+ * reasons of the forwarding path (netfilter, qdisc, tc; unspecified or purged
+ * only for forwarded packets on their way out): a packet socket's clone
+ * dropped for a full tap buffer is not a delivery that failed.
  *
  * CO-RE: only the fields read are declared, with preserve_access_index; the
  * offsets and enum values come from the running kernel's BTF at load. */
@@ -44,6 +45,7 @@ enum ip_conntrack_info {
 };
 
 enum skb_drop_reason {
+    SKB_DROP_REASON_NOT_SPECIFIED = 2,
     SKB_DROP_REASON_NETFILTER_DROP = 12,
     SKB_DROP_REASON_TC_EGRESS = 62,
     SKB_DROP_REASON_QDISC_DROP = 64,
@@ -54,13 +56,20 @@ enum skb_drop_reason {
     SKB_DROP_REASON_FQ_HORIZON_LIMIT = 69,
     SKB_DROP_REASON_FQ_FLOW_LIMIT = 70,
     SKB_DROP_REASON_TC_INGRESS = 73,
+    SKB_DROP_REASON_QUEUE_PURGE = 105,
 };
 
 enum nf_ct_ext_id {
     NF_CT_EXT_TSTAMP = 5,
 };
 
+struct net_device {
+    int ifindex;
+} __attribute__((preserve_access_index));
+
 struct sk_buff {
+    struct net_device *dev;
+    int skb_iif;
     unsigned int len;
     unsigned long _nfct;
     __u16 network_header;
@@ -162,7 +171,18 @@ static __always_inline void stat_add(__u32 which, __u64 n) {
     (bpf_core_enum_value_exists(enum skb_drop_reason, name) && \
      (r) == bpf_core_enum_value(enum skb_drop_reason, name))
 
-static __always_inline int forwarding_drop(__u32 r) {
+/* A forwarded packet on its way out: its device is no longer the one it came in on. */
+static __always_inline int leaving(struct sk_buff *skb) {
+    int iif = BPF_CORE_READ(skb, skb_iif);
+    return iif != 0 && BPF_CORE_READ(skb, dev, ifindex) != iif;
+}
+
+static __always_inline int forwarding_drop(struct sk_buff *skb, __u32 r) {
+    /* Some queues free what they cannot take without a reason (tbf did on
+     * this kernel), and a qdisc torn down purges its queue: taken only for
+     * forwarded packets at their way out, never for local deliveries. */
+    if (REASON_IS(r, SKB_DROP_REASON_NOT_SPECIFIED) || REASON_IS(r, SKB_DROP_REASON_QUEUE_PURGE))
+        return leaving(skb);
     return REASON_IS(r, SKB_DROP_REASON_NETFILTER_DROP) ||
            REASON_IS(r, SKB_DROP_REASON_QDISC_DROP) ||
            REASON_IS(r, SKB_DROP_REASON_QDISC_OVERLIMIT) ||
@@ -234,7 +254,7 @@ static __always_inline void fill_key(struct ctq_drop_key *k, struct nf_conn *ct,
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(ctq_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason) {
-    if (!forwarding_drop((__u32)reason))
+    if (!forwarding_drop(skb, (__u32)reason))
         return 0;
     unsigned long nfct = BPF_CORE_READ(skb, _nfct);
     struct nf_conn *ct = (struct nf_conn *)(nfct & ~NFCT_INFOMASK);

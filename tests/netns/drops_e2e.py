@@ -227,7 +227,8 @@ class CutOffAndThrottle(unittest.TestCase):
         dropped = env.metric("ctquota_dropped_packets_total") - dropped_before
         log(f"{sub_id}: billed {b}, delivered {d}; {dropped:.0f} packets dropped after "
             f"conntrack; billed - delivered = {b['down_bytes'] - d['down_bytes']} B down, "
-            f"{b['up_bytes'] - d['up_bytes']} B up")
+            f"{b['up_bytes'] - d['up_bytes']} B up; unapplied so far "
+            f"{env.metric('ctquota_drop_unapplied_bytes_total'):.0f} B")
         self.assertGreater(dropped, 10, "the throttle dropped nothing: the test proves nothing")
 
     def test_3_throttle_ipv4(self):
