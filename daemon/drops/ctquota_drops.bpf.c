@@ -208,12 +208,13 @@ static __always_inline __u32 ip_length(struct sk_buff *skb, __u16 l3num, __u8 *p
         if (bpf_probe_read_kernel(proto, 1, head + nh + 9))
             return 0;
     } else if (l3num == AF_INET6 && (hdr[0] >> 4) == 6) {
-        len = (((__u32)hdr[4] << 8) | hdr[5]) + 40;
+        len = ((__u32)hdr[4] << 8) | hdr[5];
+        len = len == 0 ? 0 : len + 40;
         *proto = hdr[6];
     } else {
         return 0;
     }
-    if (len == 0 || len == 40) {
+    if (len == 0) {
         /* A GSO packet past 64 KiB (BIG TCP) carries no length: take the skb's. */
         unsigned char *data = BPF_CORE_READ(skb, data);
         len = BPF_CORE_READ(skb, len) + (__u32)(data - head) - nh;
