@@ -49,10 +49,9 @@ void Accounting::apply(const FlowSample& sample, TimePoint now) {
     if (sample.kind == SampleKind::Destroy) {
         ++stats_.destroy_samples;
     }
-    const DroppedCounters* dropped = drops_.find(sample);
-    const LedgerResult r = ledger_.apply(sample, now, dropped);
-    if (dropped != nullptr && sample.kind == SampleKind::Destroy &&
-        r.outcome != LedgerOutcome::Duplicate) {
+    const std::optional<DroppedCounters> dropped = drops_.find(sample);
+    const LedgerResult r = ledger_.apply(sample, now, dropped ? &*dropped : nullptr);
+    if (dropped && sample.kind == SampleKind::Destroy && r.outcome != LedgerOutcome::Duplicate) {
         drops_.finish(sample);  // the final credit took them all
     }
     if (r.orig_delta.bytes == 0 && r.orig_delta.packets == 0 && r.reply_delta.bytes == 0 &&

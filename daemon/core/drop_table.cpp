@@ -32,17 +32,33 @@ void DropTable::refresh(const std::vector<DropRecord>& kernel) {
     }
 }
 
-const DroppedCounters* DropTable::find(const FlowSample& s) {
+std::vector<FlowKey> DropTable::keys_of(const FlowSample& s) {
+    std::vector<FlowKey> keys{key_of(s)};
+    if (s.start_ns != 0) {
+        keys.push_back(FlowKey{0, 0, s.orig, 0});
+    }
+    return keys;
+}
+
+std::optional<DroppedCounters> DropTable::find(const FlowSample& s) {
     if (entries_.empty()) {
-        return nullptr;
+        return std::nullopt;
     }
-    auto it = entries_.find(key_of(s));
-    if (it == entries_.end()) {
-        return nullptr;
+    std::optional<DroppedCounters> sum;
+    for (const auto& key : keys_of(s)) {
+        auto it = entries_.find(key);
+        if (it == entries_.end()) {
+            continue;
+        }
+        it.value().used = true;
+        it.value().missed_dumps = 0;
+        if (!sum) {
+            sum = DroppedCounters{};
+        }
+        sum->orig += it->second.dropped.orig;
+        sum->reply += it->second.dropped.reply;
     }
-    it.value().used = true;
-    it.value().missed_dumps = 0;
-    return &it->second.dropped;
+    return sum;
 }
 
 void DropTable::erase(const FlowKey& key) {
@@ -51,9 +67,10 @@ void DropTable::erase(const FlowKey& key) {
 }
 
 void DropTable::finish(const FlowSample& s) {
-    const FlowKey key = key_of(s);
-    if (entries_.contains(key)) {
-        erase(key);
+    for (const auto& key : keys_of(s)) {
+        if (entries_.contains(key)) {
+            erase(key);
+        }
     }
 }
 

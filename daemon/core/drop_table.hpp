@@ -13,6 +13,7 @@
 #include <tsl/robin_map.h>
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "core/flow.hpp"
@@ -46,8 +47,10 @@ class DropTable {
     // The kernel's whole map, read now. Entries missing from it vanished
     // (evicted by the LRU map, or erased by someone else).
     void refresh(const std::vector<DropRecord>& kernel);
-    // The flow's drops so far, or null. Marks the entry as in use.
-    const DroppedCounters* find(const FlowSample& s);
+    // The flow's drops so far, or nothing. Marks the entries as in use. A
+    // flow's drops may sit under two keys: its own, and its tuple with start
+    // 0 (drops the kernel could only match by the packet's tuple: the shaper).
+    std::optional<DroppedCounters> find(const FlowSample& s);
     // The flow ended and its final credit used its drops: erase the entry.
     void finish(const FlowSample& s);
     // Keys to erase from the kernel's map, once.
@@ -68,6 +71,8 @@ class DropTable {
         bool used = false;  // asked for since the last complete dump
     };
     void erase(const FlowKey& key);
+    // The flow's own key, and its tuple-only key when that is another one.
+    static std::vector<FlowKey> keys_of(const FlowSample& s);
 
     tsl::robin_map<FlowKey, Entry, FlowKeyHash> entries_;
     std::vector<FlowKey> erasures_;

@@ -63,20 +63,6 @@ enum nf_ct_ext_id {
     NF_CT_EXT_TSTAMP = 5,
 };
 
-struct net_device {
-    int ifindex;
-} __attribute__((preserve_access_index));
-
-struct sk_buff {
-    struct net_device *dev;
-    int skb_iif;
-    unsigned int len;
-    unsigned long _nfct;
-    __u16 network_header;
-    unsigned char *head;
-    unsigned char *data;
-} __attribute__((preserve_access_index));
-
 struct ns_common {
     unsigned int inum;
 } __attribute__((preserve_access_index));
@@ -88,6 +74,22 @@ struct net {
 typedef struct {
     struct net *net;
 } possible_net_t;
+
+struct net_device {
+    int ifindex;
+    possible_net_t nd_net;
+} __attribute__((preserve_access_index));
+
+struct sk_buff {
+    struct net_device *dev;
+    int skb_iif;
+    __u8 redirected : 1;
+    unsigned int len;
+    unsigned long _nfct;
+    __u16 network_header;
+    unsigned char *head;
+    unsigned char *data;
+} __attribute__((preserve_access_index));
 
 union nf_inet_addr {
     __u32 all[4];
@@ -253,20 +255,89 @@ static __always_inline void fill_key(struct ctq_drop_key *k, struct nf_conn *ct,
     k->start_ns = start_of(ct);
 }
 
+static __always_inline void record(struct ctq_drop_key *key, __u32 dir, __u32 len) {
+    struct ctq_drop_value *v = bpf_map_lookup_elem(&ctq_drops, key);
+    if (!v) {
+        struct ctq_drop_value fresh = {};
+        bpf_map_update_elem(&ctq_drops, key, &fresh, BPF_NOEXIST);
+        v = bpf_map_lookup_elem(&ctq_drops, key);
+        if (!v) {
+            stat_add(CTQ_STAT_MAP_FULL, 1);
+            return;
+        }
+    }
+    __sync_fetch_and_add(&v->bytes[dir & 1], len);
+    __sync_fetch_and_add(&v->packets[dir & 1], 1);
+    stat_add(CTQ_STAT_PACKETS, 1);
+    stat_add(CTQ_STAT_BYTES, len);
+}
+
+/* A packet redirected by tc mirred (ctquotad's ifb shaper) lost its
+ * conntrack reference on the way (act_mirred resets it). Dropped there, it
+ * is a download of a connection the subscriber opened: the reversed packet
+ * tuple is the entry's original tuple (SNAT rewrites only the reply tuple),
+ * recorded in the reply direction with start 0 and zone 0; the daemon
+ * matches it by tuple. */
+static __always_inline void record_redirected(struct sk_buff *skb, __u32 netns) {
+    if (!BPF_CORE_READ_BITFIELD_PROBED(skb, redirected))
+        return;
+    if (BPF_CORE_READ(skb, dev, nd_net.net, ns.inum) != netns)
+        return;
+    unsigned char *head = BPF_CORE_READ(skb, head);
+    __u16 nh = BPF_CORE_READ(skb, network_header);
+    unsigned char hdr[40];
+    if (bpf_probe_read_kernel(hdr, sizeof(hdr), head + nh))
+        return;
+    struct ctq_drop_key key = {};
+    __u32 len, l4;
+    if ((hdr[0] >> 4) == 4) {
+        len = ((__u32)hdr[2] << 8) | hdr[3];
+        key.family = AF_INET;
+        key.l4proto = hdr[9];
+        __builtin_memcpy(key.src, &hdr[16], 4);
+        __builtin_memcpy(key.dst, &hdr[12], 4);
+        l4 = (__u32)(hdr[0] & 0xf) * 4;
+    } else if ((hdr[0] >> 4) == 6) {
+        len = (((__u32)hdr[4] << 8) | hdr[5]) + 40;
+        key.family = AF_INET6;
+        key.l4proto = hdr[6];
+        __builtin_memcpy(key.src, &hdr[24], 16);
+        __builtin_memcpy(key.dst, &hdr[8], 16);
+        l4 = 40;
+    } else {
+        return;
+    }
+    if (key.l4proto != 6 && key.l4proto != 17 && key.l4proto != 136 && key.l4proto != 132 &&
+        key.l4proto != 33)
+        return; /* ports known to be where the tuple has them; ICMP errors have no entry */
+    __u16 ports[2];
+    if (l4 > 60 || bpf_probe_read_kernel(ports, sizeof(ports), head + nh + l4))
+        return;
+    key.sport = ports[1];
+    key.dport = ports[0];
+    record(&key, 1, len);
+}
+
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(ctq_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason) {
     if (!forwarding_drop(skb, (__u32)reason))
         return 0;
+    __u32 zero = 0;
+    struct ctq_drop_config *cfg = bpf_map_lookup_elem(&ctq_config, &zero);
+    if (!cfg)
+        return 0;
     unsigned long nfct = BPF_CORE_READ(skb, _nfct);
     struct nf_conn *ct = (struct nf_conn *)(nfct & ~NFCT_INFOMASK);
     __u32 ctinfo = (__u32)(nfct & NFCT_INFOMASK);
-    if (!ct || ctinfo > IP_CT_RELATED_REPLY)
+    if (!ct) {
+        record_redirected(skb, cfg->netns_inum);
+        return 0;
+    }
+    if (ctinfo > IP_CT_RELATED_REPLY)
         return 0;
     if (!(BPF_CORE_READ(ct, status) & IPS_CONFIRMED))
         return 0;
-    __u32 zero = 0;
-    struct ctq_drop_config *cfg = bpf_map_lookup_elem(&ctq_config, &zero);
-    if (!cfg || BPF_CORE_READ(ct, ct_net.net, ns.inum) != cfg->netns_inum)
+    if (BPF_CORE_READ(ct, ct_net.net, ns.inum) != cfg->netns_inum)
         return 0;
     __u16 l3num = BPF_CORE_READ(ct, tuplehash[0].tuple.src.l3num);
     __u8 proto = 0;
@@ -282,21 +353,7 @@ int BPF_PROG(ctq_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_r
     }
     struct ctq_drop_key key = {};
     fill_key(&key, ct, l3num);
-    struct ctq_drop_value *v = bpf_map_lookup_elem(&ctq_drops, &key);
-    if (!v) {
-        struct ctq_drop_value fresh = {};
-        bpf_map_update_elem(&ctq_drops, &key, &fresh, BPF_NOEXIST);
-        v = bpf_map_lookup_elem(&ctq_drops, &key);
-        if (!v) {
-            stat_add(CTQ_STAT_MAP_FULL, 1);
-            return 0;
-        }
-    }
-    __u32 dir = ctinfo >= IP_CT_IS_REPLY ? 1 : 0;
-    __sync_fetch_and_add(&v->bytes[dir & 1], len);
-    __sync_fetch_and_add(&v->packets[dir & 1], 1);
-    stat_add(CTQ_STAT_PACKETS, 1);
-    stat_add(CTQ_STAT_BYTES, len);
+    record(&key, ctinfo >= IP_CT_IS_REPLY ? 1 : 0, len);
     return 0;
 }
 

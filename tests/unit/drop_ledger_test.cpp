@@ -131,28 +131,39 @@ TEST_CASE("drop table: the kernel's map mirrored, used flows erased, orphans pur
     const auto key_a = core::DropTable::key_of(a);
     const auto key_b = core::DropTable::key_of(b);
     CHECK(key_a.id == 0);  // the kernel cannot know conntrack's id
-    CHECK(table.find(a) == nullptr);
+    CHECK_FALSE(table.find(a));
 
     table.dump_begin(1);
     table.refresh({{key_a, {{100, 1}, {0, 0}}}, {key_b, {{0, 0}, {50, 1}}}});
-    REQUIRE(table.find(a) != nullptr);
+    REQUIRE(table.find(a));
     CHECK(table.find(a)->orig.bytes == 100);
     auto other_id = a;
     other_id.id = 12345;  // the same conntrack entry seen with its id
-    CHECK(table.find(other_id) != nullptr);
+    CHECK(table.find(other_id));
     auto other_start = a;
     other_start.start_ns = 2000;  // a reused tuple is another flow
-    CHECK(table.find(other_start) == nullptr);
+    CHECK_FALSE(table.find(other_start));
 
+    SUBCASE("drops matched by the packet's tuple (start 0) add to the flow's own") {
+        const core::FlowKey tuple_only{0, 0, a.orig, 0};
+        table.refresh({{key_a, {{100, 1}, {0, 0}}}, {tuple_only, {{0, 0}, {3000, 2}}}});
+        const auto d = table.find(a);
+        REQUIRE(d);
+        CHECK(d->orig == core::Counters{100, 1});
+        CHECK(d->reply == core::Counters{3000, 2});
+        table.finish(a);
+        CHECK(table.take_erasures().size() == 2);
+        CHECK(table.empty());
+    }
     SUBCASE("a refresh replaces the numbers; a vanished entry is counted") {
         table.refresh({{key_a, {{300, 3}, {0, 0}}}});
         CHECK(table.find(a)->orig.bytes == 300);
-        CHECK(table.find(b) == nullptr);
+        CHECK_FALSE(table.find(b));
         CHECK(table.stats().vanished_flows == 1);
     }
     SUBCASE("a finished flow is erased here and handed to the kernel once") {
         table.finish(a);
-        CHECK(table.find(a) == nullptr);
+        CHECK_FALSE(table.find(a));
         const auto erase = table.take_erasures();
         REQUIRE(erase.size() == 1);
         CHECK(erase[0] == key_a);
@@ -162,11 +173,11 @@ TEST_CASE("drop table: the kernel's map mirrored, used flows erased, orphans pur
         table.dump_end(1, true);  // it appeared during dump 1: not judged on it
         for (std::uint64_t seq = 2; seq <= 3; ++seq) {
             table.dump_begin(seq);
-            CHECK(table.find(a) != nullptr);  // a's flow is live: every dump shows it
+            CHECK(table.find(a));  // a's flow is live: every dump shows it
             table.dump_end(seq, true);
         }
-        CHECK(table.find(a) != nullptr);
-        CHECK(table.find(b) == nullptr);
+        CHECK(table.find(a));
+        CHECK_FALSE(table.find(b));
         CHECK(table.stats().unapplied_flows == 1);
         CHECK(table.stats().unapplied_bytes == 50);
         const auto erase = table.take_erasures();
