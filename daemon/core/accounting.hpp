@@ -62,6 +62,8 @@ class Accounting {
     std::vector<CheckpointEntry> dump_end(std::uint64_t seq, bool complete);
 
     FlushBatch take(bool checkpoint_snapshot);
+    // The batch taken last was committed (its checkpoint rows are stored).
+    void committed(const FlushBatch& batch) { ledger_.changes_committed(batch.checkpoint); }
     void give_back(const FlushBatch& batch);
     void restore_ledger(const std::vector<CheckpointEntry>& entries) { ledger_.restore(entries); }
     void reserve_flows(std::size_t flows) { ledger_.reserve(flows); }

@@ -90,6 +90,9 @@ FlowLedger::Entry* FlowLedger::credit(const FlowKey& key, const FlowSample& s,
     const Outcomes& outcomes = destroy ? kDestroyOutcomes : kPollOutcomes;
     auto [it, inserted] = entries_.try_emplace(key);
     Entry& e = it.value();
+    if (inserted && !removed_keys_.empty() && removed_keys_.erase(key) != 0) {
+        e.stored = true;  // the row of a flow with the same key is still stored
+    }
     if (e.dead()) {
         ++(destroy ? stats_.duplicates : stats_.stale);
         r.outcome = outcomes.absorbed;
@@ -163,7 +166,7 @@ LedgerResult FlowLedger::apply_destroy(const FlowKey& key, const FlowSample& s, 
     e->dead_since_dump = last_started_dump_;
     e->dead_at = now;
     ++dead_;
-    if (e->persisted) {
+    if (e->stored) {
         mark_dirty(key, *e);  // the stored checkpoint must drop it
     }
     return r;
@@ -189,6 +192,7 @@ bool FlowLedger::sweep(const FlowKey& key, Entry& e, std::uint64_t seq, bool com
             if (!lived(kLostMemory)) {
                 return false;
             }
+            forget(key, e);
             --lost_;
             return true;
         case State::Live:
@@ -199,9 +203,10 @@ bool FlowLedger::sweep(const FlowKey& key, Entry& e, std::uint64_t seq, bool com
     }
     lost.push_back(CheckpointEntry{key, e.orig, e.reply});
     ++stats_.lost_flows;
-    forget(key, e);
+    if (e.stored) {
+        mark_dirty(key, e);  // it leaves the stored checkpoint
+    }
     e.state = State::Lost;
-    e.persisted = false;  // its removal is on its way to the stored checkpoint
     e.dead_at = now == TimePoint::max() ? TimePoint{} : now;
     ++lost_;
     return false;
@@ -222,15 +227,33 @@ std::vector<CheckpointEntry> FlowLedger::dump_end(std::uint64_t seq, bool comple
     return lost;
 }
 
+void FlowLedger::mark_dirty(const FlowKey& key, Entry& e) {
+    if (e.dirty) {
+        return;
+    }
+    e.dirty = true;
+    // Keys of entries erased while dirty stay behind until the next take; when
+    // no take comes (a flush in doubt for long), they must not pile up.
+    if (dirty_keys_.size() >= 2 * entries_.size() + 1024) {
+        dirty_keys_.clear();
+        for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+            if (it->second.dirty) {
+                dirty_keys_.push_back(it->first);
+            }
+        }
+        return;  // `e` is dirty already, so its key was among them
+    }
+    dirty_keys_.push_back(key);
+}
+
 CheckpointChanges FlowLedger::take_changes(bool snapshot) {
     CheckpointChanges c;
     c.snapshot = snapshot;
     auto take_one = [&c](const FlowKey& key, Entry& e) {
         e.dirty = false;
         if (e.state == State::Live) {
-            e.persisted = true;
             c.upserts.push_back(CheckpointEntry{key, e.orig, e.reply});
-        } else if (e.persisted) {
+        } else if (e.stored) {
             c.removals.push_back(key);
         }
     };
@@ -256,20 +279,44 @@ CheckpointChanges FlowLedger::take_changes(bool snapshot) {
     return c;
 }
 
+void FlowLedger::changes_committed(const CheckpointChanges& changes) {
+    for (const auto& u : changes.upserts) {
+        auto it = entries_.find(u.key);
+        if (it == entries_.end()) {
+            removed_keys_.insert(u.key);  // swept while its row was being written
+            continue;
+        }
+        Entry& e = it.value();
+        e.stored = true;
+        if (e.state != State::Live) {
+            mark_dirty(u.key, e);  // ended while its row was being written
+        }
+    }
+    for (const auto& key : changes.removals) {
+        auto it = entries_.find(key);
+        if (it == entries_.end()) {
+            removed_keys_.erase(key);  // swept after the take: nothing left to remove
+        } else {
+            it.value().stored = false;  // Live again (seen by a dump): dirty, upserted next
+        }
+    }
+}
+
 void FlowLedger::return_changes(const CheckpointChanges& changes) {
     for (const auto& u : changes.upserts) {
         auto it = entries_.find(u.key);
         if (it != entries_.end()) {
             mark_dirty(u.key, it.value());
-        }
+        }  // else: swept meanwhile; a row it had before is among removed_keys_
     }
     for (const auto& key : changes.removals) {
         auto it = entries_.find(key);
-        if (it == entries_.end() || it->second.state == State::Lost) {
-            removed_keys_.push_back(key);
-        } else if (it->second.dead()) {
+        if (it == entries_.end()) {
+            removed_keys_.insert(key);
+        } else {
+            it.value().stored = true;  // the removal did not happen
             mark_dirty(key, it.value());
-        }  // Live again (a lost flow seen by a dump): its upsert replaces the row
+        }
     }
 }
 
@@ -279,7 +326,7 @@ void FlowLedger::restore(const std::vector<CheckpointEntry>& entries) {
         e = Entry{};
         e.orig = ce.orig;
         e.reply = ce.reply;
-        e.persisted = true;
+        e.stored = true;
     }
 }
 

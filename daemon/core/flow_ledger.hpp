@@ -16,6 +16,7 @@
 // bytes pass what was credited (the shortfall is carried, never taken back).
 
 #include <tsl/robin_map.h>
+#include <tsl/robin_set.h>
 
 #include <cstdint>
 #include <vector>
@@ -105,8 +106,13 @@ class FlowLedger {
     std::vector<CheckpointEntry> dump_end(std::uint64_t seq, bool complete,
                                           TimePoint now = TimePoint::max());
 
-    // Checkpoint: what changed since the last call (or everything).
+    // Checkpoint: what changed since the last call (or everything). At most
+    // one set of changes is out at a time: it is then either committed or
+    // returned before the next take.
     CheckpointChanges take_changes(bool snapshot);
+    // The changes taken last are in the stored checkpoint now: their flows
+    // have a stored row (upserts) or none any more (removals).
+    void changes_committed(const CheckpointChanges& changes);
     // Puts changes that could not be stored back, so the next take includes them.
     void return_changes(const CheckpointChanges& changes);
     void restore(const std::vector<CheckpointEntry>& entries);
@@ -119,6 +125,11 @@ class FlowLedger {
     [[nodiscard]] std::size_t tombstones() const { return dead_; }
     [[nodiscard]] std::size_t lost_remembered() const { return lost_; }
     [[nodiscard]] const LedgerStats& stats() const { return stats_; }
+    // Bookkeeping that waits for the next checkpoint; bounded by the flows in
+    // the table and the rows of the stored checkpoint, never by the flows that
+    // came and went while the database was away.
+    [[nodiscard]] std::size_t pending_removals() const { return removed_keys_.size(); }
+    [[nodiscard]] std::size_t dirty_backlog() const { return dirty_keys_.size(); }
 
   private:
     // Live: in the kernel's table as far as we know, checkpointed.
@@ -138,8 +149,8 @@ class FlowLedger {
         std::uint32_t missed_dumps = 0;
         State state = State::Live;
         [[nodiscard]] bool dead() const { return state == State::Dead; }
-        bool dirty = false;      // changed since the last checkpoint; key is in dirty_keys_
-        bool persisted = false;  // handed to a checkpoint at least once
+        bool dirty = false;   // changed since the last take; key is in dirty_keys_
+        bool stored = false;  // the committed checkpoint has a row for it
         FlowTag tag;
     };
 
@@ -167,17 +178,11 @@ class FlowLedger {
     // credited counters follow. Null when a tombstone absorbed the sample.
     Entry* credit(const FlowKey& key, const FlowSample& s, const DroppedCounters* d,
                   LedgerResult& r);
-    void mark_dirty(const FlowKey& key, Entry& e) {
-        if (!e.dirty) {
-            e.dirty = true;
-            dirty_keys_.push_back(key);
-        }
-    }
-    // Before erasing: a stored entry whose removal no checkpoint has carried yet
-    // must still be removed from the stored checkpoint.
+    void mark_dirty(const FlowKey& key, Entry& e);
+    // Before erasing: a row of the stored checkpoint must still be removed.
     void forget(const FlowKey& key, const Entry& e) {
-        if (e.persisted && (!e.dead() || e.dirty)) {
-            removed_keys_.push_back(key);
+        if (e.stored) {
+            removed_keys_.insert(key);
         }
     }
 
@@ -191,8 +196,12 @@ class FlowLedger {
     tsl::robin_map<FlowKey, DropLife, FlowKeyHash> lives_;  // flows with drops only
     std::size_t dead_ = 0;
     std::size_t lost_ = 0;
+    // Keys of dirty entries, and of entries erased since they became dirty
+    // (skipped at the take; compacted once they outnumber the entries).
     std::vector<FlowKey> dirty_keys_;
-    std::vector<FlowKey> removed_keys_;  // removals of entries swept before a checkpoint saw them
+    // Stored rows whose entries are gone: their removal is still to be committed.
+    tsl::robin_set<FlowKey, FlowKeyHash, std::equal_to<FlowKey>, std::allocator<FlowKey>, true>
+        removed_keys_;
     std::uint64_t current_dump_ = 0;
     std::uint64_t last_started_dump_ = 0;
     LedgerStats stats_;

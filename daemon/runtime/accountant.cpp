@@ -50,6 +50,11 @@ core::FlushBatch Accountant::take(bool checkpoint_snapshot) {
     return accounting_.take(checkpoint_snapshot);
 }
 
+void Accountant::committed(const core::FlushBatch& batch) {
+    std::lock_guard lock(mu_);
+    accounting_.committed(batch);
+}
+
 void Accountant::give_back(const core::FlushBatch& batch) {
     std::lock_guard lock(mu_);
     accounting_.give_back(batch);

@@ -33,6 +33,7 @@ class Accountant {
     void join();
 
     core::FlushBatch take(bool checkpoint_snapshot);
+    void committed(const core::FlushBatch& batch);
     void give_back(const core::FlushBatch& batch);
 
   private:

@@ -107,6 +107,7 @@ bool Flusher::flush_once() {
 
 void Flusher::flushed(const core::FlushBatch& batch,
                       std::chrono::steady_clock::time_point started) {
+    accountant_.committed(batch);
     metrics_.observe_flush(std::chrono::duration_cast<std::chrono::microseconds>(
         std::chrono::steady_clock::now() - started));
     ++metrics_.flushes;

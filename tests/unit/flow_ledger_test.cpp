@@ -71,8 +71,9 @@ Outcome run(const std::vector<Step>& steps) {
                 break;
             case Step::Restart: {
                 // What a flush stored survives; the in-memory ledger does not.
-                auto blob = core::encode_checkpoint(ledger->take_changes(false));
-                stored.push_back(*core::decode_checkpoint(blob));
+                auto changes = ledger->take_changes(false);
+                stored.push_back(*core::decode_checkpoint(core::encode_checkpoint(changes)));
+                ledger->changes_committed(changes);
                 ledger = std::make_unique<core::FlowLedger>();
                 ledger->restore(core::replay_checkpoints(stored));
                 break;
@@ -304,9 +305,155 @@ TEST_CASE("checkpoint changes handed back are written next time") {
     ledger.apply(destroy(b, 20, 2, 20, 2));
     auto second = ledger.take_changes(false);
     CHECK(second.upserts.size() == 1);
-    CHECK(second.removals.size() == 1);
+    CHECK(second.removals.empty());  // b never had a stored row
+    ledger.changes_committed(second);
     CHECK(ledger.take_changes(false).empty());
     auto snap = ledger.take_changes(true);
     CHECK(snap.snapshot);
     CHECK(snap.upserts.size() == 1);
+}
+
+namespace {
+
+// The stored checkpoint as a test double: the change sets that committed.
+struct Store {
+    std::vector<core::CheckpointChanges> committed;
+    [[nodiscard]] std::size_t rows() const { return core::replay_checkpoints(committed).size(); }
+    bool has(const core::FlowSample& s) const {
+        for (const auto& e : core::replay_checkpoints(committed)) {
+            if (e.key == core::FlowKey::of(s)) {
+                return true;
+            }
+        }
+        return false;
+    }
+    void flush(core::FlowLedger& ledger, bool snapshot = false) {
+        auto c = ledger.take_changes(snapshot);
+        committed.push_back(*core::decode_checkpoint(core::encode_checkpoint(c)));
+        ledger.changes_committed(c);
+    }
+};
+
+// `a` is dumped, its row taken for a flush, and then it ends: the COMMIT's
+// answer is still on its way. Returns the changes in flight.
+core::CheckpointChanges end_while_written(core::FlowLedger& ledger, const core::FlowSample& a) {
+    ledger.dump_begin(1);
+    ledger.apply(poll(a, 10, 1, 10, 1), kT0);
+    ledger.dump_end(1, true, kT0);
+    auto in_flight = ledger.take_changes(false);
+    ledger.apply(destroy(a, 20, 2, 20, 2), kT0);
+    return in_flight;
+}
+
+}  // namespace
+
+TEST_CASE("a flow ending while its row is being written leaves the stored checkpoint") {
+    core::FlowLedger ledger;
+    Store store;
+    const auto a = flow(1, "100.64.1.1", 1);
+    auto in_flight = end_while_written(ledger, a);
+    store.committed.push_back(in_flight);
+    ledger.changes_committed(in_flight);
+    CHECK(store.has(a));
+    store.flush(ledger);
+    CHECK_FALSE(store.has(a));
+}
+
+TEST_CASE("a tombstone swept while its row is being written still leaves the stored checkpoint") {
+    core::FlowLedger ledger;
+    Store store;
+    auto in_flight = end_while_written(ledger, flow(1, "100.64.1.1", 1));
+    for (std::uint64_t seq = 2; seq < 5; ++seq) {  // swept before the COMMIT answered
+        ledger.dump_begin(seq);
+        ledger.dump_end(seq, true, kT0 + core::FlowLedger::kTombstoneTtl);
+    }
+    CHECK(ledger.tombstones() == 0);
+    store.committed.push_back(in_flight);
+    ledger.changes_committed(in_flight);
+    CHECK(ledger.pending_removals() == 1);
+    store.flush(ledger);
+    CHECK(store.rows() == 0);
+    CHECK(ledger.pending_removals() == 0);
+}
+
+TEST_CASE("a failing flush series keeps the ledger's bookkeeping bounded by live flows") {
+    // Ten stored flows, then an outage: every round new flows are dumped and
+    // end, a flush is taken and fails. Before the fix every swept flow's key
+    // was kept and re-encoded at every attempt for the whole outage.
+    core::FlowLedger ledger;
+    Store store;
+    std::vector<core::FlowSample> old;
+    ledger.dump_begin(1);
+    for (std::uint32_t i = 0; i < 10; ++i) {
+        old.push_back(flow(i, "100.64.1.1", static_cast<std::uint16_t>(i)));
+        ledger.apply(poll(old.back(), 10, 1, 10, 1), kT0);
+    }
+    ledger.dump_end(1, true, kT0);
+    store.flush(ledger, true);
+    REQUIRE(store.rows() == 10);
+
+    constexpr std::uint32_t kRounds = 200;
+    constexpr std::uint32_t kPerRound = 500;
+    std::size_t largest_take = 0;
+    auto now = kT0;
+    for (std::uint32_t round = 0; round < kRounds; ++round) {
+        const std::uint64_t seq = 2 + round;
+        now += std::chrono::seconds(10);
+        ledger.dump_begin(seq);
+        std::vector<core::FlowSample> batch;
+        for (std::uint32_t i = 0; i < kPerRound; ++i) {
+            batch.push_back(flow(1000 + round * kPerRound + i, "100.64.1.2",
+                                 static_cast<std::uint16_t>(i), "198.18.0.2", round + 1));
+            ledger.apply(poll(batch.back(), 10, 1, 10, 1), now);
+        }
+        for (std::size_t i = 0; i < old.size(); ++i) {
+            ledger.apply(poll(old[i], 10 + round, 1 + round, 10, 1), now);
+        }
+        ledger.dump_end(seq, true, now);
+        auto attempt = ledger.take_changes(false);  // the flush fails...
+        for (const auto& s : batch) {
+            ledger.apply(destroy(s, 20, 2, 20, 2), now);  // ...while the flows end
+        }
+        if (round == kRounds / 2) {
+            for (std::size_t i = 0; i < 5; ++i) {
+                ledger.apply(destroy(old[i], 10 + round, 1 + round, 10, 1), now);
+            }
+            old.erase(old.begin(), old.begin() + 5);
+        }
+        largest_take = std::max(largest_take, attempt.upserts.size() + attempt.removals.size());
+        ledger.return_changes(attempt);
+        CHECK(ledger.pending_removals() <= 5);
+        CHECK(ledger.dirty_backlog() <= 2 * (kPerRound + 10) + 1024);
+    }
+    // One round's flows plus the stored ones: not 200 rounds' worth.
+    CHECK(largest_take <= kPerRound + 10 + 5);
+    CHECK(ledger.live_flows() == 5);
+    CHECK(ledger.tombstones() <= 2 * kPerRound);
+
+    store.flush(ledger);  // the database is back
+    CHECK(store.rows() == 5);
+    for (const auto& s : old) {
+        CHECK(store.has(s));
+    }
+    CHECK(ledger.pending_removals() == 0);
+}
+
+TEST_CASE("without any take (a flush held in doubt), stale dirty keys are compacted") {
+    core::FlowLedger ledger;
+    auto now = kT0;
+    std::size_t largest_table = 0;
+    for (std::uint32_t round = 0; round < 200; ++round) {
+        now += std::chrono::seconds(10);
+        ledger.dump_begin(round + 1);
+        for (std::uint32_t i = 0; i < 100; ++i) {
+            const auto f = flow(round * 100 + i, "100.64.1.3", static_cast<std::uint16_t>(i),
+                                "198.18.0.2", round + 1);
+            ledger.apply(poll(f, 10, 1, 10, 1), now);     // dirty...
+            ledger.apply(destroy(f, 20, 2, 20, 2), now);  // ...and swept two dumps later
+        }
+        ledger.dump_end(round + 1, true, now);
+        largest_table = std::max(largest_table, ledger.tombstones());
+    }
+    CHECK(largest_table <= 300);
+    CHECK(ledger.dirty_backlog() <= 2 * largest_table + 1024);
 }
