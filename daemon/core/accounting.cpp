@@ -16,6 +16,18 @@ Attribution attribute(const SubscriberIndex& index, const FlowSample& s, TimePoi
     return Attribution{};
 }
 
+TimePoint usage_time(const FlowSample& s, TimePoint now, bool* implausible) {
+    if (s.as_of_ns == 0) {
+        return now;
+    }
+    const TimePoint at{std::chrono::nanoseconds{s.as_of_ns}};
+    const bool plausible = at <= now + kAsOfAhead && at >= now - kAsOfMaxAge;
+    if (implausible != nullptr) {
+        *implausible = !plausible;
+    }
+    return plausible ? at : now;
+}
+
 Accounting::Accounting(const Clock& clock, std::shared_ptr<const UsageRules> rules)
     : clock_(clock), index_(std::make_shared<const SubscriberIndex>()) {
     set_usage_rules(std::move(rules));
@@ -58,12 +70,15 @@ void Accounting::apply(const FlowSample& sample, TimePoint now) {
         r.reply_delta.packets == 0) {
         return;
     }
+    bool implausible = false;
+    const TimePoint at = usage_time(sample, now, &implausible);
+    stats_.implausible_times += implausible ? 1 : 0;
     Attribution a;
     const FlowTag* cached = r.tag != nullptr ? r.tag : &r.final_tag;
     if (cached->generation == index_generation_) {
         a = Attribution{cached->subscriber, static_cast<Direction>(cached->direction)};
     } else {
-        a = attribute(*index_, sample, now);
+        a = attribute(*index_, sample, at);
         if (r.tag != nullptr) {
             *r.tag =
                 FlowTag{index_generation_, a.subscriber, static_cast<std::uint8_t>(a.direction)};
@@ -73,16 +88,15 @@ void Accounting::apply(const FlowSample& sample, TimePoint now) {
         ++stats_.unattributed_samples;
         stats_.unattributed_bytes += r.orig_delta.bytes + r.reply_delta.bytes;
         stats_.last_unattributed = sample.orig;
-        usage_.add_unattributed(now, Usage{r.orig_delta, r.reply_delta});
+        usage_.add_unattributed(at, Usage{r.orig_delta, r.reply_delta});
         return;
     }
     const bool orig_up = a.direction == Direction::OrigIsUpload;
     // The far end: where the subscriber sent to, or who opened the connection toward it.
     const IpAddress& remote = orig_up ? sample.orig.dst : sample.orig.src;
-    const UsageClass cls = rules_->counts_everything()
-                               ? UsageClass::Counted
-                               : rules_->classify(a.subscriber, remote, now);
-    usage_.add(a.subscriber, now, period_of(a.subscriber, now), cls,
+    const UsageClass cls = rules_->counts_everything() ? UsageClass::Counted
+                                                       : rules_->classify(a.subscriber, remote, at);
+    usage_.add(a.subscriber, at, period_of(a.subscriber, at), cls,
                orig_up ? Usage{r.orig_delta, r.reply_delta} : Usage{r.reply_delta, r.orig_delta});
 }
 

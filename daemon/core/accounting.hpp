@@ -35,6 +35,16 @@ struct FlushBatch {
     [[nodiscard]] bool empty() const { return usage.empty() && checkpoint.empty(); }
 };
 
+// The time a sample's usage belongs to (its hour, billing period, free
+// window and the bindings that attribute it): the sample's own time, so
+// that traffic read late (after a restart, a backlog) lands where it
+// happened; `now` when it has none or an implausible one (ahead of `now`
+// by more than kAsOfAhead, or older than kAsOfMaxAge: a clock that was
+// wrong when the kernel stamped it).
+inline constexpr std::chrono::seconds kAsOfAhead{120};
+inline constexpr std::chrono::hours kAsOfMaxAge{24 * 7};
+TimePoint usage_time(const FlowSample& s, TimePoint now, bool* implausible = nullptr);
+
 struct AccountingStats {
     std::uint64_t samples = 0;
     std::uint64_t destroy_samples = 0;
@@ -42,6 +52,7 @@ struct AccountingStats {
     std::uint64_t unattributed_bytes = 0;
     FlowTuple last_unattributed;  // an example for the log: whose traffic is nobody's
     std::uint64_t dumps_completed = 0;
+    std::uint64_t implausible_times = 0;  // samples whose own time was not used (usage_time)
 };
 
 class Accounting {

@@ -42,6 +42,10 @@ struct FlowSample {
     Counters reply_counters;
     std::uint64_t start_ns = 0;  // conntrack timestamp extension; 0 when disabled
     std::uint64_t stop_ns = 0;
+    // On the daemon's clock (ns since the epoch): when these counters were
+    // final (DESTROY: its stop time) or read (a dump). Set by the reader;
+    // 0 = unknown, the time it is applied stands in.
+    std::int64_t as_of_ns = 0;
 };
 
 // Identity of one connection: ids are hashes and can be reused, so the

@@ -80,6 +80,80 @@ TEST_CASE("usage lands in the hour and period of the clock") {
 }
 
 namespace {
+
+core::FlowSample as_of(core::FlowSample s, core::TimePoint t) {
+    s.as_of_ns = duration_cast<nanoseconds>(t.time_since_epoch()).count();
+    return s;
+}
+
+std::vector<core::TimePoint> hours_of(const core::UsageBatch& b) {
+    std::vector<core::TimePoint> out;
+    for (const auto& h : b.hours) {
+        out.push_back(h.hour);
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("usage lands in the hour and period of the sample's own time, not of its processing") {
+    // A restart at 00:30 on Dec 1 reads a DESTROY whose flow ended at 23:58 on
+    // Nov 30 and a dump that read a live flow at 00:29: each keeps its hour.
+    const core::TimePoint restart{sys_days{2026y / 12 / 1} + 30min};
+    core::ManualClock clock(restart);
+    core::Accounting acc(clock);
+    acc.set_index(std::make_shared<core::SubscriberIndex>(std::vector{bind(1, "100.64.1.1/32")}));
+    const core::TimePoint ended{sys_days{2026y / 11 / 30} + 23h + 58min};
+    acc.apply(as_of(destroy(flow(1, "100.64.1.1", 1), 10, 1, 10, 1), ended));
+    acc.dump_begin(1);
+    acc.apply(as_of(poll(flow(2, "100.64.1.1", 2), 20, 1, 20, 1), restart - 1min));
+    acc.dump_end(1, true);
+    auto batch = acc.take(false);
+    CHECK(hours_of(batch.usage) ==
+          std::vector<core::TimePoint>{core::TimePoint{sys_days{2026y / 11 / 30} + 23h},
+                                       core::TimePoint{sys_days{2026y / 12 / 1}}});
+    REQUIRE(batch.usage.periods.size() == 2);  // November's cycle and December's
+    CHECK(batch.usage.periods[0].period_start == core::TimePoint{sys_days{2026y / 11 / 1}});
+    CHECK(batch.usage.periods[0].usage == core::Usage{{10, 1}, {10, 1}});
+    CHECK(acc.stats().implausible_times == 0);
+}
+
+TEST_CASE("a sample without a time, or with an implausible one, is counted at processing time") {
+    const core::TimePoint now{sys_days{2026y / 12 / 1} + 12h + 30min};
+    core::ManualClock clock(now);
+    core::Accounting acc(clock);
+    acc.set_index(std::make_shared<core::SubscriberIndex>(std::vector{bind(1, "100.64.1.1/32")}));
+    acc.apply(destroy(flow(1, "100.64.1.1", 1), 10, 1, 10, 1));                   // timestamps off
+    acc.apply(as_of(destroy(flow(2, "100.64.1.1", 2), 10, 1, 10, 1), now + 1h));  // ahead
+    acc.apply(as_of(destroy(flow(3, "100.64.1.1", 3), 10, 1, 10, 1),
+                    core::TimePoint{sys_days{1970y / 1 / 1} + 5s}));  // clock not set yet
+    // Slightly ahead (clocks of the kernel and the offset file read apart): its own time.
+    acc.apply(as_of(destroy(flow(4, "100.64.1.1", 4), 10, 1, 10, 1), now + 30s));
+    auto batch = acc.take(false);
+    CHECK(hours_of(batch.usage) ==
+          std::vector<core::TimePoint>{core::TimePoint{sys_days{2026y / 12 / 1} + 12h}});
+    CHECK(acc.stats().implausible_times == 2);
+    CHECK(core::usage_time(as_of(flow(5, "100.64.1.1", 5), now - 2h), now) == now - 2h);
+}
+
+TEST_CASE("bindings are looked up at the sample's own time") {
+    // The address moved from subscriber 1 to 2 at 12:00; a flow of 1 that
+    // ended at 11:59 is read at 12:05.
+    const core::TimePoint noon{sys_days{2026y / 12 / 1} + 12h};
+    core::ManualClock clock(noon + 5min);
+    core::Accounting acc(clock);
+    const auto prefix = *core::Prefix::parse("100.64.1.1/32");
+    acc.set_index(std::make_shared<core::SubscriberIndex>(
+        std::vector{core::Binding{1, prefix, core::TimePoint{}, noon},
+                    core::Binding{2, prefix, noon, std::nullopt}}));
+    acc.apply(as_of(destroy(flow(1, "100.64.1.1", 1), 10, 1, 10, 1), noon - 1min));
+    acc.apply(as_of(destroy(flow(2, "100.64.1.1", 2), 20, 1, 20, 1), noon + 1min));
+    auto batch = acc.take(false);
+    CHECK(total_of(batch.usage, 1) == core::Usage{{10, 1}, {10, 1}});
+    CHECK(total_of(batch.usage, 2) == core::Usage{{20, 1}, {20, 1}});
+}
+
+namespace {
 // Subscriber 1: cycle from the 15th, 198.18.9.0/24 zero-rated, free from 01:00 to 07:00 UTC.
 class FakePolicy final : public core::UsageRules {
   public:
