@@ -248,6 +248,10 @@ const std::map<std::string, Keys>& schema() {
         {"clock",
          {{"offset_file", assign<&Config::clock, &Config::Clock::offset_file, as_string>}}},
         {"enforce", enforce_keys()},
+        {"journal",
+         {{"dir", assign<&Config::journal, &runtime::JournalConfig::dir, as_string>},
+          {"segment_bytes",
+           assign<&Config::journal, &runtime::JournalConfig::segment_bytes, as_bytes>}}},
         {"log", {{"level", assign<&Config::log, &Config::Log::level, as_string>}}},
         {"drops", drop_keys()},
     };
@@ -282,6 +286,9 @@ void validate_webhooks(const Config::Webhooks& w, const std::string& source) {
 void validate(Config& c, const std::string& source) {
     if (c.database.url.empty()) {
         throw ConfigError(source + ": database.url: missing (a libpq connection string or URI)");
+    }
+    if (c.journal.segment_bytes < (64u << 10) || c.journal.segment_bytes > (1ull << 30)) {
+        throw ConfigError(source + ": journal.segment_bytes: between \"64KiB\" and \"1GiB\"");
     }
     if (c.conntrack.max_event_buffer_bytes < c.conntrack.event_buffer_bytes) {
         throw ConfigError(source +

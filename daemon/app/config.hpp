@@ -36,6 +36,7 @@ struct Config {
 
     runtime::ConntrackConfig conntrack;
     runtime::AccountingConfig accounting;
+    runtime::JournalConfig journal;
 
     struct Api {
         bool enabled = true;

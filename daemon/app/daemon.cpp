@@ -2,8 +2,11 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "api/server.hpp"
 #include "conntrack/sysctl.hpp"
@@ -13,7 +16,10 @@
 #include "policy/plan_files.hpp"
 #include "policy/policy_engine.hpp"
 #include "runtime/accountant.hpp"
+#include "runtime/event_journal.hpp"
+#include "runtime/fd_store.hpp"
 #include "runtime/flusher.hpp"
+#include "runtime/journal_replay.hpp"
 #include "runtime/offset_clock.hpp"
 #include "runtime/readers.hpp"
 #include "store/migrations.hpp"
@@ -71,7 +77,7 @@ void check_kernel(const Config& config) {
 // Start-up needs the database: without the checkpoint, counting would start
 // from scratch and double count live flows. Retry until it answers or we are told to stop.
 bool prepare_database(const Config& config, store::Database& db, runtime::Accountant& accountant,
-                      runtime::Flusher& flusher) {
+                      runtime::Flusher& flusher, std::optional<store::JournalMark>& mark) {
     auto wait = std::chrono::milliseconds(500);
     while (true) {
         try {
@@ -83,6 +89,7 @@ bool prepare_database(const Config& config, store::Database& db, runtime::Accoun
             const auto checkpoint = usage.load_checkpoint();
             accountant.restore_ledger(checkpoint);
             spdlog::info("ledger checkpoint: {} live flows restored", checkpoint.size());
+            mark = usage.load_journal_mark();
             flusher.refresh_index(true);
             return true;
         } catch (const std::exception& e) {
@@ -206,6 +213,58 @@ void log_running(const Config& config) {
                  duration_cast<milliseconds>(config.accounting.flush_interval).count());
 }
 
+// [journal] dir, or the service manager's state directory; none otherwise.
+std::unique_ptr<runtime::EventJournal> open_journal(const Config& config) {
+    auto dir = config.journal.dir;
+    if (const char* state = std::getenv("STATE_DIRECTORY"); dir.empty() && state != nullptr) {
+        const std::string first(state, std::strcspn(state, ":"));
+        dir = std::filesystem::path(first) / "journal";
+    }
+    if (dir.empty()) {
+        spdlog::warn(
+            "no event journal (journal.dir unset): events read but not yet flushed are lost if "
+            "ctquotad is killed");
+        return nullptr;
+    }
+    auto journal = std::make_unique<runtime::EventJournal>(dir, config.journal.segment_bytes);
+    spdlog::info("event journal {} (id {:016x}, {} bytes on disk)", dir.string(), journal->id(),
+                 journal->stats().disk_bytes.load());
+    return journal;
+}
+
+// The event socket of the previous run when the service manager kept it (its
+// queued events are still in it); a new one otherwise, handed to the manager.
+std::unique_ptr<runtime::Readers> make_readers(const Config& config, runtime::SampleQueue& queue,
+                                               metrics::Metrics& metrics, const core::Clock& clock,
+                                               runtime::EventJournal* journal) {
+    auto passed = runtime::take_passed_fds();
+    int fd = -1;
+    for (auto& [name, passed_fd] : passed) {
+        if (name == runtime::Readers::kEventSocketName) {
+            fd = passed_fd;
+        } else {
+            spdlog::warn("file descriptor {} named '{}' handed to ctquotad: not ours, closed",
+                         passed_fd, name);
+            ::close(passed_fd);
+        }
+    }
+    std::unique_ptr<runtime::Readers> readers;
+    if (fd >= 0) {
+        try {
+            readers = std::make_unique<runtime::Readers>(config.conntrack, queue, metrics, clock,
+                                                         journal, fd);
+        } catch (const std::exception& e) {
+            spdlog::warn("{}; opening a new one", e.what());
+        }
+    }
+    if (!readers) {
+        readers =
+            std::make_unique<runtime::Readers>(config.conntrack, queue, metrics, clock, journal);
+        readers->keep_event_socket();
+    }
+    return readers;
+}
+
 // Until SIGTERM/SIGINT: SIGHUP reloads the plan files, and a status line every 30 s.
 void serve_signals(policy::PolicyEngine& engine, const metrics::Metrics& metrics) {
     auto next_status = std::chrono::steady_clock::now() + kStatusEvery;
@@ -277,12 +336,17 @@ int run_daemon(const Config& config) {
     accountant.set_drop_map(drop_map.get());
     store::Database db(config.database.url);
     runtime::Flusher flusher(config.accounting, clock, db, accountant, metrics);
-    // Subscribe to events before the first dump, so nothing ends unseen in between.
-    runtime::Readers readers(config.conntrack, queue, metrics);
+    auto journal = open_journal(config);  // JournalError (dir in use, unwritable): fatal
+    flusher.use_journal(journal.get());
+    // Subscribe to events before the first dump, so nothing ends unseen in between;
+    // with a journal, read them from now on (the kernel need not hold them for us).
+    auto readers = make_readers(config, queue, metrics, clock, journal.get());
+    readers->start_reading();
     // Up before the database, so /healthz and /readyz answer while start-up waits for it;
     // a port that cannot be bound is fatal here, like a bad config.
     auto api_server = start_api(config, metrics, clock);
-    if (!prepare_database(config, db, accountant, flusher)) {
+    std::optional<store::JournalMark> mark;
+    if (!prepare_database(config, db, accountant, flusher, mark)) {
         return 0;
     }
     std::unique_ptr<store::WebhookOutbox> outbox;
@@ -297,8 +361,11 @@ int run_daemon(const Config& config) {
     flusher.on_flushed([&engine](const auto& ids) { engine.usage_changed(ids); });
     engine.on_subscribers_changed([&flusher] { flusher.index_changed(); });
     metrics.database_ok = true;
+    const auto journaled = readers->go_live();
+    if (journal) {
+        runtime::replay_journal(*journal, mark, journaled, accountant, metrics);
+    }
     accountant.start();
-    readers.start();
     flusher.start();
     auto webhooks = start_webhooks(config, metrics);  // after the migrations: it needs the outbox
     log_running(config);
@@ -310,11 +377,13 @@ int run_daemon(const Config& config) {
     if (webhooks) {
         webhooks->stop();
     }
-    readers.stop();
+    // From here on events go to the journal only: the next run replays them.
+    readers->stop_applying();
     queue.close();
     accountant.join();
     const bool flushed = flusher.stop_and_flush(kShutdownGrace);
     engine.stop();  // after the last flush: the kernel state stays as it is
+    readers->stop();
     log_status(metrics);
     return flushed ? 0 : 1;
 }

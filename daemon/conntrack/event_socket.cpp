@@ -1,11 +1,16 @@
 #include "conntrack/event_socket.hpp"
 
+#include <fcntl.h>
 #include <libmnl/libmnl.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -42,28 +47,62 @@ int on_message(const nlmsghdr* nlh, void* data) {
 
 }  // namespace
 
-EventSocket::EventSocket(std::uint64_t buffer_bytes) : storage_(kBatch * kDatagram) {
-    nl_ = mnl_socket_open2(NETLINK_NETFILTER, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (nl_ == nullptr) {
-        throw std::runtime_error(std::string("cannot open the ctnetlink event socket: ") +
-                                 std::strerror(errno));
+EventSocket::EventSocket(std::uint64_t buffer_bytes, int adopt_fd)
+    : adopted_(adopt_fd >= 0), storage_(kBatch * kDatagram) {
+    if (adopted_) {
+        adopt(adopt_fd);
+    } else {
+        nl_ = mnl_socket_open2(NETLINK_NETFILTER, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (nl_ == nullptr) {
+            throw std::runtime_error(std::string("cannot open the ctnetlink event socket: ") +
+                                     std::strerror(errno));
+        }
+        if (mnl_socket_bind(nl_, NF_NETLINK_CONNTRACK_DESTROY, MNL_SOCKET_AUTOPID) < 0) {
+            const int err = errno;
+            mnl_socket_close(nl_);
+            throw std::runtime_error(std::string("cannot subscribe to conntrack DESTROY events: ") +
+                                     std::strerror(err) + " (needs CAP_NET_ADMIN)");
+        }
     }
-    if (mnl_socket_bind(nl_, NF_NETLINK_CONNTRACK_DESTROY, MNL_SOCKET_AUTOPID) < 0) {
-        const int err = errno;
-        mnl_socket_close(nl_);
-        throw std::runtime_error(std::string("cannot subscribe to conntrack DESTROY events: ") +
-                                 std::strerror(err) + " (needs CAP_NET_ADMIN)");
+    set_buffer(std::max(buffer_bytes, granted_));
+}
+
+void EventSocket::adopt(int fd) {
+    int domain = 0;
+    int protocol = 0;
+    socklen_t len = sizeof domain;
+    sockaddr_nl addr{};
+    socklen_t alen = sizeof addr;
+    const bool ours = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
+                      domain == AF_NETLINK &&
+                      getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0 &&
+                      protocol == NETLINK_NETFILTER &&
+                      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) == 0 &&
+                      (addr.nl_groups & NF_NETLINK_CONNTRACK_DESTROY) != 0;
+    if (!ours || (nl_ = mnl_socket_fdopen(fd)) == nullptr) {
+        ::close(fd);
+        throw std::runtime_error("the event socket handed back is not a ctnetlink DESTROY socket");
     }
-    set_buffer(buffer_bytes);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    int got = 0;
+    len = sizeof got;
+    getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len);
+    granted_ = static_cast<std::uint64_t>(got) / 2;  // what it grew to in an earlier run
 }
 
 void EventSocket::enable_reliable_delivery() {
     int on = 1;
-    if (setsockopt(mnl_socket_get_fd(nl_), SOL_NETLINK, NETLINK_BROADCAST_ERROR, &on, sizeof on) !=
-        0) {
+    const int fd = mnl_socket_get_fd(nl_);
+    if (setsockopt(fd, SOL_NETLINK, NETLINK_BROADCAST_ERROR, &on, sizeof on) != 0 ||
+        setsockopt(fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, &on, sizeof on) != 0) {
         throw std::runtime_error(std::string("cannot ask for reliable conntrack events: ") +
                                  std::strerror(errno));
     }
+    reliable_ = true;
+}
+
+int EventSocket::fd() const {
+    return mnl_socket_get_fd(nl_);
 }
 
 EventSocket::~EventSocket() {
@@ -90,13 +129,26 @@ std::uint64_t EventSocket::grow(std::uint64_t max) {
     return set_buffer(std::min(max, granted_ * 2));
 }
 
-ReadStatus EventSocket::read(std::vector<core::FlowSample>& out, int timeout_ms) {
-    const int fd = mnl_socket_get_fd(nl_);
-    pollfd pfd{fd, POLLIN, 0};
+ReadStatus EventSocket::read(std::vector<core::FlowSample>& out, int timeout_ms,
+                             const Persist& persist) {
+    pollfd pfd{fd(), POLLIN, 0};
     const int ready = ::poll(&pfd, 1, timeout_ms);
     if (ready == 0 || (ready < 0 && errno == EINTR)) {
-        return ReadStatus::Timeout;
+        return dropped_since_last_read() ? ReadStatus::Overrun : ReadStatus::Timeout;
     }
+    const ReadStatus status = persist ? read_peeking(out, persist) : read_batch(out);
+    if (status == ReadStatus::Ok && dropped_since_last_read()) {
+        return ReadStatus::Overrun;
+    }
+    return status;
+}
+
+void EventSocket::parse(const void* data, std::size_t len, std::vector<core::FlowSample>& out) {
+    Context ctx{&out, &stats_};
+    mnl_cb_run(data, len, 0, 0, on_message, &ctx);
+}
+
+ReadStatus EventSocket::read_batch(std::vector<core::FlowSample>& out) {
     mmsghdr msgs[kBatch];
     iovec iov[kBatch];
     std::memset(msgs, 0, sizeof msgs);
@@ -105,7 +157,7 @@ ReadStatus EventSocket::read(std::vector<core::FlowSample>& out, int timeout_ms)
         msgs[i].msg_hdr.msg_iov = &iov[i];
         msgs[i].msg_hdr.msg_iovlen = 1;
     }
-    const int n = recvmmsg(fd, msgs, kBatch, MSG_DONTWAIT, nullptr);
+    const int n = recvmmsg(fd(), msgs, kBatch, MSG_DONTWAIT, nullptr);
     if (n < 0) {
         last_errno_ = errno;
         if (errno == EAGAIN || errno == EINTR) {
@@ -113,11 +165,51 @@ ReadStatus EventSocket::read(std::vector<core::FlowSample>& out, int timeout_ms)
         }
         return errno == ENOBUFS ? ReadStatus::Overrun : ReadStatus::Error;
     }
-    Context ctx{&out, &stats_};
     for (int i = 0; i < n; ++i) {
-        mnl_cb_run(iov[i].iov_base, msgs[i].msg_len, 0, 0, on_message, &ctx);
+        parse(iov[i].iov_base, msgs[i].msg_len, out);
     }
     return ReadStatus::Ok;
+}
+
+// Peek, persist, consume: one datagram at a time (a peek sees only the first).
+ReadStatus EventSocket::read_peeking(std::vector<core::FlowSample>& out, const Persist& persist) {
+    for (unsigned i = 0; i < kBatch; ++i) {
+        ssize_t n =
+            recv(fd(), storage_.data(), storage_.size(), MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+        if (n > static_cast<ssize_t>(storage_.size())) {
+            storage_.resize(static_cast<std::size_t>(n));  // larger than any event seen so far
+            n = recv(fd(), storage_.data(), storage_.size(), MSG_PEEK | MSG_DONTWAIT);
+        }
+        if (n < 0) {
+            last_errno_ = errno;
+            if (errno == EAGAIN || errno == EINTR) {
+                return i > 0 ? ReadStatus::Ok : ReadStatus::Timeout;
+            }
+            return errno == ENOBUFS ? ReadStatus::Overrun : ReadStatus::Error;
+        }
+        const std::size_t first = out.size();
+        parse(storage_.data(), static_cast<std::size_t>(n), out);
+        if (out.size() > first && !persist(std::span(out).subspan(first))) {
+            out.resize(first);
+            return ReadStatus::Held;
+        }
+        recv(fd(), nullptr, 0, MSG_DONTWAIT);  // consume it: it is persisted now
+    }
+    return ReadStatus::Ok;
+}
+
+bool EventSocket::dropped_since_last_read() {
+    if (!reliable_) {
+        return false;  // without reliable delivery an overrun is ENOBUFS from recv
+    }
+    std::uint32_t info[SK_MEMINFO_VARS] = {};
+    socklen_t len = sizeof info;
+    if (getsockopt(fd(), SOL_SOCKET, SO_MEMINFO, info, &len) != 0) {
+        return false;
+    }
+    const bool dropped = info[SK_MEMINFO_DROPS] != drops_seen_;
+    drops_seen_ = info[SK_MEMINFO_DROPS];
+    return dropped;
 }
 
 }  // namespace ctquota::conntrack

@@ -109,7 +109,7 @@ std::vector<CheckpointEntry> Accounting::dump_end(std::uint64_t seq, bool comple
 }
 
 FlushBatch Accounting::take(bool checkpoint_snapshot) {
-    return FlushBatch{usage_.take(), ledger_.take_changes(checkpoint_snapshot)};
+    return FlushBatch{usage_.take(), ledger_.take_changes(checkpoint_snapshot), journal_position_};
 }
 
 void Accounting::give_back(const FlushBatch& batch) {

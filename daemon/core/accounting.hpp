@@ -32,6 +32,9 @@ Attribution attribute(const SubscriberIndex& index, const FlowSample& s, TimePoi
 struct FlushBatch {
     UsageBatch usage;
     CheckpointChanges checkpoint;
+    // The event journal's position after the last event in this batch (and
+    // every batch before): what the next run need not replay once it is stored.
+    std::uint64_t journal_position = 0;
     [[nodiscard]] bool empty() const { return usage.empty() && checkpoint.empty(); }
 };
 
@@ -72,6 +75,8 @@ class Accounting {
     // Returns the flows declared lost (credited, then gone without a DESTROY).
     std::vector<CheckpointEntry> dump_end(std::uint64_t seq, bool complete);
 
+    // Events applied so far came from the journal up to `position`.
+    void journal_applied(std::uint64_t position) { journal_position_ = position; }
     FlushBatch take(bool checkpoint_snapshot);
     // The batch taken last was committed (its checkpoint rows are stored).
     void committed(const FlushBatch& batch) { ledger_.changes_committed(batch.checkpoint); }
@@ -97,6 +102,7 @@ class Accounting {
     std::shared_ptr<const UsageRules> rules_;
     // Each subscriber's current period: the rules are asked once per period, not per sample.
     tsl::robin_map<SubscriberId, Period> periods_;
+    std::uint64_t journal_position_ = 0;
     AccountingStats stats_;
 };
 

@@ -174,6 +174,18 @@ std::string Metrics::render_prometheus() const {
     out << "# TYPE ctquota_database_ok gauge\nctquota_database_ok " << (database_ok.load() ? 1 : 0)
         << "\n";
     render_drops(out);
+    counter("journal_records_total", "conntrack events journaled before leaving the socket",
+            journal_records.load());
+    counter("journal_bytes_total", "bytes written to the event journal", journal_bytes.load());
+    counter("journal_errors_total", "event journal writes that failed (disk full, I/O error)",
+            journal_errors.load());
+    counter("journal_replayed_total", "journaled events replayed at start-up",
+            journal_replayed.load());
+    counter("sample_times_implausible_total",
+            "samples counted at processing time: their own time was ahead or far behind",
+            sample_times_implausible.load());
+    out << "# TYPE ctquota_journal_disk_bytes gauge\nctquota_journal_disk_bytes "
+        << journal_disk_bytes.load() << "\n";
     http.render(out);
     return out.str();
 }

@@ -78,6 +78,15 @@ struct Metrics {
     std::atomic<std::uint64_t> drop_read_errors{0};
     std::atomic<std::uint64_t> drop_unapplied_bytes{0};  // no flow took them: billed
     std::atomic<std::uint64_t> drop_vanished_flows{0};   // evicted before they were used
+    // The event journal (runtime/event_journal): events written before they
+    // left the socket, write failures, events replayed at start-up, disk use.
+    std::atomic<std::uint64_t> journal_records{0};
+    std::atomic<std::uint64_t> journal_bytes{0};
+    std::atomic<std::uint64_t> journal_errors{0};
+    std::atomic<std::uint64_t> journal_replayed{0};
+    std::atomic<std::uint64_t> journal_disk_bytes{0};
+    // Samples counted at processing time because their own time was implausible.
+    std::atomic<std::uint64_t> sample_times_implausible{0};
     std::atomic<bool> reader_running{false};
     std::atomic<bool> database_ok{false};
 

@@ -35,6 +35,17 @@ void Accountant::reserve_flows(std::size_t flows) {
     accounting_.reserve_flows(flows);
 }
 
+void Accountant::replay(const core::FlowSample& sample, std::uint64_t position) {
+    std::lock_guard lock(mu_);
+    accounting_.apply(sample, clock_.now());
+    accounting_.journal_applied(position);
+}
+
+void Accountant::journal_applied(std::uint64_t position) {
+    std::lock_guard lock(mu_);
+    accounting_.journal_applied(position);
+}
+
 void Accountant::start() {
     thread_ = std::thread([this] { loop(); });
 }
@@ -65,6 +76,9 @@ void Accountant::apply(QueueItem& item, core::TimePoint now) {
         case QueueItem::Kind::Samples:
             for (const auto& s : item.samples) {
                 accounting_.apply(s, now);
+            }
+            if (item.journal_end != 0) {
+                accounting_.journal_applied(item.journal_end);
             }
             metrics_.samples_applied += item.samples.size();
             break;
@@ -138,6 +152,7 @@ void Accountant::publish_stats() {
     metrics_.drop_map_flows = drops.size();
     metrics_.drop_unapplied_bytes = drops.stats().unapplied_bytes;
     metrics_.drop_vanished_flows = drops.stats().vanished_flows;
+    metrics_.sample_times_implausible = accounting_.stats().implausible_times;
 }
 
 // Traffic that matches no subscriber is stored (usage_unattributed) and

@@ -28,6 +28,11 @@ class Accountant {
     void reserve_flows(std::size_t flows);
     // Before start(); null: bill what conntrack counted.
     void set_drop_map(const drops::DropMap* map) { drop_map_ = map; }
+    // Before start(): events read by an earlier run (or by this one before it
+    // went live), from the journal; `position` is where the journal ends them.
+    void replay(const core::FlowSample& sample, std::uint64_t position);
+    // Before start(): the events up to `position` are applied.
+    void journal_applied(std::uint64_t position);
     void start();
     // Returns once the queue is closed and fully applied.
     void join();

@@ -43,6 +43,13 @@ void Flusher::refresh_index(bool force) {
     spdlog::info("subscriber index loaded: {} bindings", n);
 }
 
+void Flusher::use_journal(EventJournal* journal) {
+    journal_ = journal;
+    if (journal_ != nullptr) {
+        usage_store_.set_journal(journal_->id());
+    }
+}
+
 void Flusher::start() {
     thread_ = std::thread([this] { loop(); });
 }
@@ -108,6 +115,10 @@ bool Flusher::flush_once() {
 void Flusher::flushed(const core::FlushBatch& batch,
                       std::chrono::steady_clock::time_point started) {
     accountant_.committed(batch);
+    if (journal_ != nullptr) {
+        journal_->covered(batch.journal_position);
+        metrics_.journal_disk_bytes = journal_->stats().disk_bytes.load();
+    }
     metrics_.observe_flush(std::chrono::duration_cast<std::chrono::microseconds>(
         std::chrono::steady_clock::now() - started));
     ++metrics_.flushes;

@@ -14,6 +14,7 @@
 
 #include "metrics/metrics.hpp"
 #include "runtime/accountant.hpp"
+#include "runtime/event_journal.hpp"
 #include "runtime/runtime_config.hpp"
 #include "store/subscriber_store.hpp"
 #include "store/usage_store.hpp"
@@ -38,6 +39,9 @@ class Flusher {
         index_dirty_ = true;
         wake_.notify_all();
     }
+    // Each committed flush stores its journal position and lets the journal
+    // drop what it covers. Before start().
+    void use_journal(EventJournal* journal);
     void start();
     // Stops the loop and makes a last attempt (with retries up to `grace`) to write everything.
     bool stop_and_flush(std::chrono::nanoseconds grace);
@@ -58,6 +62,7 @@ class Flusher {
     store::SubscriberStore subscribers_;
     Accountant& accountant_;
     metrics::Metrics& metrics_;
+    EventJournal* journal_ = nullptr;
     std::function<void(const std::vector<core::SubscriberId>&)> on_flushed_;
     std::string bindings_fingerprint_;
     bool first_flush_ = true;

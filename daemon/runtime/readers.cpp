@@ -2,20 +2,34 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "conntrack/dump_socket.hpp"
+#include "runtime/fd_store.hpp"
 
 namespace ctquota::runtime {
 namespace {
 
 constexpr std::size_t kCoalesceBelow = 64;
 constexpr auto kCoalesce = std::chrono::milliseconds(2);
+constexpr auto kJournalErrorLogEvery = std::chrono::seconds(60);
+
+std::int64_t ns_of(core::TimePoint t) {
+    return t.time_since_epoch().count();
+}
 
 }  // namespace
 
-Readers::Readers(const ConntrackConfig& config, SampleQueue& queue, metrics::Metrics& metrics)
-    : config_(config), queue_(queue), metrics_(metrics), events_(config.event_buffer_bytes) {
+Readers::Readers(const ConntrackConfig& config, SampleQueue& queue, metrics::Metrics& metrics,
+                 const core::Clock& clock, EventJournal* journal, int adopt_fd)
+    : config_(config),
+      queue_(queue),
+      metrics_(metrics),
+      clock_(clock),
+      journal_(journal),
+      events_(config.event_buffer_bytes, adopt_fd) {
     metrics_.event_buffer_bytes = events_.buffer_bytes();
     if (events_.buffer_bytes() < config.event_buffer_bytes) {
         spdlog::warn(
@@ -23,7 +37,8 @@ Readers::Readers(const ConntrackConfig& config, SampleQueue& queue, metrics::Met
             "root or raise net.core.rmem_max): bursts may overrun it",
             events_.buffer_bytes(), config.event_buffer_bytes);
     } else {
-        spdlog::info("event socket buffer: {} bytes", events_.buffer_bytes());
+        spdlog::info("event socket buffer: {} bytes{}", events_.buffer_bytes(),
+                     events_.adopted() ? " (the socket of the previous run, handed back)" : "");
     }
 }
 
@@ -31,15 +46,59 @@ Readers::~Readers() {
     stop();
 }
 
-void Readers::start() {
+void Readers::start_event_thread() {
+    if (event_thread_.joinable()) {
+        return;
+    }
     if (config_.reliable_events) {
-        // Not before: while start-up waits for the database nobody reads, and
-        // the kernel would keep every dying entry for us meanwhile.
+        // Not before: while nobody reads, the kernel would keep every dying
+        // entry for us.
         events_.enable_reliable_delivery();
     }
-    metrics_.reader_running = true;
     event_thread_ = std::thread([this] { event_loop(); });
+}
+
+void Readers::start_reading() {
+    if (journal_ != nullptr) {
+        start_event_thread();  // without a journal, nothing may be read before go_live
+    }
+}
+
+std::uint64_t Readers::go_live() {
+    {
+        std::lock_guard lock(mu_);
+        live_wanted_ = true;
+    }
+    start_event_thread();
+    std::uint64_t from = 0;
+    {
+        std::unique_lock lock(mu_);
+        wake_.wait(lock, [this] { return live_ || stopping_.load(); });
+        from = live_from_;
+    }
+    metrics_.reader_running = true;
     dump_thread_ = std::thread([this] { dump_loop(); });
+    return from;
+}
+
+void Readers::stop_applying() {
+    metrics_.reader_running = false;
+    {
+        std::unique_lock lock(mu_);
+        live_wanted_ = false;
+        stop_dumps_ = true;
+        if (journal_ != nullptr && event_thread_.joinable()) {
+            wake_.notify_all();
+            wake_.wait(lock, [this] { return !live_ || stopping_.load(); });
+        }
+    }
+    wake_.notify_all();
+    if (dump_thread_.joinable()) {
+        dump_thread_.join();
+    }
+    if (journal_ == nullptr) {
+        stop();
+    }
 }
 
 void Readers::stop() {
@@ -54,6 +113,23 @@ void Readers::stop() {
     metrics_.reader_running = false;
 }
 
+void Readers::keep_event_socket() {
+    if (std::getenv("NOTIFY_SOCKET") == nullptr) {
+        spdlog::info(
+            "no service manager to keep the event socket (NOTIFY_SOCKET unset): events queued "
+            "in it when ctquotad dies, and events of the time it is down, are lost");
+        return;
+    }
+    if (store_fd(events_.fd(), kEventSocketName)) {
+        spdlog::info("event socket handed to the service manager's fd store");
+    } else {
+        spdlog::warn(
+            "could not hand the event socket to the service manager ({}): events queued "
+            "in it when ctquotad dies are lost",
+            std::strerror(errno));
+    }
+}
+
 void Readers::request_resync() {
     {
         std::lock_guard lock(mu_);
@@ -62,21 +138,82 @@ void Readers::request_resync() {
     wake_.notify_all();
 }
 
+void Readers::follow_mode() {
+    std::lock_guard lock(mu_);
+    if (live_wanted_ != live_) {
+        live_ = live_wanted_;
+        live_from_ = journal_ != nullptr ? journal_->end() : 0;
+        wake_.notify_all();
+    }
+}
+
+void Readers::stamp_events(std::span<core::FlowSample> samples) const {
+    // Conntrack stamps with the kernel's realtime clock; usage is bucketed on
+    // the daemon's (which may carry the operator's offset).
+    const auto now = clock_.now();
+    const auto offset = ns_of(now) - ns_of(core::SystemClock().now());
+    for (auto& s : samples) {
+        const bool stamped = s.stop_ns != 0 && s.stop_ns >= s.start_ns;
+        s.as_of_ns = stamped ? static_cast<std::int64_t>(s.stop_ns) + offset : ns_of(now);
+    }
+}
+
+bool Readers::persist(std::span<core::FlowSample> samples) {
+    stamp_events(samples);
+    try {
+        journal_end_ = journal_->append(samples);
+        return true;
+    } catch (const JournalError& e) {
+        ++metrics_.journal_errors;
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= next_journal_error_log_) {
+            spdlog::error("{}: {}", e.what(),
+                          live_ ? "events are counted but not journaled (a crash before the "
+                                  "next flush would lose them)"
+                                : "events stay in the socket until the journal works again");
+            next_journal_error_log_ = now + kJournalErrorLogEvery;
+        }
+        // Live, counting goes on without the journal; before go_live (or after
+        // stop_applying) the journal is the only place an event could go.
+        return live_;
+    }
+}
+
+void Readers::on_overrun() {
+    const auto n = ++metrics_.enobufs;
+    const auto size = events_.grow(config_.max_event_buffer_bytes);
+    metrics_.event_buffer_bytes = size;
+    if (config_.reliable_events) {
+        spdlog::warn(
+            "conntrack event socket overran (#{}; reliable delivery: the kernel holds the events "
+            "back and sends them again); buffer now {} bytes; resyncing",
+            n, size);
+    } else {
+        spdlog::warn("conntrack events lost (ENOBUFS #{}); buffer now {} bytes; resyncing", n,
+                     size);
+    }
+    request_resync();
+}
+
 void Readers::event_loop() {
     std::vector<core::FlowSample> batch;
+    conntrack::EventSocket::Persist persist_fn;
+    if (journal_ != nullptr) {
+        persist_fn = [this](std::span<core::FlowSample> s) { return persist(s); };
+    }
     while (!stopping_) {
-        batch.clear();
-        const auto status = events_.read(batch, 200);
-        if (status == conntrack::ReadStatus::Overrun) {
-            const auto n = ++metrics_.enobufs;
-            const auto size = events_.grow(config_.max_event_buffer_bytes);
-            metrics_.event_buffer_bytes = size;
-            spdlog::warn("conntrack events lost (ENOBUFS #{}); buffer now {} bytes; resyncing", n,
-                         size);
-            request_resync();
-            continue;
+        follow_mode();
+        if (journal_ == nullptr && !live_) {
+            return;  // stop_applying without a journal: nothing may be read any more
         }
-        if (status == conntrack::ReadStatus::Error) {
+        batch.clear();
+        const auto status = events_.read(batch, 200, persist_fn);
+        if (status == conntrack::ReadStatus::Overrun) {
+            on_overrun();
+        } else if (status == conntrack::ReadStatus::Held) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the journal is failing
+            continue;
+        } else if (status == conntrack::ReadStatus::Error) {
             spdlog::error("reading conntrack events failed: {}",
                           std::strerror(events_.last_errno()));
             std::this_thread::sleep_for(
@@ -85,11 +222,21 @@ void Readers::event_loop() {
         }
         metrics_.events_read = events_.stats().messages;
         metrics_.events_unparsed = events_.stats().unparsed;
+        if (journal_ != nullptr) {
+            metrics_.journal_records = journal_->stats().records.load();
+            metrics_.journal_bytes = journal_->stats().bytes.load();
+            metrics_.journal_disk_bytes = journal_->stats().disk_bytes.load();
+        }
         if (batch.empty()) {
             continue;
         }
         const auto n = batch.size();
-        hand_off(std::move(batch));
+        if (journal_ == nullptr) {
+            stamp_events(batch);
+        }
+        if (live_) {
+            hand_off(std::move(batch), journal_end_);
+        }
         if (n < kCoalesceBelow) {
             // A trickle of events: let a few milliseconds' worth gather in the
             // (large) socket buffer, so each wakeup carries a batch instead of
@@ -100,9 +247,9 @@ void Readers::event_loop() {
     }
 }
 
-void Readers::hand_off(std::vector<core::FlowSample>&& batch) {
+void Readers::hand_off(std::vector<core::FlowSample>&& batch, std::uint64_t journal_end) {
     const auto n = batch.size();
-    QueueItem item{QueueItem::Kind::Samples, std::move(batch), 0, false};
+    QueueItem item{QueueItem::Kind::Samples, std::move(batch), 0, false, journal_end};
     if (config_.reliable_events) {
         // The kernel holds the entries whose DESTROY we have not read: waiting
         // here delays events, dropping them would lose the flows for good.
@@ -130,6 +277,10 @@ bool Readers::dump_once(std::uint64_t seq) {
     }
     conntrack::DumpSocket socket;
     const auto result = socket.dump([this](std::vector<core::FlowSample>&& samples) {
+        const auto now = ns_of(clock_.now());  // progress belongs to when it was read
+        for (auto& s : samples) {
+            s.as_of_ns = now;
+        }
         queue_.push_wait(QueueItem{QueueItem::Kind::Samples, std::move(samples), 0, false}, kDump);
     });
     ++metrics_.dumps;
@@ -144,7 +295,14 @@ bool Readers::dump_once(std::uint64_t seq) {
 
 void Readers::dump_loop() {
     std::uint64_t seq = 0;
-    while (!stopping_) {
+    const auto done = [this] { return stopping_.load() || stop_dumps_; };
+    while (true) {
+        {
+            std::lock_guard lock(mu_);
+            if (done()) {
+                return;
+            }
+        }
         try {
             if (!dump_once(++seq)) {
                 return;
@@ -153,8 +311,7 @@ void Readers::dump_loop() {
             spdlog::error("conntrack dump failed: {}", e.what());
         }
         std::unique_lock lock(mu_);
-        wake_.wait_for(lock, config_.poll_interval,
-                       [this] { return stopping_.load() || resync_requested_; });
+        wake_.wait_for(lock, config_.poll_interval, [&] { return done() || resync_requested_; });
         if (resync_requested_) {
             resync_requested_ = false;
             ++metrics_.resyncs;

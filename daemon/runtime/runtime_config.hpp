@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <string>
 
 namespace ctquota::runtime {
@@ -23,6 +24,14 @@ struct AccountingConfig {
     std::chrono::nanoseconds flush_interval = 1s;
     std::string gateway_id;  // default: the host name
     std::chrono::nanoseconds retry_max = 30s;
+};
+
+// [journal]: the local event journal (runtime/event_journal.hpp).
+struct JournalConfig {
+    // Empty: $STATE_DIRECTORY/journal when the service manager gives a state
+    // directory (systemd's StateDirectory=), otherwise no journal.
+    std::filesystem::path dir;
+    std::uint64_t segment_bytes = 4ull << 20;
 };
 
 }  // namespace ctquota::runtime

@@ -23,6 +23,7 @@ struct QueueItem {
     std::vector<core::FlowSample> samples;
     std::uint64_t seq = 0;
     bool complete = false;
+    std::uint64_t journal_end = 0;  // events: the journal position after the last one
 };
 
 class SampleQueue {

@@ -162,11 +162,18 @@ void UsageStore::flush(const core::FlushBatch& batch) {
     try {
         pqxx::work txn(db_.connection());
         // First: the row lock on this gateway's row serialises its flushes.
+        const auto as_bigint = [](std::uint64_t v) { return static_cast<std::int64_t>(v); };
         txn.exec_params(
-            "INSERT INTO gateway_flush (gateway_id, flush_token) VALUES ($1, $2) "
-            "ON CONFLICT (gateway_id) DO UPDATE SET flush_token = excluded.flush_token, "
-            "flushed_at = now()",
-            gateway_id_, token);
+            "INSERT INTO gateway_flush (gateway_id, flush_token, journal_id, journal_position) "
+            "VALUES ($1, $2, $3, $4) ON CONFLICT (gateway_id) DO UPDATE SET "
+            "flush_token = excluded.flush_token, flushed_at = now(), "
+            // Without a journal the last position stored stays: a journal enabled
+            // again still knows which of its events were counted.
+            "journal_id = coalesce(excluded.journal_id, gateway_flush.journal_id), "
+            "journal_position = coalesce(excluded.journal_position, "
+            "gateway_flush.journal_position)",
+            gateway_id_, token, journal_id_ ? std::optional(as_bigint(*journal_id_)) : std::nullopt,
+            journal_id_ ? std::optional(as_bigint(batch.journal_position)) : std::nullopt);
         upsert_periods(txn, gateway_id_, batch.usage.periods);
         upsert(txn, gateway_id_, "usage_hourly", "subscriber_id, hour, gateway_id",
                "s, t, $1, ub, db, up, dp", hours);
@@ -235,6 +242,25 @@ std::optional<bool> UsageStore::committed(std::int64_t token) {
         db_.reset();
         return std::nullopt;
     }
+}
+
+std::optional<JournalMark> UsageStore::load_journal_mark() {
+    std::optional<JournalMark> mark;
+    try {
+        pqxx::work txn(db_.connection());
+        const auto r = txn.exec_params(
+            "SELECT journal_id, journal_position FROM gateway_flush WHERE gateway_id = $1 "
+            "AND journal_id IS NOT NULL AND journal_position IS NOT NULL",
+            gateway_id_);
+        txn.commit();
+        if (!r.empty()) {
+            mark = JournalMark{static_cast<std::uint64_t>(r[0][0].as<std::int64_t>()),
+                               static_cast<std::uint64_t>(r[0][1].as<std::int64_t>())};
+        }
+    } catch (...) {
+        db_.fail("loading the journal position");
+    }
+    return mark;
 }
 
 std::vector<core::CheckpointEntry> UsageStore::load_checkpoint() {

@@ -23,9 +23,22 @@ class InDoubtError : public DatabaseError {
     using DatabaseError::DatabaseError;
 };
 
+// What the stored totals of a gateway cover of its event journal.
+struct JournalMark {
+    std::uint64_t journal_id = 0;
+    std::uint64_t position = 0;
+};
+
 class UsageStore {
   public:
     UsageStore(Database& db, std::string gateway_id);
+
+    // Every flush from now on stores the batch's journal position as a
+    // position in this journal (without: no position is stored).
+    void set_journal(std::uint64_t journal_id) { journal_id_ = journal_id; }
+    // The journal position of the last committed flush; nullopt when it
+    // stored none (no journal, or none yet).
+    std::optional<JournalMark> load_journal_mark();
 
     // All or nothing; throws DatabaseError and leaves the database unchanged.
     // When the connection breaks during COMMIT, asks the database whether the
@@ -53,6 +66,7 @@ class UsageStore {
     std::size_t last_snapshot_ = 0;
     std::mt19937_64 tokens_;
     std::optional<std::int64_t> in_doubt_;  // the token of a flush whose COMMIT is in doubt
+    std::optional<std::uint64_t> journal_id_;
 };
 
 }  // namespace ctquota::store

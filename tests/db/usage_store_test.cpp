@@ -195,3 +195,33 @@ TEST_CASE("flush: the connection dying during COMMIT is resolved, not guessed") 
     usage.flush(full_batch(ids, 10));
     CHECK(scratch.scalar("SELECT sum(up_bytes) FROM usage_period") == 2 * 1100);
 }
+
+TEST_CASE("flush stores its journal position with the totals; a flush without a journal keeps it") {
+    ScratchDatabase scratch;
+    store::SubscriberStore subscribers(scratch.db());
+    const auto ids = add_subscribers(subscribers, 1);
+    store::UsageStore plain(scratch.db(), "gw-1");
+    plain.flush(full_batch(ids, 1));
+    CHECK_FALSE(plain.load_journal_mark().has_value());  // no journal yet
+
+    store::UsageStore journaled(scratch.db(), "gw-1");
+    const std::uint64_t id = 0xfedcba9876543210ull;  // above INT64_MAX: stored as its bit pattern
+    journaled.set_journal(id);
+    auto batch = full_batch(ids, 1);
+    batch.journal_position = 123456;
+    journaled.flush(batch);
+    auto mark = journaled.load_journal_mark();
+    REQUIRE(mark.has_value());
+    CHECK(mark->journal_id == id);
+    CHECK(mark->position == 123456);
+
+    // The same gateway run without its journal (turned off for a while): the
+    // position of the journal's last counted event must survive.
+    plain.flush(full_batch(ids, 1));
+    mark = plain.load_journal_mark();
+    REQUIRE(mark.has_value());
+    CHECK(mark->journal_id == id);
+    CHECK(mark->position == 123456);
+    // Another gateway's row is its own.
+    CHECK_FALSE(store::UsageStore(scratch.db(), "gw-2").load_journal_mark().has_value());
+}

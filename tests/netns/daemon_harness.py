@@ -1,5 +1,7 @@
 """Runs ctquotad for tests: a fresh database, a config file, the CLI, the
-daemon inside the lab's gateway namespace, and reads of the totals."""
+daemon inside the lab's gateway namespace, and reads of the totals. By
+default the daemon has an event journal and runs under a service manager's
+fd store (fdstore.py), as deploy/ctquotad.service runs it."""
 
 import json
 import os
@@ -7,6 +9,7 @@ import subprocess
 import tempfile
 import uuid
 
+from fdstore import FdStore
 from lab import sh, wait_for
 
 
@@ -17,10 +20,11 @@ def build_url(base_url, dbname):
 
 
 class Daemon:
-    def __init__(self, lab, poll="1s", flush="250ms", extra_config="", conntrack_extra=""):
+    def __init__(self, lab, poll="1s", flush="250ms", extra_config="", conntrack_extra="",
+                 journal=True, fd_store=True, db_url=None):
         self.lab = lab
         self.binary = os.environ.get("CTQUOTA_BIN", "build/ci/daemon/ctquotad")
-        base = os.environ.get("CTQUOTA_TEST_DB_URL")
+        base = db_url or os.environ.get("CTQUOTA_TEST_DB_URL")
         if not base:
             raise RuntimeError("CTQUOTA_TEST_DB_URL is not set: run the tests through tests/run.sh")
         self.dbname = "t_" + uuid.uuid4().hex[:12]
@@ -30,16 +34,25 @@ class Daemon:
         self.dir = tempfile.mkdtemp(prefix="ctquotad-test-")
         self.config = os.path.join(self.dir, "ctquotad.toml")
         self.log_path = os.path.join(self.dir, "ctquotad.log")
-        conntrack = conntrack_extra or 'event_buffer_bytes = "64MiB"\n'
-        with open(self.config, "w") as f:
-            f.write(
-                f'[database]\nurl = "{self.url}"\n'
-                f'[conntrack]\npoll_interval = "{poll}"\n{conntrack}'
-                f'[accounting]\nflush_interval = "{flush}"\ngateway_id = "gw-test"\n'
-                f"{extra_config}"
-            )
+        self.journal_dir = os.path.join(self.dir, "journal") if journal else None
+        self.poll, self.flush = poll, flush
+        self.write_config(conntrack_extra, extra_config)
+        self.fd_store = FdStore(self.dir) if fd_store else None
         self.proc = None
         self.cli("migrate")
+
+    def write_config(self, conntrack_extra="", extra_config="", database_url=None,
+                     accounting_extra=""):
+        """(Re)writes the config; a running daemon reads it at its next start."""
+        conntrack = conntrack_extra or 'event_buffer_bytes = "64MiB"\n'
+        journal = f'[journal]\ndir = "{self.journal_dir}"\n' if self.journal_dir else ""
+        with open(self.config, "w") as f:
+            f.write(
+                f'[database]\nurl = "{database_url or self.url}"\n'
+                f'[conntrack]\npoll_interval = "{self.poll}"\n{conntrack}'
+                f'[accounting]\nflush_interval = "{self.flush}"\ngateway_id = "gw-test"\n'
+                f"{accounting_extra}{journal}{extra_config}"
+            )
 
     def cli(self, *args):
         return sh([self.binary, "--config", self.config] + list(args))
@@ -50,12 +63,22 @@ class Daemon:
             argv += ["--address", a]
         self.cli(*argv)
 
-    def start(self):
+    def start(self, wait=True):
+        """Starts the daemon; with `wait`, returns once it runs (start-up waits
+        for the database: without `wait`, call wait_running later)."""
         self.log = open(self.log_path, "a")
-        self.proc = self.lab.start(self.lab.gw, [self.binary, "--config", self.config],
-                                   stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(lambda: "ctquotad running" in self.read_log() or self.proc.poll() is not None,
-                 timeout=30, what="ctquotad to start")
+        offset = len(self.read_log())  # this run's lines only (the log is kept across restarts)
+        argv, kw = [self.binary, "--config", self.config], {}
+        if self.fd_store:
+            argv, kw["env"], kw["pass_fds"] = self.fd_store.launch(argv)
+        self.proc = self.lab.start(self.lab.gw, argv, stdout=self.log, stderr=subprocess.STDOUT, **kw)
+        self.run_offset = offset
+        if wait:
+            self.wait_running()
+
+    def wait_running(self, timeout=30):
+        wait_for(lambda: "ctquotad running" in self.read_log()[self.run_offset:]
+                 or self.proc.poll() is not None, timeout=timeout, what="ctquotad to start")
         if self.proc.poll() is not None:
             raise RuntimeError("ctquotad exited at start:\n" + self.read_log())
 
@@ -113,4 +136,6 @@ class Daemon:
            check=False)
         sh(["psql", self.base_url, "-qc", f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)'],
            check=False)
+        if self.fd_store:
+            self.fd_store.close()
         sh(["rm", "-rf", self.dir], check=False)
