@@ -262,6 +262,44 @@ class AccountingEndToEnd(unittest.TestCase):
     def test_long_lived_tcp_over_ipv6_is_exact(self):
         self.run_long_tcp(src=self.lab.sub_v6[1], seconds=5.0)
 
+    def test_flow_ending_while_the_daemon_is_down_lands_in_its_own_hour(self):
+        # The daemon's clock (offset file) is put 20 s before an hour boundary.
+        # Flows are sent, the daemon is killed, the flows end while it is down
+        # (their DESTROYs wait in the event socket the fd store keeps), and it
+        # comes back after the boundary: the bytes belong to the hour in
+        # which the flows ended, not to the hour of the restart.
+        addresses = self.lab.sub_v4[:3] + self.lab.sub_v6[:1]
+        for i, addr in enumerate(addresses):
+            self.daemon.add_subscriber(f"hour-{i}", addr + ("/128" if ":" in addr else "/32"))
+        offset_file = os.path.join(self.daemon.dir, "clock-offset")
+        boundary = (int(time.time()) // 3600 + 2) * 3600  # an hour boundary on the daemon's clock
+        offset = boundary - 20 - time.time()
+        with open(offset_file, "w") as f:
+            f.write(f"{offset:.3f}\n")
+        self.daemon.write_config(extra_config=f'[clock]\noffset_file = "{offset_file}"\n')
+        self.daemon.start()
+        start_server(self.lab, "udp-server", UDP_PORT)
+        truth = self.send_udp(addresses)
+        self.assertEqual(self.daemon.stop("KILL"), -9)
+        # The last packet went 10 s before the boundary: the flows expire (the
+        # kernel's stop time, whenever its garbage collector gets to them)
+        # at most 3 s later.
+        self.assertLess(time.time() + offset, boundary - 10, "sending took too long")
+        wait_for(lambda: self.lab.conntrack_count() == 0, timeout=60, interval=0.25,
+                 what="the flows to end while the daemon is down")
+        wait_for(lambda: time.time() + offset > boundary + 1, timeout=30, interval=0.25,
+                 what="the daemon's clock to pass the hour boundary")
+        self.daemon.start()
+        expected = {f"hour-{i}": truth[a] for i, a in enumerate(addresses)}
+        self.assertEqual(self.wait_totals(expected), expected)
+        rows = self.daemon.query("SELECT s.external_id, extract(epoch FROM h.hour)::bigint, "
+                                 "h.up_bytes FROM usage_hourly h JOIN subscribers s "
+                                 "ON s.id = h.subscriber_id")
+        self.assertEqual({(r[0], int(r[1])) for r in rows},
+                         {(f"hour-{i}", boundary - 3600) for i in range(len(addresses))},
+                         "usage landed outside the hour the flows ended in")
+        self.assertIn("the socket of the previous run, handed back", self.daemon.read_log())
+
     def test_kill_9_and_restart_mid_connection_stays_exact(self):
         self.assertTrue(self.run_long_tcp(kill_at=4, seconds=9.0))
         self.assertIn("live flows restored", self.daemon.read_log())
