@@ -251,7 +251,9 @@ const std::map<std::string, Keys>& schema() {
         {"journal",
          {{"dir", assign<&Config::journal, &runtime::JournalConfig::dir, as_string>},
           {"segment_bytes",
-           assign<&Config::journal, &runtime::JournalConfig::segment_bytes, as_bytes>}}},
+           assign<&Config::journal, &runtime::JournalConfig::segment_bytes, as_bytes>},
+          {"spill_after_bytes",
+           assign<&Config::journal, &runtime::JournalConfig::spill_after_bytes, as_bytes>}}},
         {"log", {{"level", assign<&Config::log, &Config::Log::level, as_string>}}},
         {"drops", drop_keys()},
     };
@@ -289,6 +291,9 @@ void validate(Config& c, const std::string& source) {
     }
     if (c.journal.segment_bytes < (64u << 10) || c.journal.segment_bytes > (1ull << 30)) {
         throw ConfigError(source + ": journal.segment_bytes: between \"64KiB\" and \"1GiB\"");
+    }
+    if (c.journal.spill_after_bytes < (64u << 10)) {
+        throw ConfigError(source + ": journal.spill_after_bytes: at least \"64KiB\"");
     }
     if (c.conntrack.max_event_buffer_bytes < c.conntrack.event_buffer_bytes) {
         throw ConfigError(source +

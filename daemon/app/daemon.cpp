@@ -77,7 +77,7 @@ void check_kernel(const Config& config) {
 // Start-up needs the database: without the checkpoint, counting would start
 // from scratch and double count live flows. Retry until it answers or we are told to stop.
 bool prepare_database(const Config& config, store::Database& db, runtime::Accountant& accountant,
-                      runtime::Flusher& flusher, std::optional<store::JournalMark>& mark) {
+                      runtime::Flusher& flusher, store::StoredFlush& stored) {
     auto wait = std::chrono::milliseconds(500);
     while (true) {
         try {
@@ -89,7 +89,7 @@ bool prepare_database(const Config& config, store::Database& db, runtime::Accoun
             const auto checkpoint = usage.load_checkpoint();
             accountant.restore_ledger(checkpoint);
             spdlog::info("ledger checkpoint: {} live flows restored", checkpoint.size());
-            mark = usage.load_journal_mark();
+            stored = flusher.load_stored_flush();
             flusher.refresh_index(true);
             return true;
         } catch (const std::exception& e) {
@@ -337,7 +337,7 @@ int run_daemon(const Config& config) {
     store::Database db(config.database.url);
     runtime::Flusher flusher(config.accounting, clock, db, accountant, metrics);
     auto journal = open_journal(config);  // JournalError (dir in use, unwritable): fatal
-    flusher.use_journal(journal.get());
+    flusher.use_journal(journal.get(), config.journal.spill_after_bytes);
     // Subscribe to events before the first dump, so nothing ends unseen in between;
     // with a journal, read them from now on (the kernel need not hold them for us).
     auto readers = make_readers(config, queue, metrics, clock, journal.get());
@@ -345,8 +345,8 @@ int run_daemon(const Config& config) {
     // Up before the database, so /healthz and /readyz answer while start-up waits for it;
     // a port that cannot be bound is fatal here, like a bad config.
     auto api_server = start_api(config, metrics, clock);
-    std::optional<store::JournalMark> mark;
-    if (!prepare_database(config, db, accountant, flusher, mark)) {
+    store::StoredFlush stored;
+    if (!prepare_database(config, db, accountant, flusher, stored)) {
         return 0;
     }
     std::unique_ptr<store::WebhookOutbox> outbox;
@@ -363,7 +363,7 @@ int run_daemon(const Config& config) {
     metrics.database_ok = true;
     const auto journaled = readers->go_live();
     if (journal) {
-        runtime::replay_journal(*journal, mark, journaled, accountant, metrics);
+        runtime::replay_journal(*journal, stored, journaled, accountant, metrics);
     }
     accountant.start();
     flusher.start();

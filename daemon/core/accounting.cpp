@@ -112,6 +112,13 @@ FlushBatch Accounting::take(bool checkpoint_snapshot) {
     return FlushBatch{usage_.take(), ledger_.take_changes(checkpoint_snapshot), journal_position_};
 }
 
+void Accounting::restore_spill(const FlushBatch& batch, const std::vector<FlowKey>& tombstones,
+                               TimePoint now) {
+    usage_.merge_back(batch.usage);
+    ledger_.restore_pending(batch.checkpoint, tombstones, now);
+    journal_position_ = batch.journal_position;
+}
+
 void Accounting::give_back(const FlushBatch& batch) {
     usage_.merge_back(batch.usage);
     ledger_.return_changes(batch.checkpoint);

@@ -82,6 +82,10 @@ class Accounting {
     void committed(const FlushBatch& batch) { ledger_.changes_committed(batch.checkpoint); }
     void give_back(const FlushBatch& batch);
     void restore_ledger(const std::vector<CheckpointEntry>& entries) { ledger_.restore(entries); }
+    // After restore_ledger(): what an earlier run could not store and spilled
+    // (the batch it held, its tombstones), as if that run had gone on.
+    void restore_spill(const FlushBatch& batch, const std::vector<FlowKey>& tombstones,
+                       TimePoint now);
     void reserve_flows(std::size_t flows) { ledger_.reserve(flows); }
 
     // The kernel's drops per flow (drops/), subtracted from what flows are credited.

@@ -330,4 +330,47 @@ void FlowLedger::restore(const std::vector<CheckpointEntry>& entries) {
     }
 }
 
+void FlowLedger::restore_pending(const CheckpointChanges& changes,
+                                 const std::vector<FlowKey>& tombstones, TimePoint now) {
+    for (const auto& u : changes.upserts) {
+        Entry& e = entries_[u.key];  // stored when the checkpoint had it
+        e.orig = u.orig;
+        e.reply = u.reply;
+        mark_dirty(u.key, e);
+    }
+    for (const auto& key : tombstones) {
+        auto [it, inserted] = entries_.try_emplace(key);
+        Entry& e = it.value();
+        if (e.state != State::Dead) {
+            e.state = State::Dead;
+            e.dead_since_dump = last_started_dump_;
+            e.dead_at = now;
+            ++dead_;
+        }
+        if (e.stored) {
+            mark_dirty(key, e);
+        }
+    }
+    for (const auto& key : changes.removals) {
+        auto it = entries_.find(key);
+        if (it != entries_.end() && it->second.state == State::Live) {
+            entries_.erase(it);  // swept after it ended: only its removal was left
+            removed_keys_.insert(key);
+        } else if (it == entries_.end()) {
+            removed_keys_.insert(key);
+        }  // a tombstone: dirty, its removal goes out with the next take
+    }
+}
+
+std::vector<FlowKey> FlowLedger::tombstone_keys() const {
+    std::vector<FlowKey> keys;
+    keys.reserve(dead_);
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+        if (it->second.state == State::Dead) {
+            keys.push_back(it->first);
+        }
+    }
+    return keys;
+}
+
 }  // namespace ctquota::core

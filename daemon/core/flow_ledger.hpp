@@ -116,6 +116,12 @@ class FlowLedger {
     // Puts changes that could not be stored back, so the next take includes them.
     void return_changes(const CheckpointChanges& changes);
     void restore(const std::vector<CheckpointEntry>& entries);
+    // After restore(): the changes a run made since the stored checkpoint and
+    // had not stored yet (a spill), and its tombstones, dated `now`.
+    void restore_pending(const CheckpointChanges& changes, const std::vector<FlowKey>& tombstones,
+                         TimePoint now);
+    // Flows whose DESTROY was credited and whose tombstone is still kept.
+    [[nodiscard]] std::vector<FlowKey> tombstone_keys() const;
 
     // Sizes the table for this many flows up front (e.g. nf_conntrack_max), so it
     // never rehashes a million entries in the middle of a burst.

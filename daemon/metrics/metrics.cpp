@@ -181,6 +181,9 @@ std::string Metrics::render_prometheus() const {
             journal_errors.load());
     counter("journal_replayed_total", "journaled events replayed at start-up",
             journal_replayed.load());
+    counter("journal_spills_total",
+            "pending totals spilled to the journal's directory during a database outage",
+            journal_spills.load());
     counter("sample_times_implausible_total",
             "samples counted at processing time: their own time was ahead or far behind",
             sample_times_implausible.load());

@@ -85,6 +85,7 @@ struct Metrics {
     std::atomic<std::uint64_t> journal_errors{0};
     std::atomic<std::uint64_t> journal_replayed{0};
     std::atomic<std::uint64_t> journal_disk_bytes{0};
+    std::atomic<std::uint64_t> journal_spills{0};
     // Samples counted at processing time because their own time was implausible.
     std::atomic<std::uint64_t> sample_times_implausible{0};
     std::atomic<bool> reader_running{false};

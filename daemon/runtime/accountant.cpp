@@ -41,6 +41,12 @@ void Accountant::replay(const core::FlowSample& sample, std::uint64_t position) 
     accounting_.journal_applied(position);
 }
 
+void Accountant::restore_spill(const core::FlushBatch& batch,
+                               const std::vector<core::FlowKey>& tombstones) {
+    std::lock_guard lock(mu_);
+    accounting_.restore_spill(batch, tombstones, clock_.now());
+}
+
 void Accountant::journal_applied(std::uint64_t position) {
     std::lock_guard lock(mu_);
     accounting_.journal_applied(position);
@@ -56,8 +62,12 @@ void Accountant::join() {
     }
 }
 
-core::FlushBatch Accountant::take(bool checkpoint_snapshot) {
+core::FlushBatch Accountant::take(bool checkpoint_snapshot,
+                                  std::vector<core::FlowKey>* tombstones) {
     std::lock_guard lock(mu_);
+    if (tombstones != nullptr) {
+        *tombstones = accounting_.ledger().tombstone_keys();
+    }
     return accounting_.take(checkpoint_snapshot);
 }
 

@@ -31,13 +31,17 @@ class Accountant {
     // Before start(): events read by an earlier run (or by this one before it
     // went live), from the journal; `position` is where the journal ends them.
     void replay(const core::FlowSample& sample, std::uint64_t position);
+    // Before start(): what an earlier run spilled (core/spill_codec.hpp).
+    void restore_spill(const core::FlushBatch& batch, const std::vector<core::FlowKey>& tombstones);
     // Before start(): the events up to `position` are applied.
     void journal_applied(std::uint64_t position);
     void start();
     // Returns once the queue is closed and fully applied.
     void join();
 
-    core::FlushBatch take(bool checkpoint_snapshot);
+    // With `tombstones`: the ledger's tombstones at the same moment (a spill).
+    core::FlushBatch take(bool checkpoint_snapshot,
+                          std::vector<core::FlowKey>* tombstones = nullptr);
     void committed(const core::FlushBatch& batch);
     void give_back(const core::FlushBatch& batch);
 

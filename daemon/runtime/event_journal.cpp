@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <random>
 
 #include "core/sample_codec.hpp"
@@ -67,10 +68,12 @@ EventJournal::EventJournal(std::filesystem::path dir, std::size_t segment_bytes)
             std::filesystem::remove(segment_path(start));
         }
         segments_.clear();
+        std::filesystem::remove(dir_ / "spill");
     }
     for (const auto& [start, size] : segments_) {
         run_start_ = std::max(run_start_, start + size);
     }
+    has_spill_ = std::filesystem::exists(dir_ / "spill");
     // A new segment per run: the records of the last one may end in damage
     // (a machine crash), and nothing may follow damage.
     end_ = run_start_;
@@ -272,6 +275,7 @@ std::size_t EventJournal::replay(
 
 void EventJournal::covered(std::uint64_t position) {
     std::lock_guard lock(segments_mu_);
+    covered_ = position;
     const auto writing = end();
     for (auto it = segments_.begin(); it != segments_.end();) {
         const auto [start, size] = *it;
@@ -286,6 +290,42 @@ void EventJournal::covered(std::uint64_t position) {
         it = segments_.erase(it);
     }
     stats_.segments = segments_.size();
+}
+
+void EventJournal::write_spill(const std::string& bytes) {
+    const auto tmp = dir_ / "spill.tmp";
+    {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+        if (!out.flush()) {
+            throw JournalError("journal: cannot write " + tmp.string());
+        }
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, dir_ / "spill", ec);
+    if (ec) {
+        throw JournalError("journal: cannot rename " + tmp.string() + ": " + ec.message());
+    }
+    ++stats_.spills;
+    stats_.spill_bytes = bytes.size();
+    has_spill_ = true;
+}
+
+std::optional<std::string> EventJournal::read_spill() const {
+    std::ifstream in(dir_ / "spill", std::ios::binary);
+    if (!in) {
+        return std::nullopt;
+    }
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void EventJournal::drop_spill() {
+    if (has_spill_) {
+        std::error_code ec;
+        std::filesystem::remove(dir_ / "spill", ec);
+        has_spill_ = false;
+        stats_.spill_bytes = 0;
+    }
 }
 
 }  // namespace ctquota::runtime

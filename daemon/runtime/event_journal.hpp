@@ -21,8 +21,10 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "core/flow.hpp"
@@ -40,6 +42,8 @@ struct JournalStats {
     std::atomic<std::uint64_t> disk_bytes{0};     // segments on disk now
     std::atomic<std::uint64_t> segments{0};       // segments on disk now
     std::atomic<std::uint64_t> corrupt_tails{0};  // segments whose records end in garbage
+    std::atomic<std::uint64_t> spills{0};         // spills written
+    std::atomic<std::uint64_t> spill_bytes{0};    // the size of the spill on disk now
 };
 
 class EventJournal {
@@ -72,6 +76,19 @@ class EventJournal {
     // Everything before `position` is stored elsewhere now: segments that end
     // at or before it are deleted (never the one being written).
     void covered(std::uint64_t position);
+    // Bytes after the last covered position: what a restart would replay.
+    [[nodiscard]] std::uint64_t uncovered_bytes() const {
+        const auto c = covered_.load(std::memory_order_relaxed);
+        const auto e = end();
+        return e > c ? e - c : 0;
+    }
+
+    // The spill (core/spill_codec.hpp) beside the segments: written whole (a
+    // temporary file renamed over the last one), so a crash leaves the old
+    // spill or the new one. write_spill throws JournalError.
+    void write_spill(const std::string& bytes);
+    [[nodiscard]] std::optional<std::string> read_spill() const;
+    void drop_spill();
 
     [[nodiscard]] const JournalStats& stats() const { return stats_; }
     [[nodiscard]] const std::filesystem::path& dir() const { return dir_; }
@@ -102,6 +119,8 @@ class EventJournal {
     std::uint64_t id_ = 0;
     std::uint64_t run_start_ = 0;
     std::atomic<std::uint64_t> end_{0};
+    std::atomic<std::uint64_t> covered_{0};
+    bool has_spill_ = false;
     Segment current_;
     mutable std::mutex segments_mu_;
     std::map<std::uint64_t, std::uint64_t> segments_;  // start -> bytes on disk

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "core/spill_codec.hpp"
+
 namespace ctquota::runtime {
 namespace {
 
@@ -43,8 +45,9 @@ void Flusher::refresh_index(bool force) {
     spdlog::info("subscriber index loaded: {} bindings", n);
 }
 
-void Flusher::use_journal(EventJournal* journal) {
+void Flusher::use_journal(EventJournal* journal, std::uint64_t spill_after_bytes) {
     journal_ = journal;
+    spill_after_bytes_ = spill_after_bytes;
     if (journal_ != nullptr) {
         usage_store_.set_journal(journal_->id());
     }
@@ -86,7 +89,9 @@ bool Flusher::flush_once() {
     if (!settle_in_doubt()) {
         return false;
     }
-    const auto batch = accountant_.take(want_snapshot());
+    std::vector<core::FlowKey> tombstones;  // with the batch when it may have to be spilled
+    const bool may_spill = spill_due();
+    const auto batch = accountant_.take(want_snapshot(), may_spill ? &tombstones : nullptr);
     if (batch.empty()) {
         return true;
     }
@@ -103,6 +108,9 @@ bool Flusher::flush_once() {
             in_doubt_ = batch;  // merged into nothing: it may have been written
         } else {
             accountant_.give_back(batch);
+            if (may_spill) {
+                spill(batch, std::move(tombstones));
+            }
         }
         spdlog::error("flush failed, keeping {} subscriber-periods in memory: {}",
                       batch.usage.periods.size(), e.what());
@@ -116,6 +124,7 @@ void Flusher::flushed(const core::FlushBatch& batch,
                       std::chrono::steady_clock::time_point started) {
     accountant_.committed(batch);
     if (journal_ != nullptr) {
+        journal_->drop_spill();  // this flush carried all of it
         journal_->covered(batch.journal_position);
         metrics_.journal_disk_bytes = journal_->stats().disk_bytes.load();
     }
@@ -136,6 +145,34 @@ void Flusher::flushed(const core::FlushBatch& batch,
         }
         on_flushed_(changed);
     }
+}
+
+bool Flusher::spill_due() const {
+    return journal_ != nullptr && failing_since_ > 0 &&
+           journal_->uncovered_bytes() >= spill_after_bytes_;
+}
+
+// The batch that failed is everything since the last commit: on disk, it
+// stands for the journal before its position, which can go.
+void Flusher::spill(const core::FlushBatch& batch, std::vector<core::FlowKey> tombstones) {
+    const core::Spill s{journal_->id(), usage_store_.last_token(), batch, std::move(tombstones)};
+    try {
+        journal_->write_spill(core::encode_spill(s));
+    } catch (const JournalError& e) {
+        ++metrics_.journal_errors;
+        spdlog::error("{}: the journal keeps growing while the database is away", e.what());
+        return;
+    }
+    const auto before = journal_->stats().disk_bytes.load();
+    journal_->covered(batch.journal_position);
+    metrics_.journal_disk_bytes = journal_->stats().disk_bytes.load();
+    ++metrics_.journal_spills;
+    spdlog::warn(
+        "database still away: {} hourly rows and {} checkpoint changes spilled ({} bytes); the "
+        "journal went from {} to {} bytes",
+        batch.usage.hours.size(),
+        s.batch.checkpoint.upserts.size() + s.batch.checkpoint.removals.size(),
+        journal_->stats().spill_bytes.load(), before, journal_->stats().disk_bytes.load());
 }
 
 void Flusher::loop() {

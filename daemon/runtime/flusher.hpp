@@ -29,6 +29,9 @@ class Flusher {
 
     // Loads the subscriber index now (start-up); throws on database errors.
     void refresh_index(bool force);
+    // The last committed flush (start-up; throws on database errors). The
+    // flusher's spills name its token.
+    store::StoredFlush load_stored_flush() { return usage_store_.load_stored_flush(); }
     // Called after each committed flush with the subscribers whose usage it changed.
     void on_flushed(std::function<void(const std::vector<core::SubscriberId>&)> fn) {
         on_flushed_ = std::move(fn);
@@ -40,8 +43,9 @@ class Flusher {
         wake_.notify_all();
     }
     // Each committed flush stores its journal position and lets the journal
-    // drop what it covers. Before start().
-    void use_journal(EventJournal* journal);
+    // drop what it covers; while flushes fail, what is held is spilled once
+    // `spill_after_bytes` of the journal are not covered. Before start().
+    void use_journal(EventJournal* journal, std::uint64_t spill_after_bytes);
     void start();
     // Stops the loop and makes a last attempt (with retries up to `grace`) to write everything.
     bool stop_and_flush(std::chrono::nanoseconds grace);
@@ -54,6 +58,8 @@ class Flusher {
     bool settle_in_doubt();
     void flushed(const core::FlushBatch& batch, std::chrono::steady_clock::time_point started);
     bool want_snapshot() const;
+    [[nodiscard]] bool spill_due() const;
+    void spill(const core::FlushBatch& batch, std::vector<core::FlowKey> tombstones);
 
     const AccountingConfig& config_;
     const core::Clock& clock_;
@@ -63,6 +69,7 @@ class Flusher {
     Accountant& accountant_;
     metrics::Metrics& metrics_;
     EventJournal* journal_ = nullptr;
+    std::uint64_t spill_after_bytes_ = 0;
     std::function<void(const std::vector<core::SubscriberId>&)> on_flushed_;
     std::string bindings_fingerprint_;
     bool first_flush_ = true;

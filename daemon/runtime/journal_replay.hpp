@@ -1,10 +1,11 @@
 #pragma once
-// Start-up: the journaled events that the stored totals do not cover go
-// through the accountant before it starts, oldest first.
+// Start-up: what the stored totals do not cover goes through the accountant
+// before it starts: a spill of the last run when it still follows the stored
+// flush, then the journaled events after it (or after the stored position),
+// oldest first.
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 
 #include "metrics/metrics.hpp"
 #include "runtime/accountant.hpp"
@@ -13,13 +14,12 @@
 
 namespace ctquota::runtime {
 
-// `mark`: what the last committed flush covered (UsageStore::load_journal_mark);
-// `end`: where the events read before going live end (Readers::go_live).
-// A mark of this journal covers the events before it; without one (or one of
-// another journal) no stored total covers any of this journal's events.
-// Returns how many were replayed.
-std::size_t replay_journal(const EventJournal& journal,
-                           const std::optional<store::JournalMark>& mark, std::uint64_t end,
-                           Accountant& accountant, metrics::Metrics& metrics);
+// `stored`: the last committed flush (UsageStore::load_stored_flush); `end`:
+// where the events read before going live end (Readers::go_live). A stored
+// position of this journal covers the events before it; without one (or one
+// of another journal) no stored total covers any of this journal's events.
+// Returns how many events were replayed.
+std::size_t replay_journal(EventJournal& journal, const store::StoredFlush& stored,
+                           std::uint64_t end, Accountant& accountant, metrics::Metrics& metrics);
 
 }  // namespace ctquota::runtime

@@ -32,6 +32,11 @@ struct JournalConfig {
     // directory (systemd's StateDirectory=), otherwise no journal.
     std::filesystem::path dir;
     std::uint64_t segment_bytes = 4ull << 20;
+    // While the database is away the journal would grow with every event:
+    // once this much of it is not covered by a stored flush, the flusher
+    // spills what it holds to the journal's directory and the journal before
+    // it goes (core/spill_codec.hpp).
+    std::uint64_t spill_after_bytes = 64ull << 20;
 };
 
 }  // namespace ctquota::runtime

@@ -208,6 +208,7 @@ void UsageStore::flush(const core::FlushBatch& batch) {
     } catch (...) {
         db_.fail("flush");
     }
+    last_token_ = static_cast<std::uint64_t>(token);
     if (batch.checkpoint.snapshot) {
         last_snapshot_ = blob.size();
         since_snapshot_ = 0;
@@ -222,6 +223,9 @@ std::optional<bool> UsageStore::resolve_in_doubt() {
     }
     const auto outcome = committed(*in_doubt_);
     if (outcome) {
+        if (*outcome) {
+            last_token_ = static_cast<std::uint64_t>(*in_doubt_);
+        }
         in_doubt_.reset();
     }
     return outcome;
@@ -244,23 +248,29 @@ std::optional<bool> UsageStore::committed(std::int64_t token) {
     }
 }
 
-std::optional<JournalMark> UsageStore::load_journal_mark() {
-    std::optional<JournalMark> mark;
+StoredFlush UsageStore::load_stored_flush() {
+    StoredFlush stored;
     try {
         pqxx::work txn(db_.connection());
         const auto r = txn.exec_params(
-            "SELECT journal_id, journal_position FROM gateway_flush WHERE gateway_id = $1 "
-            "AND journal_id IS NOT NULL AND journal_position IS NOT NULL",
+            "SELECT flush_token, journal_id, journal_position FROM gateway_flush "
+            "WHERE gateway_id = $1",
             gateway_id_);
         txn.commit();
+        const auto u64 = [](const pqxx::field& f) {
+            return static_cast<std::uint64_t>(f.as<std::int64_t>());
+        };
         if (!r.empty()) {
-            mark = JournalMark{static_cast<std::uint64_t>(r[0][0].as<std::int64_t>()),
-                               static_cast<std::uint64_t>(r[0][1].as<std::int64_t>())};
+            stored.token = u64(r[0][0]);
+            if (!r[0][1].is_null() && !r[0][2].is_null()) {
+                stored.journal = JournalMark{u64(r[0][1]), u64(r[0][2])};
+            }
         }
     } catch (...) {
-        db_.fail("loading the journal position");
+        db_.fail("loading the last flush");
     }
-    return mark;
+    last_token_ = stored.token;
+    return stored;
 }
 
 std::vector<core::CheckpointEntry> UsageStore::load_checkpoint() {

@@ -29,6 +29,12 @@ struct JournalMark {
     std::uint64_t position = 0;
 };
 
+// The gateway's last committed flush.
+struct StoredFlush {
+    std::uint64_t token = 0;             // 0: none yet
+    std::optional<JournalMark> journal;  // the journal position it stored, if any
+};
+
 class UsageStore {
   public:
     UsageStore(Database& db, std::string gateway_id);
@@ -36,9 +42,11 @@ class UsageStore {
     // Every flush from now on stores the batch's journal position as a
     // position in this journal (without: no position is stored).
     void set_journal(std::uint64_t journal_id) { journal_id_ = journal_id; }
-    // The journal position of the last committed flush; nullopt when it
-    // stored none (no journal, or none yet).
-    std::optional<JournalMark> load_journal_mark();
+    // The last committed flush: its token and journal position.
+    StoredFlush load_stored_flush();
+    // The token of the last flush known to have committed (loaded, written or
+    // resolved); 0 when none is known.
+    [[nodiscard]] std::uint64_t last_token() const { return last_token_; }
 
     // All or nothing; throws DatabaseError and leaves the database unchanged.
     // When the connection breaks during COMMIT, asks the database whether the
@@ -67,6 +75,7 @@ class UsageStore {
     std::mt19937_64 tokens_;
     std::optional<std::int64_t> in_doubt_;  // the token of a flush whose COMMIT is in doubt
     std::optional<std::uint64_t> journal_id_;
+    std::uint64_t last_token_ = 0;
 };
 
 }  // namespace ctquota::store

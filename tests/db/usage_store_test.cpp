@@ -202,7 +202,10 @@ TEST_CASE("flush stores its journal position with the totals; a flush without a 
     const auto ids = add_subscribers(subscribers, 1);
     store::UsageStore plain(scratch.db(), "gw-1");
     plain.flush(full_batch(ids, 1));
-    CHECK_FALSE(plain.load_journal_mark().has_value());  // no journal yet
+    const auto first = plain.load_stored_flush();
+    CHECK_FALSE(first.journal.has_value());  // no journal yet
+    CHECK(first.token == plain.last_token());
+    CHECK(first.token != 0);
 
     store::UsageStore journaled(scratch.db(), "gw-1");
     const std::uint64_t id = 0xfedcba9876543210ull;  // above INT64_MAX: stored as its bit pattern
@@ -210,7 +213,7 @@ TEST_CASE("flush stores its journal position with the totals; a flush without a 
     auto batch = full_batch(ids, 1);
     batch.journal_position = 123456;
     journaled.flush(batch);
-    auto mark = journaled.load_journal_mark();
+    auto mark = journaled.load_stored_flush().journal;
     REQUIRE(mark.has_value());
     CHECK(mark->journal_id == id);
     CHECK(mark->position == 123456);
@@ -218,10 +221,13 @@ TEST_CASE("flush stores its journal position with the totals; a flush without a 
     // The same gateway run without its journal (turned off for a while): the
     // position of the journal's last counted event must survive.
     plain.flush(full_batch(ids, 1));
-    mark = plain.load_journal_mark();
+    const auto stored = plain.load_stored_flush();
+    CHECK(stored.token == plain.last_token());
+    CHECK(stored.token != first.token);
+    mark = stored.journal;
     REQUIRE(mark.has_value());
     CHECK(mark->journal_id == id);
     CHECK(mark->position == 123456);
     // Another gateway's row is its own.
-    CHECK_FALSE(store::UsageStore(scratch.db(), "gw-2").load_journal_mark().has_value());
+    CHECK(store::UsageStore(scratch.db(), "gw-2").load_stored_flush().token == 0);
 }

@@ -42,10 +42,10 @@ class Daemon:
         self.cli("migrate")
 
     def write_config(self, conntrack_extra="", extra_config="", database_url=None,
-                     accounting_extra=""):
+                     accounting_extra="", journal_extra=""):
         """(Re)writes the config; a running daemon reads it at its next start."""
         conntrack = conntrack_extra or 'event_buffer_bytes = "64MiB"\n'
-        journal = f'[journal]\ndir = "{self.journal_dir}"\n' if self.journal_dir else ""
+        journal = f'[journal]\ndir = "{self.journal_dir}"\n{journal_extra}' if self.journal_dir else ""
         with open(self.config, "w") as f:
             f.write(
                 f'[database]\nurl = "{database_url or self.url}"\n'

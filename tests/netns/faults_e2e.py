@@ -113,7 +113,9 @@ class Campaign:
     def configure(self, queue):
         self.daemon.write_config(
             conntrack_extra='event_buffer_bytes = "256KiB"\nmax_event_buffer_bytes = "64MiB"\n'
-            + queue, database_url=self.proxied_url, accounting_extra='retry_max = "2s"\n')
+            + queue, database_url=self.proxied_url, accounting_extra='retry_max = "2s"\n',
+            # Small, so that the outage spills and cuts the journal many times.
+            journal_extra='segment_bytes = "64KiB"\nspill_after_bytes = "256KiB"\n')
 
     def close(self):
         if getattr(self, "daemon", None):
@@ -305,6 +307,8 @@ class Campaign:
 
     def phase_pg_stopped(self):
         probes = []  # (seconds into the outage, the daemon restarted since, status)
+        spilled = {}
+        log_before = len(self.daemon.read_log())
 
         def outage():
             self.pg_ctl("stop")
@@ -314,6 +318,8 @@ class Campaign:
                 code, _ = self.http("/readyz")
                 probes.append((round(time.monotonic() - t0, 1), restarted, code))
                 if not restarted and time.monotonic() - t0 > OUTAGE / 2:
+                    spilled["count"] = self.metric("journal_spills_total")
+                    spilled["disk"] = self.metric("journal_disk_bytes")
                     self.restart("KILL", wait=False)  # start-up now waits for the database
                     restarted = True
                 time.sleep(1)  # pacing of the /readyz probes
@@ -331,7 +337,14 @@ class Campaign:
         check(answered and all(c == 503 for _, _, c in answered),
               f"/readyz during the outage: {probes}")
         check(any(r for _, r, _ in answered), f"/readyz never answered after the restart: {probes}")
-        log(f"pg_stopped: /readyz 503 throughout ({len(answered)} probes answered)")
+        # The journal did not grow with the outage: spilled, cut, and the
+        # restart went on from the spill.
+        check(spilled["count"] > 0, "nothing was spilled during the outage")
+        check(spilled["disk"] <= 1 << 20, f"the journal held {spilled['disk']} bytes in the outage")
+        check("restored what the last run spilled" in self.daemon.read_log()[log_before:],
+              "the restart did not go on from the spill")
+        log(f"pg_stopped: /readyz 503 throughout ({len(answered)} probes answered); "
+            f"{spilled['count']} spills, journal at {spilled['disk']} bytes")
 
     def pg_ctl(self, action):
         pgbin = sorted(d for d in os.listdir("/usr/lib/postgresql"))[-1]

@@ -2,6 +2,8 @@
 
 #include "core/accounting.hpp"
 #include "core/calendar.hpp"
+#include "core/checkpoint_codec.hpp"
+#include "core/spill_codec.hpp"
 #include "test_helpers.hpp"
 
 using namespace ctquota;
@@ -194,4 +196,108 @@ TEST_CASE("the usage policy sets the period and classifies by the far end and th
     CHECK(p.usage == core::Usage{{100 + 10 + 6 + 1, 4}, {1000 + 20 + 5 + 2, 4}});
     CHECK(p.zero_rated == core::Usage{{10 + 6, 2}, {20 + 5, 2}});
     CHECK(p.free == core::Usage{{1, 1}, {2, 1}});  // free wins over zero-rated
+}
+
+namespace {
+
+core::Usage sum_hours(const std::vector<core::HourUsage>& hours) {
+    core::Usage u;
+    for (const auto& h : hours) {
+        u += h.usage;
+    }
+    return u;
+}
+
+}  // namespace
+
+TEST_CASE("a spill survives its encoding") {
+    core::Spill s;
+    s.journal_id = 0xfedcba9876543210ull;
+    s.base_token = 42;
+    s.batch.journal_position = 123456789;
+    const core::Period p{sys_days{2026y / 11 / 15}, sys_days{2026y / 12 / 15}};
+    auto h = core::hour_usage(7, core::TimePoint{sys_days{2026y / 11 / 20} + 5h}, p,
+                              core::Usage{{100, 2}, {300, 3}});
+    h.free = core::Usage{{10, 1}, {0, 0}};
+    h.zero_rated = core::Usage{{0, 0}, {30, 1}};
+    s.batch.usage.hours = {h, core::hour_usage(8, h.hour, p, core::Usage{{1, 1}, {2, 1}})};
+    s.batch.usage.unattributed = {
+        core::hour_usage(core::kUnattributed, h.hour, {}, core::Usage{{5, 1}, {6, 1}})};
+    s.batch.checkpoint.upserts = {{core::FlowKey::of(flow(1, "100.64.1.1", 1)), {10, 1}, {20, 2}}};
+    s.batch.checkpoint.removals = {
+        core::FlowKey::of(flow(2, "2001:db8:0:1::1", 2, "2001:db8:ffff::2"))};
+    s.tombstones = {core::FlowKey::of(flow(3, "100.64.1.1", 3))};
+    const auto bytes = core::encode_spill(s);
+    const auto back = core::decode_spill(bytes);
+    REQUIRE(back);
+    CHECK(back->journal_id == s.journal_id);
+    CHECK(back->base_token == 42);
+    CHECK(back->batch.journal_position == 123456789);
+    REQUIRE(back->batch.usage.hours.size() == 2);
+    CHECK(static_cast<const core::ClassifiedUsage&>(back->batch.usage.hours[0]) ==
+          static_cast<const core::ClassifiedUsage&>(h));
+    CHECK(back->batch.usage.hours[0].hour == h.hour);
+    CHECK(back->batch.usage.hours[0].period_end == p.end);
+    CHECK(back->batch.usage.unattributed.size() == 1);
+    CHECK(back->batch.checkpoint.upserts.size() == 1);
+    CHECK(back->batch.checkpoint.removals == s.batch.checkpoint.removals);
+    CHECK(back->tombstones == s.tombstones);
+    CHECK_FALSE(core::decode_spill(bytes.substr(0, bytes.size() - 1)));
+    CHECK_FALSE(core::decode_spill("CTQL" + bytes.substr(4)));
+}
+
+TEST_CASE("a run restored from a spill and the journal after it credits like one that went on") {
+    // Stored: the checkpoint and totals of the last commit. Then the database
+    // goes away: the flusher holds everything since, spills it with the
+    // tombstones, the journal before the spill goes, the daemon is killed.
+    core::ManualClock clock(core::TimePoint{sys_days{2026y / 11 / 26} + 12h});
+    const auto index =
+        std::make_shared<core::SubscriberIndex>(std::vector{bind(1, "100.64.1.1/32")});
+    const auto live = flow(1, "100.64.1.1", 1);    // long-lived, stored
+    const auto ends = flow(2, "100.64.1.1", 2);    // stored, ends during the outage
+    const auto short1 = flow(3, "100.64.1.1", 3);  // begins and ends during the outage
+    const auto later = flow(4, "100.64.1.1", 4);   // ends after the spill (journal)
+    core::Accounting before(clock);
+    before.set_index(index);
+    before.dump_begin(1);
+    before.apply(poll(live, 100, 1, 1000, 1));
+    before.apply(poll(ends, 50, 1, 500, 1));
+    before.dump_end(1, true);
+    auto committed = before.take(true);
+    before.committed(committed);
+
+    before.dump_begin(2);
+    before.apply(poll(live, 150, 2, 1500, 2));
+    before.dump_end(2, true);
+    before.apply(destroy(ends, 60, 2, 600, 2));
+    before.apply(destroy(short1, 7, 1, 70, 1));
+    std::vector<core::FlowKey> tombstones = before.ledger().tombstone_keys();
+    const auto held = before.take(false);
+    before.give_back(held);  // the flush failed: spilled
+    const auto spill = *core::decode_spill(core::encode_spill({1, 99, held, tombstones}));
+
+    core::Accounting after(clock);  // the next run
+    after.set_index(index);
+    after.restore_ledger(core::replay_checkpoints(
+        {*core::decode_checkpoint(core::encode_checkpoint(committed.checkpoint))}));
+    after.restore_spill(spill.batch, spill.tombstones, clock.now());
+    after.apply(destroy(later, 9, 1, 90, 1));   // replayed from the journal after the spill
+    after.apply(destroy(short1, 7, 1, 70, 1));  // resent by the kernel: a duplicate
+    after.dump_begin(1);
+    after.apply(poll(live, 170, 3, 1700, 3));  // the first dump of the new run
+    after.dump_end(1, true);
+    const auto flushed = after.take(true);
+
+    const core::Usage stored = sum_hours(committed.usage.hours);
+    const core::Usage rest = sum_hours(flushed.usage.hours);
+    const core::Usage all{
+        {stored.up.bytes + rest.up.bytes, stored.up.packets + rest.up.packets},
+        {stored.down.bytes + rest.down.bytes, stored.down.packets + rest.down.packets}};
+    CHECK(all ==
+          core::Usage{{170 + 60 + 7 + 9, 3 + 2 + 1 + 1}, {1700 + 600 + 70 + 90, 3 + 2 + 1 + 1}});
+    // The checkpoint the next flush stores: the live flow at its last counters, nothing else.
+    REQUIRE(flushed.checkpoint.upserts.size() == 1);
+    CHECK(flushed.checkpoint.upserts[0].orig.bytes == 170);
+    CHECK(flushed.checkpoint.removals.size() == 1);  // the stored flow that ended
+    CHECK(flushed.journal_position == held.journal_position);
 }
