@@ -106,6 +106,26 @@ std::uint32_t as_queue_packets(const std::string& src, const toml::node& n,
     return as_int_in<2, 100000, std::uint32_t>(src, n, key, "a number of packets in 2..100000");
 }
 
+// A size in bytes within [Min, Max] ("64KiB" and the like).
+template <std::uint64_t Min, std::uint64_t Max>
+std::uint64_t as_bytes_in(const std::string& src, const toml::node& n, const std::string& key,
+                          const char* expected) {
+    const auto bytes = as_bytes(src, n, key);
+    if (bytes < Min || bytes > Max) {
+        fail(src, n, key, std::string("expected ") + expected);
+    }
+    return bytes;
+}
+
+std::uint64_t as_segment_bytes(const std::string& src, const toml::node& n,
+                               const std::string& key) {
+    return as_bytes_in<64ull << 10, 1ull << 30>(src, n, key, "a size in \"64KiB\"..\"1GiB\"");
+}
+
+std::uint64_t as_spill_bytes(const std::string& src, const toml::node& n, const std::string& key) {
+    return as_bytes_in<64ull << 10, UINT64_MAX>(src, n, key, "a size of at least \"64KiB\"");
+}
+
 // Subscriber pools: CIDR strings like "100.64.0.0/10".
 std::vector<core::Prefix> as_pools(const std::string& src, const toml::node& n,
                                    const std::string& key) {
@@ -251,9 +271,9 @@ const std::map<std::string, Keys>& schema() {
         {"journal",
          {{"dir", assign<&Config::journal, &runtime::JournalConfig::dir, as_string>},
           {"segment_bytes",
-           assign<&Config::journal, &runtime::JournalConfig::segment_bytes, as_bytes>},
+           assign<&Config::journal, &runtime::JournalConfig::segment_bytes, as_segment_bytes>},
           {"spill_after_bytes",
-           assign<&Config::journal, &runtime::JournalConfig::spill_after_bytes, as_bytes>}}},
+           assign<&Config::journal, &runtime::JournalConfig::spill_after_bytes, as_spill_bytes>}}},
         {"log", {{"level", assign<&Config::log, &Config::Log::level, as_string>}}},
         {"drops", drop_keys()},
     };
@@ -288,12 +308,6 @@ void validate_webhooks(const Config::Webhooks& w, const std::string& source) {
 void validate(Config& c, const std::string& source) {
     if (c.database.url.empty()) {
         throw ConfigError(source + ": database.url: missing (a libpq connection string or URI)");
-    }
-    if (c.journal.segment_bytes < (64u << 10) || c.journal.segment_bytes > (1ull << 30)) {
-        throw ConfigError(source + ": journal.segment_bytes: between \"64KiB\" and \"1GiB\"");
-    }
-    if (c.journal.spill_after_bytes < (64u << 10)) {
-        throw ConfigError(source + ": journal.spill_after_bytes: at least \"64KiB\"");
     }
     if (c.conntrack.max_event_buffer_bytes < c.conntrack.event_buffer_bytes) {
         throw ConfigError(source +

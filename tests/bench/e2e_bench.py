@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """End-to-end benchmark: flowgen -> gateway namespace (conntrack) -> ctquotad
 -> PostgreSQL. For each scenario: did every flow land exactly (zero loss),
-how many CPU seconds did ctquotad and PostgreSQL spend per 100k flows.
+how many CPU seconds did ctquotad and PostgreSQL spend per 100k flows, how
+many bytes the event journal wrote (--journal-cost: each scenario without the
+journal and with it, one after the other, for the difference).
 
   CTQUOTA_TEST_DB_URL=... e2e_bench.py --bin build-rel/daemon/ctquotad \
       --flowgen build-rel/tests/bench/flowgen [--quick]
@@ -57,7 +59,15 @@ def pg_dir_of(url):
     return url.split("host=")[1].split("&")[0]
 
 
-def run_scenario(args, name, flows, rate, packets, subscribers):
+def journal_bytes(lab):
+    """ctquota_journal_bytes_total from the daemon's /metrics (0 without a journal)."""
+    body = lab.run(lab.gw, ["curl", "-s", "--max-time", "5", "http://127.0.0.1:8460/metrics"],
+                   check=False).stdout
+    m = re.search(r"^ctquota_journal_bytes_total (\d+)$", body, re.M)
+    return int(m.group(1)) if m else 0
+
+
+def run_scenario(args, name, flows, rate, packets, subscribers, journal=True):
     with Lab(n_v4=subscribers, n_v6=1, warm_neighbours=False,
              gw_sysctls={"net.netfilter.nf_conntrack_udp_timeout": "2"}) as lab:
         lab.run(lab.srv, ["nft", "-f", "-"], input=(
@@ -67,7 +77,8 @@ def run_scenario(args, name, flows, rate, packets, subscribers):
             "table ip truth {\n  chain count_forward {\n    type filter hook forward priority 0;\n"
             "    ip saddr 100.64.0.0/10 counter\n  }\n}\n"))
         os.environ["CTQUOTA_BIN"] = args.bin
-        daemon = Daemon(lab, poll="10s", flush="1s", conntrack_extra='event_buffer_bytes = "128MiB"\n')
+        daemon = Daemon(lab, poll="10s", flush="1s", conntrack_extra='event_buffer_bytes = "128MiB"\n',
+                        journal=journal, fd_store=journal)
         try:
             # Subscribers in one transaction through SQL: the CLI would take a process each.
             values = ",".join(f"('s{i}')" for i in range(subscribers))
@@ -115,18 +126,20 @@ def run_scenario(args, name, flows, rate, packets, subscribers):
             stats = lab.run(lab.gw, ["conntrack", "-S"]).stdout
             clashes = sum(int(x) for x in re.findall(r"clash_resolve=(\d+)", stats))
             cpu1 = (cpu_seconds(daemon.proc.pid), postgres_cpu(pg))
+            journaled = journal_bytes(lab)
             daemon.stop()
             log = daemon.read_log()
             status = [l for l in log.splitlines() if "status:" in l][-1]
             got_bytes = sum(v["up_bytes"] for v in last.values())
             per100k = 100_000 / flows
             result = {
-                "scenario": name, "flows": flows, "packets_per_flow": packets,
+                "scenario": name, "journal": journal, "flows": flows, "packets_per_flow": packets,
                 "subscribers": subscribers, "asked_rate": rate, "send_rate": round(send_rate),
                 "conntrack_saw_all": fwd["packets"] == flows * packets,
                 "exact": last == expected, "missing_bytes": total["up_bytes"] - got_bytes,
                 "ctquotad_cpu_s_per_100k": round((cpu1[0] - cpu0[0]) * per100k, 3),
                 "postgres_cpu_s_per_100k": round((cpu1[1] - cpu0[1]) * per100k, 3),
+                "journal_bytes_per_100k": round(journaled * per100k),
                 "conntrack_clash_resolve": clashes, "wall_s": round(elapsed, 1), "daemon_status": status.split("status: ")[1],
             }
             if last != expected:
@@ -147,6 +160,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes, as a smoke test")
     ap.add_argument("--only", help="run one scenario by name")
     ap.add_argument("--two-senders", action="store_true")
+    ap.add_argument("--journal-cost", action="store_true",
+                    help="each scenario without the event journal, then with it (the default)")
     args = ap.parse_args()
     if args.quick:
         scenarios = [("quick-burst", 5000, 0, 2, 50)]
@@ -163,8 +178,9 @@ def main():
     for s in scenarios:
         if args.only and s[0] != args.only:
             continue
-        r = run_scenario(args, *s)
-        failed |= not (r["exact"] and r["conntrack_saw_all"])
+        for journal in ((False, True) if args.journal_cost else (True,)):
+            r = run_scenario(args, *s, journal=journal)
+            failed |= not (r["exact"] and r["conntrack_saw_all"])
     sys.exit(1 if failed else 0)
 
 

@@ -33,6 +33,9 @@ listen = "0.0.0.0:9000"
 
 TEST_CASE("defaults apply to keys left out") {
     auto c = parse_config("[database]\nurl = \"dbname=x\"\n", "t.toml");
+    CHECK(c.journal.dir.empty());  // $STATE_DIRECTORY/journal under systemd, else none
+    CHECK(c.journal.segment_bytes == 4ull << 20);
+    CHECK(c.journal.spill_after_bytes == 64ull << 20);
     CHECK(c.conntrack.poll_interval == 10s);
     CHECK(c.accounting.flush_interval == 1s);
     CHECK_FALSE(c.accounting.gateway_id.empty());
@@ -80,6 +83,11 @@ TEST_CASE("bad configs name the file, the line and the key") {
          "t.toml:4: subscribers.min_ipv6_prefix_length: expected a prefix length in 32..128"},
         {"[database]\nurl = \"x\"\n[subscribers]\nmin_ipv6_prefix_length = \"/48\"\n",
          "t.toml:4: subscribers.min_ipv6_prefix_length"},
+        {"[database]\nurl = \"x\"\n[journal]\nsegment_bytes = \"4KiB\"\n",
+         "t.toml:4: journal.segment_bytes: expected a size in \"64KiB\"..\"1GiB\""},
+        {"[database]\nurl = \"x\"\n[journal]\nspill_after_bytes = 1000\n",
+         "t.toml:4: journal.spill_after_bytes: expected a size of at least \"64KiB\""},
+        {"[database]\nurl = \"x\"\n[journal]\ndir = 5\n", "t.toml:4: journal.dir"},
     };
     for (const auto& r : rows) {
         CAPTURE(r.text);
