@@ -207,7 +207,13 @@ bool Flusher::stop_and_flush(std::chrono::nanoseconds grace) {
     auto wait = std::chrono::milliseconds(100);
     while (!flush_once()) {
         if (std::chrono::steady_clock::now() + wait > deadline) {
-            spdlog::critical("could not write the last totals before exiting; they are lost");
+            if (journal_ != nullptr) {
+                spdlog::error(
+                    "could not write the last totals before exiting; the next start replays "
+                    "them from the journal (and a spill, if one was written)");
+            } else {
+                spdlog::critical("could not write the last totals before exiting; they are lost");
+            }
             return false;
         }
         std::this_thread::sleep_for(wait);  // retry pacing, not synchronisation
