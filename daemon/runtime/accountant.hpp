@@ -30,6 +30,8 @@ class Accountant {
     void set_drop_map(const drops::DropMap* map) { drop_map_ = map; }
     // Before start(): events read by an earlier run (or by this one before it
     // went live), from the journal; `position` is where the journal ends them.
+    // begin_replay() first reads the kernel's drops, which they are billed less.
+    void begin_replay() { refresh_drops(); }
     void replay(const core::FlowSample& sample, std::uint64_t position);
     // Before start(): what an earlier run spilled (core/spill_codec.hpp).
     void restore_spill(const core::FlushBatch& batch, const std::vector<core::FlowKey>& tombstones);

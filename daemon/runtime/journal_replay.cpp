@@ -64,6 +64,7 @@ std::size_t replay_journal(EventJournal& journal, const store::StoredFlush& stor
     const std::uint64_t from = std::min(covered, journal.run_start());
     journal.covered(from);
     std::size_t before_start = 0;
+    accountant.begin_replay();
     const auto n = journal.replay(from, end, [&](const core::FlowSample& s, std::uint64_t after) {
         before_start += after <= journal.run_start() ? 1 : 0;
         accountant.replay(s, after);
