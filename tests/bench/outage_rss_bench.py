@@ -9,7 +9,8 @@ flows; the journal on disk is bounded by its spills.
       --flowgen build/ci/tests/bench/flowgen [--peer-bin OLD_CTQUOTAD] [--smoke]
 
 --peer-bin runs the same scenario with another build (no journal options), in
-the same invocation, for a ratio against a peer. Prints one JSON line per run:
+the same invocation, for a ratio against a peer. --poll 1s --retry-max 2s makes
+every flow one that a dump saw and a failed flush attempt took. Prints one JSON line per run:
 RSS (anon and file-backed) before the outage, its peak and its last value in
 the outage, journal disk peak, and whether the totals came out exact.
 """
@@ -81,8 +82,10 @@ def run(args, binary, journal):
         lab.run(lab.srv, ["nft", "-f", "-"], input=(
             "table ip sink {\n  chain drop_input {\n    type filter hook input priority 0;\n"
             "    udp dport 1-65000 drop\n  }\n}\n"))
-        daemon = Daemon(lab, poll="10s", flush="1s", journal=journal, fd_store=journal,
+        daemon = Daemon(lab, poll=args.poll, flush="1s", journal=journal, fd_store=journal,
                         conntrack_extra='event_buffer_bytes = "128MiB"\n')
+        daemon.write_config('event_buffer_bytes = "128MiB"\n',
+                            accounting_extra=f'retry_max = "{args.retry_max}"\n')
         try:
             values = ",".join(f"('s{i}')" for i in range(args.subscribers))
             daemon.query(f"INSERT INTO subscribers (external_id) VALUES {values}")
@@ -127,6 +130,7 @@ def run(args, binary, journal):
             result = {
                 "binary": binary, "journal": journal, "subscribers": args.subscribers,
                 "rate": args.rate, "send_rate": round(report["rate"]), "flows": report["flows"],
+                "poll": args.poll, "retry_max": args.retry_max,
                 "outage_s": args.outage, "exact": last == expected,
                 "rss_kib_before": before["VmRSS"], "anon_kib_before": before["RssAnon"],
                 "rss_kib_peak": max(s["VmRSS"] for s in outage),
@@ -157,6 +161,8 @@ def main():
     ap.add_argument("--warmup", type=float, default=20)
     ap.add_argument("--subscribers", type=int, default=1000)
     ap.add_argument("--every", type=float, default=5)
+    ap.add_argument("--poll", default="10s", help="conntrack.poll_interval (1s: every flow dumped)")
+    ap.add_argument("--retry-max", default="30s", help="accounting.retry_max (flush attempts)")
     args = ap.parse_args()
     if args.smoke:
         args.rate, args.outage, args.warmup, args.subscribers, args.every = 1000, 10, 3, 50, 1

@@ -21,7 +21,10 @@ Faults, in this order (the first needs the fresh, small event buffer):
   pg_stopped  PostgreSQL stopped for 60 s (a kill -9 in the middle, so the
               restart waits for it); /readyz says so while it lasts
 
-    CTQUOTA_BIN=... CTQUOTA_FLOWGEN=... faults_e2e.py [--only PHASE,...] [--seed N]
+    CTQUOTA_BIN=... CTQUOTA_FLOWGEN=... faults_e2e.py [--only PHASE,...] [--seed N] [--short]
+
+--short (the sanitized build's run in CI): every fault once more, shorter: two
+kills and a 20 s outage; the release build runs the full campaign.
 Needs root; its own PostgreSQL cluster (no CTQUOTA_TEST_DB_URL needed).
 """
 
@@ -50,6 +53,7 @@ UDP_PORT, TCP_PORT = 9000, 9100
 API = "http://127.0.0.1:8460"
 FLOOD_FLOWS = 30_000
 OUTAGE = 60.0
+SHORT = {"kills": 2, "outage": 20.0}
 KEYS = ("up_bytes", "down_bytes", "up_packets", "down_packets")
 
 
@@ -63,15 +67,16 @@ def check(cond, what):
 
 
 class Campaign:
-    def __init__(self, lab, pg, seed):
+    def __init__(self, lab, pg, seed, short=False):
         self.lab, self.pg = lab, pg
+        self.kills = SHORT["kills"] if short else 5
+        self.outage = SHORT["outage"] if short else OUTAGE
         self.rnd = random.Random(seed)
         self.subs = {f"v4-{i}": a for i, a in enumerate(lab.sub_v4)}
         self.subs.update({f"v6-{i}": a for i, a in enumerate(lab.sub_v6)})
         self.flood_sources = lab.sub_v4[-FLOOD_SOURCES:]
         self.churn_sources = [a for a in lab.subscriber_addresses() if a not in self.flood_sources]
         self.replayed = 0
-        self.kills = 0
 
     # ---------------------------------------------------------------- set-up
 
@@ -115,7 +120,7 @@ class Campaign:
             conntrack_extra='event_buffer_bytes = "256KiB"\nmax_event_buffer_bytes = "64MiB"\n'
             + queue, database_url=self.proxied_url, accounting_extra='retry_max = "2s"\n',
             # Small, so that the outage spills and cuts the journal many times.
-            journal_extra='segment_bytes = "64KiB"\nspill_after_bytes = "256KiB"\n')
+            journal_extra='segment_bytes = "64KiB"\nspill_after_bytes = "64KiB"\n')
 
     def close(self):
         if getattr(self, "daemon", None):
@@ -229,7 +234,6 @@ class Campaign:
         rc = self.daemon.stop(sig)
         if sig == "KILL":
             check(rc == -9, f"kill -9 gave {rc}")
-            self.kills += 1
         else:
             check(rc == 0, f"SIGTERM: exit status {rc}")
             check("flushing and stopping" in self.daemon.read_log()[log_before:], "no clean stop")
@@ -270,7 +274,8 @@ class Campaign:
         check(overflows == 0, f"{overflows} batches dropped from a full queue")
         log(f"full_queue: the reader waited {waits} times")
 
-    def phase_kill9(self, times=5):
+    def phase_kill9(self):
+        times = self.kills
         for i in range(times):
             before = self.count_replayed()
             # The last kill lands while the reader takes a burst of DESTROYs:
@@ -314,10 +319,10 @@ class Campaign:
             self.pg_ctl("stop")
             t0 = time.monotonic()
             restarted = False
-            while time.monotonic() - t0 < OUTAGE:
+            while time.monotonic() - t0 < self.outage:
                 code, _ = self.http("/readyz")
                 probes.append((round(time.monotonic() - t0, 1), restarted, code))
-                if not restarted and time.monotonic() - t0 > OUTAGE / 2:
+                if not restarted and time.monotonic() - t0 > self.outage / 2:
                     spilled["count"] = self.metric("journal_spills_total")
                     spilled["disk"] = self.metric("journal_disk_bytes")
                     self.restart("KILL", wait=False)  # start-up now waits for the database
@@ -325,7 +330,7 @@ class Campaign:
                 time.sleep(1)  # pacing of the /readyz probes
             self.pg_ctl("start")
             self.daemon.wait_running(timeout=60)
-        self.with_traffic(OUTAGE + 8, outage, at=self.rnd.uniform(1, 4))
+        self.with_traffic(self.outage + 8, outage, at=self.rnd.uniform(1, 4))
         self.settle_and_check("pg_stopped")
         code, _ = self.http("/readyz")
         check(code == 200, f"/readyz answered {code} after the outage")
@@ -367,12 +372,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", help="comma-separated phases, in campaign order")
     ap.add_argument("--seed", type=int, default=int(time.time()))
+    ap.add_argument("--short", action="store_true", help="two kills, a 20 s outage")
     args = ap.parse_args()
     phases = args.only.split(",") if args.only else PHASES
     log(f"fault campaign, seed {args.seed}: {', '.join(phases)}")
     started = time.monotonic()
     with ThrowawayPg(port=54339) as pg, Lab(n_v4=N_V4, n_v6=N_V6) as lab:
-        campaign = Campaign(lab, pg.create() if pg.url is None else pg, args.seed)
+        campaign = Campaign(lab, pg, args.seed, short=args.short)
         try:
             campaign.set_up()
             for name in phases:
