@@ -46,9 +46,10 @@ bool parse_segment_name(const std::string& name, std::uint64_t& start) {
     if (name.size() != 16 + std::strlen(kSuffix) || !name.ends_with(kSuffix)) {
         return false;
     }
+    const std::string hex = name.substr(0, 16);
     char* end = nullptr;
-    start = std::strtoull(name.substr(0, 16).c_str(), &end, 16);
-    return end != nullptr && *end == '\0';
+    start = std::strtoull(hex.c_str(), &end, 16);
+    return end == hex.c_str() + hex.size();
 }
 
 }  // namespace
