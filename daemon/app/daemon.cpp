@@ -8,6 +8,7 @@
 #include "api/server.hpp"
 #include "conntrack/sysctl.hpp"
 #include "drops/drop_map.hpp"
+#include "enforce/tc_programs.hpp"
 #include "metrics/metrics.hpp"
 #include "notify/webhook_sender.hpp"
 #include "policy/plan_files.hpp"
@@ -118,7 +119,8 @@ bool start_policy_engine(policy::PolicyEngine& engine) {
     }
 }
 
-std::unique_ptr<enforce::Enforcer> make_enforcer(const Config& config) {
+std::unique_ptr<enforce::Enforcer> make_enforcer(
+    const Config& config, std::shared_ptr<const enforce::TcPrograms> programs) {
     if (!config.enforce.enabled) {
         spdlog::warn(
             "enforce.enabled = false: usage is accounted and states are recorded, but "
@@ -127,7 +129,17 @@ std::unique_ptr<enforce::Enforcer> make_enforcer(const Config& config) {
     }
     // The Enforcer itself says what an empty subscriber_interface falls back to.
     const enforce::EnforceConfig& e = config.enforce;
-    return std::make_unique<enforce::Enforcer>(e);  // EnforceError: fatal, like a bad config
+    // EnforceError: fatal, like a bad config.
+    return std::make_unique<enforce::Enforcer>(e, std::move(programs));
+}
+
+// The tc shaping's eBPF programs, loaded while CAP_BPF is still held (the
+// drops' open_drops() gives it up): every build of the shaper reuses them.
+std::shared_ptr<const enforce::TcPrograms> load_tc_programs(const Config& config) {
+    if (!config.enforce.enabled || config.enforce.subscriber_interface.empty()) {
+        return nullptr;
+    }
+    return std::make_shared<const enforce::TcPrograms>();  // EnforceError: fatal
 }
 
 void log_status(const metrics::Metrics& m) {
@@ -227,11 +239,10 @@ void serve_signals(policy::PolicyEngine& engine, const metrics::Metrics& metrics
 }
 
 // The BPF program that records drops after conntrack, loaded (or its pins
-// reused) while this is the only thread; then CAP_PERFMON goes, from every
-// thread to come, and CAP_BPF too unless the enforcer shapes with tc (it
-// loads its cls_bpf classifier whenever it builds the HTB root, a repair
-// included). Unavailable: billed as counted, said loudly (mode auto), or
-// fatal (mode required).
+// reused) while this is the only thread; then CAP_PERFMON and CAP_BPF go,
+// from every thread to come (the tc shaping's programs are loaded already:
+// load_tc_programs). Unavailable: billed as counted, said loudly (mode
+// auto), or fatal (mode required).
 std::unique_ptr<drops::DropMap> open_drops(const Config& full, metrics::Metrics& metrics) {
     const drops::DropConfig& config = full.drops;
     std::unique_ptr<drops::DropMap> map;
@@ -252,10 +263,8 @@ std::unique_ptr<drops::DropMap> open_drops(const Config& full, metrics::Metrics&
                 e.what());
         }
     }
-    const bool tc_needs_bpf = full.enforce.enabled && !full.enforce.subscriber_interface.empty();
-    if (const auto problems = drops::drop_bpf_capabilities(tc_needs_bpf); !problems.empty()) {
-        spdlog::warn("drops: giving up CAP_PERFMON{}:{}", tc_needs_bpf ? "" : " and CAP_BPF",
-                     problems);
+    if (const auto problems = drops::drop_bpf_capabilities(); !problems.empty()) {
+        spdlog::warn("drops: giving up CAP_PERFMON and CAP_BPF:{}", problems);
     }
     return map;
 }
@@ -270,6 +279,7 @@ int run_daemon(const Config& config) {
     check_kernel(config);
     runtime::OffsetClock clock(config.clock.offset_file);
     metrics::Metrics metrics;
+    const auto tc_programs = load_tc_programs(config);
     const auto drop_map = open_drops(config, metrics);  // before any thread starts
     runtime::SampleQueue queue(config.conntrack.queue_samples);
     runtime::Accountant accountant(clock, queue, metrics);
@@ -290,7 +300,7 @@ int run_daemon(const Config& config) {
         outbox = std::make_unique<store::WebhookOutbox>(config.webhooks.urls);
     }
     policy::PolicyEngine engine(config.policies, config.database.url, clock, accountant, metrics,
-                                make_enforcer(config), outbox.get());
+                                make_enforcer(config, tc_programs), outbox.get());
     if (!start_policy_engine(engine)) {
         return 0;
     }
