@@ -16,6 +16,7 @@ PACKAGES=(
   # clang -target bpf and loaded with libbpf; its netns test turns the veths'
   # offloads off with ethtool.
   clang libbpf-dev ethtool
+  libboost-dev lintian
 )
 
 missing=()

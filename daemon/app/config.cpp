@@ -169,6 +169,24 @@ Keys accounting_keys() {
             {"retry_max", assign<section, &A::retry_max, as_duration>}};
 }
 
+std::size_t as_connection_count(const std::string& src, const toml::node& n,
+                                const std::string& key) {
+    return as_int_in<1, 1000000, std::size_t>(src, n, key, "an integer in 1..1000000");
+}
+
+std::size_t as_header_count(const std::string& src, const toml::node& n, const std::string& key) {
+    return as_int_in<8, 10000, std::size_t>(src, n, key, "an integer in 8..10000");
+}
+
+// Request line + headers: 1 KiB (a token and a path fit) .. 1 MiB.
+std::uint64_t as_header_limit(const std::string& src, const toml::node& n, const std::string& key) {
+    const auto bytes = as_bytes(src, n, key);
+    if (bytes < 1024 || bytes > (1u << 20)) {
+        fail(src, n, key, "expected a size in 1KiB..1MiB");
+    }
+    return bytes;
+}
+
 Keys api_keys() {
     using A = Config::Api;
     constexpr auto section = &Config::api;
@@ -179,7 +197,15 @@ Keys api_keys() {
         {"tls_cert", assign<section, &A::tls_cert, as_readable_path>},
         {"tls_key", assign<section, &A::tls_key, as_readable_path>},
         {"web_dir", assign<section, &A::web_dir, as_string>},
-        {"auth_failure_log_interval", assign<section, &A::auth_failure_log_interval, as_duration>}};
+        {"auth_failure_log_interval", assign<section, &A::auth_failure_log_interval, as_duration>},
+        {"max_connections", assign<section, &A::max_connections, as_connection_count>},
+        {"max_connections_per_address",
+         assign<section, &A::max_connections_per_address, as_connection_count>},
+        {"max_header_bytes", assign<section, &A::max_header_bytes, as_header_limit>},
+        {"max_headers", assign<section, &A::max_headers, as_header_count>},
+        {"request_timeout", assign<section, &A::request_timeout, as_duration>},
+        {"write_timeout", assign<section, &A::write_timeout, as_duration>},
+        {"max_queued_requests", assign<section, &A::max_queued_requests, as_connection_count>}};
 }
 
 Keys webhook_keys() {

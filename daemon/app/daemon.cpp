@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 
@@ -156,7 +157,16 @@ api::ServerOptions api_options(const Config& config) {
     o.host = config.api.host;
     o.port = config.api.port;
     o.listen_text = config.api.listen;
-    o.max_body_bytes = config.api.max_body_bytes;
+    o.limits.max_body_bytes = config.api.max_body_bytes;
+    o.limits.connections.total = config.api.max_connections;
+    o.limits.connections.per_address = config.api.max_connections_per_address;
+    o.limits.max_header_bytes = config.api.max_header_bytes;
+    o.limits.max_headers = config.api.max_headers;
+    o.limits.request_timeout =
+        std::chrono::duration_cast<std::chrono::milliseconds>(config.api.request_timeout);
+    o.limits.write_timeout =
+        std::chrono::duration_cast<std::chrono::milliseconds>(config.api.write_timeout);
+    o.limits.max_queued_requests = config.api.max_queued_requests;
     o.database_url = config.database.url;
     o.tls_cert = config.api.tls_cert.string();
     o.tls_key = config.api.tls_key.string();
@@ -271,10 +281,29 @@ std::unique_ptr<drops::DropMap> open_drops(const Config& full, metrics::Metrics&
 
 }  // namespace
 
+namespace {
+
+// The soft descriptor limit up to the hard one (systemd starts services at
+// 1024 soft): the API's connection cap is what is left after a reserve for
+// netlink and PostgreSQL (api::kReservedFds), so a low soft limit only
+// shrinks the API, never starves the accounting.
+void raise_descriptor_limit() {
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            spdlog::warn("cannot raise the open-file limit to {}", rl.rlim_max);
+        }
+    }
+}
+
+}  // namespace
+
 int run_daemon(const Config& config) {
     // Threads inherit the mask; only this thread takes control signals.
     const sigset_t set = control_signals();
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    raise_descriptor_limit();
 
     check_kernel(config);
     runtime::OffsetClock clock(config.clock.offset_file);
