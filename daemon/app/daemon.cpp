@@ -181,6 +181,7 @@ api::ServerOptions api_options(const Config& config) {
 notify::WebhookSenderOptions webhook_sender_options(const Config& config) {
     notify::WebhookSenderOptions o;
     o.database_url = config.database.url;
+    o.gateway_id = config.accounting.gateway_id;
     o.urls = config.webhooks.urls;
     o.secret = config.webhooks.secret;
     o.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(config.webhooks.timeout);
@@ -326,7 +327,8 @@ int run_daemon(const Config& config) {
     }
     std::unique_ptr<store::WebhookOutbox> outbox;
     if (!config.webhooks.urls.empty()) {
-        outbox = std::make_unique<store::WebhookOutbox>(config.webhooks.urls);
+        outbox = std::make_unique<store::WebhookOutbox>(config.accounting.gateway_id,
+                                                        config.webhooks.urls);
     }
     policy::PolicyEngine engine(config.policies, config.database.url, clock, accountant, metrics,
                                 make_enforcer(config, tc_programs), outbox.get());
