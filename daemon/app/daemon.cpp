@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "api/server.hpp"
+#include "app/install_paths.hpp"
 #include "conntrack/sysctl.hpp"
 #include "drops/drop_map.hpp"
 #include "enforce/tc_programs.hpp"
@@ -172,8 +173,7 @@ api::ServerOptions api_options(const Config& config) {
     o.tls_key = config.api.tls_key.string();
     o.binding_rules = config.subscribers;
     o.auth_failure_log_interval = config.api.auth_failure_log_interval;
-    o.web_dir =
-        config.api.web_dir.empty() ? std::filesystem::path(CTQUOTA_WEB_DIR) : config.api.web_dir;
+    o.web_dir = config.api.web_dir.empty() ? data_dir("web", CTQUOTA_WEB_DIR) : config.api.web_dir;
     return o;
 }
 
@@ -194,7 +194,7 @@ notify::WebhookSenderOptions webhook_sender_options(const Config& config) {
 }  // namespace
 
 std::filesystem::path schema_dir(const Config& config) {
-    return config.database.schema_dir.empty() ? std::filesystem::path(CTQUOTA_SCHEMA_DIR)
+    return config.database.schema_dir.empty() ? data_dir("schema", CTQUOTA_SCHEMA_DIR)
                                               : config.database.schema_dir;
 }
 
