@@ -24,22 +24,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "api"))
 import nonroot  # noqa: E402
+sys.path.insert(0, HERE)
+from test_package import check, sh  # noqa: E402
 
 UNIT = os.path.join(ROOT, "deploy", "ctquotad.service")
 MAX_EXPOSURE = 2.0
 ACCT = "/proc/sys/net/netfilter/nf_conntrack_acct"
-
-
-def sh(argv, check=True, **kw):
-    r = subprocess.run(argv, capture_output=True, text=True, **kw)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} -> {r.returncode}\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
-    return r
-
-
-def check(condition, message):
-    if not condition:
-        raise AssertionError(message)
 
 
 def exposure(unit_path):
