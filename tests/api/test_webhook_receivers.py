@@ -11,7 +11,7 @@ Required: the healthy receiver gets every event within 1.5 s of its commit
 counts as delivered (the status is all that is read); the slow receiver's
 rows fail with the deadline named, the endless headers' with their size,
 each attempt ending within the deadline (+1 s); the daemon's RSS grows by
-less than 32 MiB while they stream. Root, CTQUOTA_TEST_DB_URL and
+less than 32 MiB while they stream (256 MiB sanitized). Root, CTQUOTA_TEST_DB_URL and
 CTQUOTA_BIN (CTest sets both); ~15 s.
 """
 
@@ -26,6 +26,8 @@ from test_webhooks import Receiver, outbox, record_events  # noqa: E402
 MODES = {"slow": 18471, "endless-headers": 18472, "endless-body": 18473, "200": 18474}
 DEADLINE_S = 2
 EVENTS = 4
+# ASan's quarantine keeps freed memory: the sanitized build gets more room.
+RSS_GROWTH_MIB = float(os.environ.get("CTQUOTA_RSS_GROWTH_MIB", "32"))
 
 
 def rss_kib(pid):
@@ -69,7 +71,7 @@ def run(world):
         endless = outbox(db, f"url = '{urls['endless-headers']}'")
         check(all(r[3] == "f" and r[2].startswith("headers too large from") for r in endless),
               f"endless headers: {endless[0]}")
-        check(rss_growth < 32, f"RSS grew by {rss_growth:.0f} MiB while receivers streamed")
+        check(rss_growth < RSS_GROWTH_MIB, f"RSS grew by {rss_growth:.0f} MiB while receivers streamed")
         # Each attempt at the slow receiver ended by the deadline: the requests
         # it saw come one per attempt, never more than one at a time per row.
         arrivals = sorted(r["at"] for r in receivers["slow"].requests())
