@@ -16,7 +16,8 @@ PACKAGES=(
   # clang -target bpf and loaded with libbpf; its netns test turns the veths'
   # offloads off with ethtool.
   clang libbpf-dev ethtool
-  libboost-dev lintian
+  # The API server (Boost.Beast) and the package / privileges suites.
+  libboost-dev lintian man-db adduser systemd
 )
 
 missing=()
