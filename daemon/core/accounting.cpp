@@ -40,11 +40,11 @@ void Accounting::set_index(std::shared_ptr<const SubscriberIndex> index) {
     ++index_generation_;  // invalidates every attribution cached in the ledger
 }
 
-void Accounting::apply(const FlowSample& sample) {
-    apply(sample, clock_.now());
+Applied Accounting::apply(const FlowSample& sample) {
+    return apply(sample, clock_.now());
 }
 
-void Accounting::apply(const FlowSample& sample, TimePoint now) {
+Applied Accounting::apply(const FlowSample& sample, TimePoint now) {
     ++stats_.samples;
     if (sample.kind == SampleKind::Destroy) {
         ++stats_.destroy_samples;
@@ -56,7 +56,7 @@ void Accounting::apply(const FlowSample& sample, TimePoint now) {
     }
     if (r.orig_delta.bytes == 0 && r.orig_delta.packets == 0 && r.reply_delta.bytes == 0 &&
         r.reply_delta.packets == 0) {
-        return;
+        return Applied{r.outcome, false, {}};
     }
     Attribution a;
     const FlowTag* cached = r.tag != nullptr ? r.tag : &r.final_tag;
@@ -74,7 +74,7 @@ void Accounting::apply(const FlowSample& sample, TimePoint now) {
         stats_.unattributed_bytes += r.orig_delta.bytes + r.reply_delta.bytes;
         stats_.last_unattributed = sample.orig;
         usage_.add_unattributed(now, Usage{r.orig_delta, r.reply_delta});
-        return;
+        return Applied{r.outcome, true, a};
     }
     const bool orig_up = a.direction == Direction::OrigIsUpload;
     // The far end: where the subscriber sent to, or who opened the connection toward it.
@@ -84,6 +84,7 @@ void Accounting::apply(const FlowSample& sample, TimePoint now) {
                                : rules_->classify(a.subscriber, remote, now);
     usage_.add(a.subscriber, now, period_of(a.subscriber, now), cls,
                orig_up ? Usage{r.orig_delta, r.reply_delta} : Usage{r.reply_delta, r.orig_delta});
+    return Applied{r.outcome, true, a};
 }
 
 std::vector<CheckpointEntry> Accounting::dump_end(std::uint64_t seq, bool complete) {

@@ -193,6 +193,7 @@ std::string Metrics::render_prometheus() const {
     render_drops(out);
     http.render(out);
     http_connections.render(out);
+    records.render(out);
     return out.str();
 }
 

@@ -13,6 +13,8 @@
 #include <string>
 #include <utility>
 
+#include "metrics/record_metrics.hpp"
+
 namespace ctquota::metrics {
 
 // HTTP requests by route and status code, and latency by route. Routes are
@@ -106,6 +108,7 @@ struct Metrics {
 
     HttpMetrics http;
     HttpConnectionMetrics http_connections;
+    RecordMetrics records;  // flow records and their sinks (daemon/sinks/)
 
     void observe_flush(std::chrono::microseconds d);
     void observe_flush_to_kernel(std::chrono::microseconds d);
