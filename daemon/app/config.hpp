@@ -16,6 +16,7 @@
 #include "enforce/enforce_config.hpp"
 #include "policy/policy_config.hpp"
 #include "runtime/runtime_config.hpp"
+#include "sinks/sinks_config.hpp"
 
 namespace ctquota::app {
 
@@ -91,6 +92,11 @@ struct Config {
 
     // Drops after conntrack counted (drops::DropMap): not billed.
     drops::DropConfig drops;
+
+    // Flow records (daemon/sinks/): the stage, the PostgreSQL flow log, IPFIX export.
+    sinks::RecordsConfig records;
+    sinks::FlowLogConfig flowlog;
+    sinks::IpfixConfig ipfix;
 };
 
 struct ListenAddress {

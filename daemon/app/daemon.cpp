@@ -19,6 +19,7 @@
 #include "runtime/flusher.hpp"
 #include "runtime/offset_clock.hpp"
 #include "runtime/readers.hpp"
+#include "sinks/flow_records.hpp"
 #include "store/migrations.hpp"
 
 namespace ctquota::app {
@@ -26,6 +27,7 @@ namespace {
 
 constexpr auto kStatusEvery = std::chrono::seconds(30);
 constexpr auto kShutdownGrace = std::chrono::seconds(15);
+constexpr auto kRecordsGrace = std::chrono::seconds(5);
 
 sigset_t control_signals() {
     sigset_t set;
@@ -280,6 +282,17 @@ std::unique_ptr<drops::DropMap> open_drops(const Config& full, metrics::Metrics&
     return map;
 }
 
+// The flow record sinks ([records], [flowlog], [ipfix]); null when none is configured.
+sinks::SinksConfig sinks_config(const Config& config) {
+    return {config.records, config.flowlog, config.ipfix, config.database.url,
+            config.accounting.gateway_id};
+}
+
+std::unique_ptr<sinks::FlowRecords> make_flow_records(const sinks::SinksConfig& config,
+                                                      metrics::Metrics& metrics) {
+    return config.any() ? std::make_unique<sinks::FlowRecords>(config, metrics) : nullptr;
+}
+
 }  // namespace
 
 namespace {
@@ -317,6 +330,11 @@ int run_daemon(const Config& config) {
     accountant.set_drop_map(drop_map.get());
     store::Database db(config.database.url);
     runtime::Flusher flusher(config.accounting, clock, db, accountant, metrics);
+    const auto records_config = sinks_config(config);
+    auto records = make_flow_records(records_config, metrics);
+    if (records) {
+        accountant.set_record_stage(&records->stage());
+    }
     // Subscribe to events before the first dump, so nothing ends unseen in between.
     runtime::Readers readers(config.conntrack, queue, metrics);
     // Up before the database, so /healthz and /readyz answer while start-up waits for it;
@@ -338,6 +356,9 @@ int run_daemon(const Config& config) {
     flusher.on_flushed([&engine](const auto& ids) { engine.usage_changed(ids); });
     engine.on_subscribers_changed([&flusher] { flusher.index_changed(); });
     metrics.database_ok = true;
+    if (records) {
+        records->start();
+    }
     accountant.start();
     readers.start();
     flusher.start();
@@ -355,6 +376,9 @@ int run_daemon(const Config& config) {
     queue.close();
     accountant.join();
     const bool flushed = flusher.stop_and_flush(kShutdownGrace);
+    if (records) {
+        records->stop(kRecordsGrace);  // after the totals: they come first
+    }
     engine.stop();  // after the last flush: the kernel state stays as it is
     log_status(metrics);
     return flushed ? 0 : 1;
