@@ -18,6 +18,8 @@ PACKAGES=(
   clang libbpf-dev ethtool
   # The API server (Boost.Beast) and the package / privileges suites.
   libboost-dev lintian man-db adduser systemd
+  # The flow records' tests: nfcapd and nfdump, a real IPFIX collector.
+  nfdump
 )
 
 missing=()
