@@ -57,6 +57,11 @@ int send_all(int fd, const std::vector<std::uint8_t>& data) {
     return 0;
 }
 
+bool peer_closed(int fd) {
+    pollfd p{fd, POLLIN | POLLRDHUP, 0};
+    return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
 }  // namespace
 
 struct IpfixExporter::Target {
@@ -130,8 +135,14 @@ void IpfixExporter::failed(Target& t, const char* what, int error) {
 }
 
 // Opens (UDP) or connects (TCP, not more often than its backoff allows) the
-// collector's socket; false when it is not usable now.
+// collector's socket; false when it is not usable now. A TCP collector sends
+// nothing: a readable socket means it closed the connection (or broke the
+// protocol), found here before records are written into a dead stream.
 bool IpfixExporter::connected(Target& t) {
+    if (t.fd >= 0 && t.tcp && peer_closed(t.fd)) {
+        spdlog::warn("IPFIX: collector {} closed the connection; reconnecting", t.collector.text);
+        t.close_socket();
+    }
     if (t.fd >= 0) {
         return true;
     }

@@ -38,6 +38,7 @@ API_PORT = 18462
 NFCAPD_PORT = 4739
 CAPTURE_PORT = 4740
 DEAD_PORT = 4799
+TCP_PORT = 4741
 DOMAIN = 4242
 NAT_V4, NAT_V6 = "198.18.0.1", "2001:db8:ffff::1"
 
@@ -265,6 +266,71 @@ class FlowRecordsEndToEnd(unittest.TestCase):
         log = daemon.read_log()
         self.assertIn("the flowlog sink's queue is full", log)
         self.assertIn(f"IPFIX: collector 127.0.0.1:{DEAD_PORT}: send failed", log)
+
+    def test_ipfix_over_tcp_reconnects_with_templates_and_a_fresh_sequence(self):
+        """transport = "tcp": the collector starts after the exporter (connect
+        refused, retried with backoff), gets the templates first and sequence 0;
+        when it closes the connection the exporter reconnects on its own, and the
+        new session starts over (templates, sequence 0). Every record equals the
+        kernel's DESTROY event."""
+        r = RecordsLab(self, (f'[ipfix]\ncollectors = ["127.0.0.1:{TCP_PORT}"]\ntransport = "tcp"\n'
+                              f'observation_domain = {DOMAIN}\n'), n_v4=2, n_v6=1)
+        lab, daemon = r.lab, r.daemon
+        daemon.add_subscriber("tcp-a", lab.sub_v4[0] + "/32")
+        daemon.add_subscriber("tcp-6", lab.sub_v6_prefixes[0])
+        watcher = CtWatcher(lab).start()
+        daemon.start()
+        wait_for(lambda: r.metric("ctquota_ipfix_send_errors_total") >= 1, 10,
+                 what="a refused connect")
+
+        def start_capture():
+            p = lab.start_in(lab.gw, [PYTHON, os.path.join(HERE, "ipfix_tools.py"), "capture-tcp",
+                                      str(TCP_PORT)], name="ipfix-tcp")
+            p.wait_line(lambda x: isinstance(x, dict) and x.get("ready"), 10, "ready")
+            return p
+
+        def connection_opened(p, n):
+            # Templates go out as soon as a session starts, with or without records.
+            p.wait_line(lambda x: isinstance(x, dict) and x.get("conn") == n, 15,
+                        f"connection {n}")
+
+        def wave(p):
+            plan = [{"src": a, "packets": 3, "req": 100 + i, "reply": 200 + i}
+                    for i, a in enumerate((lab.sub_v4[0], lab.sub_v6[0], lab.sub_v4[0]))]
+            keys = set(ground_truth_keys(udp_traffic(lab, plan)))
+            kernel = {k: v[0] for k, v in watcher.wait_destroyed(keys, timeout=30).items()}
+
+            def delivered():
+                got = {}
+                for m in decode([x for x in p.lines if isinstance(x, dict) and "hex" in x]):
+                    for rec in m.records:
+                        k = (rec["proto"], rec.get("src4") or rec.get("src6"), rec["sport"],
+                             rec.get("dst4") or rec.get("dst6"), rec["dport"])
+                        got[k] = rec
+                return all(k in got for k in keys) and got
+            got = wait_for(delivered, 15, interval=0.2, what="the wave's records")
+            for k in keys:
+                e, rec = kernel[k], got[k]
+                self.assertEqual((rec["octets"], rec["packets"], rec["reverse_octets"], rec["reverse_packets"]),
+                                 (e["orig_bytes"], e["orig_packets"], e["reply_bytes"], e["reply_packets"]))
+                self.assertEqual((rec["start_ms"], rec["end_ms"]), (e["start"] // 10**6, e["stop"] // 10**6))
+
+        first = start_capture()
+        connection_opened(first, 1)
+        wave(first)
+        first.stop()  # the collector goes away, closing the connection
+        second = start_capture()
+        connection_opened(second, 1)
+        wave(second)
+        for p in (first, second):
+            msgs = decode([x for x in p.lines if isinstance(x, dict) and "hex" in x])
+            self.assertTrue(msgs[0].templates, "a session must start with the templates")
+            self.assertEqual(msgs[0].sequence, 0)
+            self.assertEqual(sum(1 for m in msgs if m.templates), 1, "templates again within a session")
+            for a, b in zip(msgs, msgs[1:]):
+                self.assertEqual(b.sequence, a.sequence + len(a.records))
+            self.assertTrue(all(m.domain == DOMAIN for m in msgs))
+        self.assertIn("closed the connection; reconnecting", daemon.read_log())
 
     def check_lookup(self, r, kernel, keys, subs):
         """GET /api/v1/nat-lookup: the public address and port of a connection at a

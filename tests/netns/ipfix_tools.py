@@ -9,6 +9,10 @@
     python3 ipfix_tools.py capture PORT [ADDRESS]
         Prints {"ready": true}, then every datagram received on ADDRESS:PORT
         (UDP) as {"at": unix seconds, "hex": "..."}; SIGTERM ends it.
+    python3 ipfix_tools.py capture-tcp PORT [ADDRESS]
+        The same over TCP: each message of each accepted connection as
+        {"conn": n, "at", "hex"} (n counts connections from 1); SIGTERM
+        closes every connection and ends it.
 
     decode(messages)            -> [Message]: header fields, template ids sent,
                                    data records as {element: value} (a second
@@ -173,8 +177,48 @@ def capture(port, address):
     return 0
 
 
+def capture_tcp(port, address):
+    import selectors
+    fam = socket.AF_INET6 if ":" in address else socket.AF_INET
+    listener = socket.socket(fam, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((address, port))
+    listener.listen(8)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ, None)
+    buffers = {}
+    print(json.dumps({"ready": True}), flush=True)
+    while not stop:
+        for key, _ in sel.select(0.2):
+            if key.data is None:
+                conn, _ = listener.accept()
+                n = len(buffers) + 1
+                buffers[n] = b""
+                sel.register(conn, selectors.EVENT_READ, n)
+                continue
+            n = key.data
+            data = key.fileobj.recv(65536)
+            if not data:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+                continue
+            buf = buffers[n] + data
+            while len(buf) >= 4 and len(buf) >= struct.unpack_from("!H", buf, 2)[0]:
+                length = struct.unpack_from("!H", buf, 2)[0]
+                print(json.dumps({"conn": n, "at": time.time(), "hex": buf[:length].hex()}),
+                      flush=True)
+                buf = buf[length:]
+            buffers[n] = buf
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) >= 3 and sys.argv[1] == "capture":
-        sys.exit(capture(int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"))
+    if len(sys.argv) >= 3 and sys.argv[1] in ("capture", "capture-tcp"):
+        run = capture if sys.argv[1] == "capture" else capture_tcp
+        sys.exit(run(int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"))
     sys.stderr.write(__doc__)
     sys.exit(2)
