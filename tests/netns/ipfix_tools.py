@@ -123,7 +123,8 @@ class Nfcapd:
         os.makedirs(self.dir, exist_ok=True)
         self.proc = self.topo.start_in(self.ns, ["nfcapd", "-w", self.dir, "-b", self.address,
                                                  "-p", str(self.port), "-t", "3600", "-I",
-                                                 "ctquota-test"], name="nfcapd", capture=False)
+                                                 "ctquota-test", "-B", str(32 << 20)],
+                                      name="nfcapd", capture=False)
         log = self.proc.log_path
         deadline = time.monotonic() + 10
         while "Startup nfcapd" not in _read(log):
