@@ -78,16 +78,16 @@ def populate(url, n):
           SELECT 'gw-bench', t0 + d, t0, true, false, 1 + g % {SUBSCRIBERS}, 1, 6,
                  '100.64.0.0'::inet + g % {SUBSCRIBERS}, 1024 + g % 60000,
                  '198.18.2.0'::inet + g % 250, 443, '198.18.2.0'::inet + g % 250, 443,
-                 '198.18.1.1'::inet + g % {PUBLIC}, 1024 + (g * 7919) % 64000,
-                 '198.18.1.1'::inet + g % {PUBLIC}, 1024 + (g * 7919) % 64000,
+                 '198.18.1.1'::inet + g % {PUBLIC}, 1024 + (g::bigint * 7919) % 64000,
+                 '198.18.1.1'::inet + g % {PUBLIC}, 1024 + (g::bigint * 7919) % 64000,
                  1000 + g % 99999, 10, 5000, 8, g, g
             FROM c
           UNION ALL
           SELECT 'gw-bench', t0 + d / 2, t0, false, false, 1 + g % {SUBSCRIBERS}, 1, 6,
                  '100.64.0.0'::inet + g % {SUBSCRIBERS}, 1024 + g % 60000,
                  '198.18.2.0'::inet + g % 250, 443, '198.18.2.0'::inet + g % 250, 443,
-                 '198.18.1.1'::inet + g % {PUBLIC}, 1024 + (g * 7919) % 64000,
-                 '198.18.1.1'::inet + g % {PUBLIC}, 1024 + (g * 7919) % 64000,
+                 '198.18.1.1'::inet + g % {PUBLIC}, 1024 + (g::bigint * 7919) % 64000,
+                 '198.18.1.1'::inet + g % {PUBLIC}, 1024 + (g::bigint * 7919) % 64000,
                  500, 5, 2500, 4, g, g
             FROM c WHERE g % 10 = 0 AND g < {n} * 10 / 11;
         COMMIT;

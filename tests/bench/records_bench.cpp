@@ -4,6 +4,8 @@
 //       IpfixExporter::write into a real UDP socket on the loopback, drained by
 //       a receiver thread that counts datagrams and records: records/s the
 //       exporter sustains (encoding + sendto), and encoding alone.
+//   records_bench format [records=1000000]
+//       The flow log's COPY lines alone (no database): ns per record.
 //   records_bench flowlog URL [records=1000000] [rounds=3]
 //       FlowLogSink::write in batches of 20k (COPY into the partitioned
 //       flow_log of the database at URL, which it migrates): rows/s.
@@ -27,6 +29,7 @@
 #include "bench_util.hpp"
 #include "sinks/flow_log_sink.hpp"
 #include "sinks/ipfix_exporter.hpp"
+#include "store/flow_log_store.hpp"
 #include "store/migrations.hpp"
 
 using namespace ctquota;
@@ -149,6 +152,28 @@ int run_ipfix(std::size_t n, int rounds) {
     return all ? 0 : 1;
 }
 
+// The flow log's COPY lines alone, no database: ns per record.
+int run_format(std::size_t n) {
+    const auto batch = make_records(n);
+    std::string out;
+    out.reserve(1 << 21);
+    const auto t0 = Clock::now();
+    std::size_t bytes = 0;
+    for (const auto& r : *batch) {
+        store::append_flow_log_line(out, "bench-gw", r);
+        if (out.size() > (1 << 20)) {
+            bytes += out.size();
+            out.clear();
+        }
+    }
+    bytes += out.size();
+    const double ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
+    std::printf("format: %.0f ns per flow log line (%zu lines, %.0f bytes each)\n",
+                ns / static_cast<double>(n), n,
+                static_cast<double>(bytes) / static_cast<double>(n));
+    return 0;
+}
+
 int run_flowlog(const std::string& url, std::size_t n, int rounds) {
     store::Database db(url);
     store::apply_migrations(db, CTQUOTA_SCHEMA_DIR);
@@ -182,6 +207,9 @@ int main(int argc, char** argv) {
     if (mode == "ipfix") {
         return run_ipfix(argc > 2 ? std::strtoul(argv[2], nullptr, 10) : 1'000'000,
                          argc > 3 ? std::atoi(argv[3]) : 3);
+    }
+    if (mode == "format") {
+        return run_format(argc > 2 ? std::strtoul(argv[2], nullptr, 10) : 1'000'000);
     }
     if (mode == "flowlog" && argc > 2) {
         return run_flowlog(argv[2], argc > 3 ? std::strtoul(argv[3], nullptr, 10) : 1'000'000,
