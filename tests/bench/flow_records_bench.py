@@ -33,20 +33,11 @@ class Records:
         lab.run(lab.gw, ["nft", "-f", "-"], input=NOTRACK_LO)
         self.nfcapd = Nfcapd(lab, lab.gw, COLLECTOR_PORT).start()
 
-    def metrics(self):
-        out = self.lab.run(self.lab.gw, ["curl", "-s", "http://127.0.0.1:8460/metrics"]).stdout
-        values = {}
-        for line in out.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                values[name] = float(value)
-        return values
-
     def settle(self, daemon, flows, timeout=300):
         """Waits until every flow's final record is in the flow log (or was
         dropped) and both queues are empty; returns the final metrics."""
         def settled():
-            m = self.metrics()
+            m = daemon.metrics()
             made = m.get("ctquota_flow_records_final_total", 0) + m.get(
                 "ctquota_flow_records_interim_total", 0)
             done = all(m.get(f'ctquota_sink_queue_records{{sink="{s}"}}', 1) == 0 and

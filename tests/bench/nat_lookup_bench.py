@@ -15,12 +15,9 @@ Target: p99 < 100 ms with 10 million records (wrk, 4 connections). --smoke:
 50k records, one short run, the checks only.
 """
 
-import argparse
 import json
 import os
 import random
-import signal
-import statistics
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -28,7 +25,7 @@ from datetime import datetime, timedelta, timezone
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "netns"))
-from api_bench import PORT, World, wrk  # noqa: E402
+from api_bench import PORT, World, bench_args, open_world, wrk_series  # noqa: E402
 from nsproc import sh  # noqa: E402
 
 DAYS = 30
@@ -142,38 +139,17 @@ print(json.dumps({"bad": bad}))
 
 
 class LookupWorld(World):
-    def build(self):
-        sh(["psql", self.base_url, "-qc", f'CREATE DATABASE "{self.dbname}"'])
-        self.db_created = True
-        with open(self.config, "w") as f:
-            f.write(self.config_text())
-        self.cli("migrate")
+    def populate(self):
         self.populate_s, self.now = populate(self.url, self.n)
-        self.token = self.cli("token", "create", "--role", "billing").stdout.strip()
-        sh(["ip", "netns", "add", self.ns])
-        self.ns_created = True
-        self.prepare_namespace()
-        self.start_daemon()
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", default="build-rel/daemon/ctquotad")
-    ap.add_argument("--records", type=int, default=10_000_000)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--duration", type=int, default=15)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--connections", type=int, default=4)
-    ap.add_argument("--smoke", action="store_true")
-    args = ap.parse_args()
+    args = bench_args(4, records=(int, 10_000_000)).parse_args()
     if args.smoke:
         args.records, args.runs, args.duration = 50_000, 1, 2
-    if os.geteuid() != 0:
-        print("nat_lookup_bench.py needs root (a network namespace)", file=sys.stderr)
+    world = open_world(LookupWorld, args.bin, args.records, "nat_lookup_bench.py")
+    if world is None:
         return 1
-    world = LookupWorld(os.path.abspath(args.bin), args.records)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda s, _f: (world.close(), sys.exit(128 + s)))
     try:
         world.build()
         rows = sh(["psql", world.url, "-XAtc", "SELECT count(*), pg_total_relation_size('flow_log') "
@@ -193,17 +169,8 @@ def main():
         with open(script, "w") as f:
             f.write(LUA)
         os.environ["BENCH_PATHS"] = paths
-        runs = []
-        wrk(world, script, args, 2)  # warm-up
-        for i in range(args.runs):
-            runs.append(wrk(world, script, args, args.duration))
-            print(f"run {i + 1}: {runs[-1]['rps']:.0f} lookups/s, p50 {runs[-1]['p50']:.2f} ms, "
-                  f"p99 {runs[-1]['p99']:.2f} ms, CPU ctquotad {runs[-1]['ctquotad_cpu']:.2f} "
-                  f"PostgreSQL {runs[-1]['postgres_cpu']:.2f} cores, non-2xx {runs[-1]['non2xx']}")
-        median = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
-        print(f"GET /api/v1/nat-lookup, {args.records} records, {args.connections} connections, "
-              f"median of {len(runs)}: {median['rps']:.0f} lookups/s, p50 {median['p50']:.2f} ms, "
-              f"p99 {median['p99']:.2f} ms")
+        runs, median = wrk_series(world, script, args,
+                                  f"GET /api/v1/nat-lookup, {args.records} records", "lookups/s")
         if bad or any(r["non2xx"] for r in runs):
             print("FAIL: wrong answers or non-2xx")
             return 1

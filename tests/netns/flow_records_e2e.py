@@ -85,14 +85,7 @@ class RecordsLab:
         return int(code), json.loads(text) if text.strip() else None
 
     def metrics(self):
-        """{name or name{labels}: value} from /metrics."""
-        out = self.lab.run(self.lab.gw, ["curl", "-s", f"http://127.0.0.1:{API_PORT}/metrics"]).stdout
-        values = {}
-        for line in out.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                values[name] = float(value)
-        return values
+        return self.daemon.metrics(API_PORT)
 
     def metric(self, name):
         return self.metrics().get(name, 0.0)
