@@ -7,8 +7,10 @@ namespace {
 
 constexpr auto kFilterRefresh = std::chrono::minutes(1);
 constexpr auto kRetentionEvery = std::chrono::hours(1);
-// Statements of the flow log fail instead of hanging on a stuck database.
-constexpr auto kStatementTimeout = std::chrono::milliseconds(60000);
+// Statements of the flow log fail instead of hanging on a stuck database
+// (and holding up a shutdown): a write is one COPY of about batch_records
+// rows (20k: under a second), retried after a failure.
+constexpr auto kStatementTimeout = std::chrono::milliseconds(10000);
 
 }  // namespace
 

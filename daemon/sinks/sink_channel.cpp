@@ -95,10 +95,17 @@ bool SinkChannel::take(std::vector<RecordBatch>& out) {
     if (queue_.empty()) {
         return !stopping_;
     }
-    out.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
-    queue_.clear();
-    queued_ = 0;
-    metrics_.queued = 0;
+    // About batch_records at a time (at least one batch), so one write stays
+    // short however long the backlog grew while the sink was away.
+    std::size_t taken = 0;
+    while (!queue_.empty() &&
+           (taken == 0 || taken + queue_.front()->size() <= options_.batch_records)) {
+        taken += queue_.front()->size();
+        out.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+    }
+    queued_ -= taken;
+    metrics_.queued = queued_;
     return true;
 }
 

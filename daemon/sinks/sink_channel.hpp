@@ -21,10 +21,12 @@
 namespace ctquota::sinks {
 
 struct ChannelOptions {
-    std::size_t capacity = 262144;           // records waiting, at most
-    std::size_t batch_records = 10000;       // a write starts once this many wait...
-    std::chrono::milliseconds linger{1000};  // ...or the first of them waited this long
-    std::chrono::milliseconds tick{1000};    // RecordSink::tick() at least this often
+    std::size_t capacity = 262144;  // records waiting, at most
+    // A write starts once this many wait, or once the first of them waited
+    // `linger`; it takes about this many (at least one batch).
+    std::size_t batch_records = 10000;
+    std::chrono::milliseconds linger{1000};
+    std::chrono::milliseconds tick{1000};  // RecordSink::tick() at least this often
     std::chrono::milliseconds retry_max{30000};
 };
 

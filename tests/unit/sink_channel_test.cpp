@@ -104,6 +104,31 @@ TEST_CASE("a stuck sink: push returns at once, the full queue drops and counts")
     CHECK(m.queued == 0);
 }
 
+TEST_CASE("a backlog is written about batch_records at a time") {
+    FakeSink::Shared shared;
+    shared.blocked = true;
+    metrics::SinkMetrics m("test");
+    auto options = fast(1000);
+    options.batch_records = 25;
+    SinkChannel channel(std::make_unique<FakeSink>(shared), options, m);
+    channel.start();
+    channel.push(batch(10, 0));
+    REQUIRE(wait_for(shared, [&] { return shared.writes == 1; }));  // stuck with the first
+    for (int i = 1; i <= 9; ++i) {
+        channel.push(batch(10, 10 * i));
+    }
+    {
+        std::lock_guard lock(shared.mu);
+        shared.blocked = false;
+    }
+    shared.cv.notify_all();
+    REQUIRE(wait_for(shared, [&] { return shared.written.size() == 100; }));
+    channel.stop(seconds(1));
+    // The first batch alone, then the 90 queued ones two batches (20 records) a write.
+    CHECK(shared.writes == 1 + 5);
+    CHECK(m.written == 100);
+}
+
 TEST_CASE("a failing write is retried with the same records, in order") {
     FakeSink::Shared shared;
     shared.failures = 3;
