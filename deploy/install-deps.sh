@@ -16,6 +16,10 @@ PACKAGES=(
   # clang -target bpf and loaded with libbpf; its netns test turns the veths'
   # offloads off with ethtool.
   clang libbpf-dev ethtool
+  # The API server (Boost.Beast) and the package / privileges suites.
+  libboost-dev lintian man-db adduser systemd
+  # The flow records' tests: nfcapd and nfdump, a real IPFIX collector.
+  nfdump
 )
 
 missing=()

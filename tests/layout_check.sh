@@ -11,11 +11,12 @@ declare -A allowed=(
     [drops]="drops core"
     [store]="store core"
     [enforce]="enforce core"
-    [runtime]="runtime conntrack drops store metrics core"
+    [runtime]="runtime sinks conntrack drops store metrics core"
+    [sinks]="sinks store metrics core"
     [api]="api store metrics core"
     [notify]="notify store metrics core"
     [policy]="policy runtime enforce store metrics core"
-    [app]="app api policy notify runtime enforce store conntrack drops metrics core"
+    [app]="app api policy notify runtime sinks enforce store conntrack drops metrics core"
 )
 
 bad=0

@@ -62,6 +62,7 @@ Router make_router(Services& services) {
     add_quota_routes(router, services);
     add_topup_routes(router, services);
     add_event_routes(router, services);
+    add_nat_lookup_routes(router, services);
     return router;
 }
 

@@ -28,6 +28,7 @@ void add_plan_routes(Router& router, Services& services);
 void add_quota_routes(Router& router, Services& services);
 void add_topup_routes(Router& router, Services& services);
 void add_event_routes(Router& router, Services& services);
+void add_nat_lookup_routes(Router& router, Services& services);  // the flow log ([flowlog])
 
 // Every route of the API in one router.
 Router make_router(Services& services);

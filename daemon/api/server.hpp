@@ -1,9 +1,9 @@
 #pragma once
-// api::Server: the REST API over cpp-httplib. It runs on its own threads (an
-// acceptor and a worker pool), borrows its own database connections, and
-// reads the daemon's state only through Metrics, so the netlink readers and
-// the flusher never wait for HTTP. This file and server.cpp are the only ones
-// that see the HTTP library.
+// api::Server: the REST API: routing, authentication, problem bodies, the
+// request log, over api::HttpServer (Boost.Beast, bounded against hostile
+// clients: see http_server.hpp). It runs on threads of its own, borrows its
+// own database connections, and reads the daemon's state only through
+// Metrics, so the netlink readers and the flusher never wait for HTTP.
 
 #include <cstdint>
 #include <filesystem>
@@ -15,17 +15,12 @@
 #include "api/auth.hpp"
 #include "api/auth_failure_log.hpp"
 #include "api/db_pool.hpp"
+#include "api/http_server.hpp"
 #include "api/problem.hpp"
 #include "api/routes.hpp"
 #include "core/binding_rules.hpp"
 #include "core/clock.hpp"
 #include "metrics/metrics.hpp"
-
-namespace httplib {
-class Server;
-struct Request;
-struct Response;
-}  // namespace httplib
 
 namespace ctquota::api {
 
@@ -33,9 +28,10 @@ struct ServerOptions {
     std::string host = "127.0.0.1";
     std::uint16_t port = 8460;
     std::string listen_text = "127.0.0.1:8460";  // as configured, for messages
-    std::uint64_t max_body_bytes = 1ull << 20;
     std::string database_url;
-    std::size_t threads = 8;  // HTTP workers, and as many database connections
+    // Connections, sizes, deadlines and queues; limits.worker_threads is also
+    // the number of database connections.
+    HttpLimits limits;
     std::chrono::seconds token_cache_ttl{10};
     // Every statement of an API request: a runaway query gives the client an
     // error instead of holding one of the few connections for ever.
@@ -62,10 +58,10 @@ class Server {
     void stop();
 
   private:
-    void install_handlers();
-    // One request, start to finish: route, authenticate, handle, respond, count, log.
-    void serve(const httplib::Request& req, httplib::Response& res, std::string body,
-               std::optional<ApiError> body_error);
+    // One request, start to finish: route, authenticate, handle, count, log.
+    Reply serve(Request r);
+    // A request the HTTP layer refused before routing: a problem body, counted and logged.
+    Reply refused(int status, const std::string& detail, const Request& partial);
     Principal authenticate(const Request& r, Access access);
     Reply reply_for_exception(const std::string& method, const std::string& path);
     void record(const std::string& method, const std::string& path, const std::string& route,
@@ -78,8 +74,8 @@ class Server {
     Authenticator auth_;
     AuthFailureLog auth_failures_;
     Router router_;
-    std::unique_ptr<httplib::Server> http_;
-    std::thread thread_;
+    std::unique_ptr<HttpServer> http_;
+    bool started_ = false;
 };
 
 }  // namespace ctquota::api

@@ -1,7 +1,7 @@
 #pragma once
 // API tokens: "ctq_" + 32 random bytes in base64url. Only their SHA-256 is
-// stored; SHA-256 comes from OpenSSL's libcrypto, which cpp-httplib already
-// links and TLS will need, rather than a hand-written digest.
+// stored; SHA-256 comes from OpenSSL's libcrypto, which the HTTPS server
+// links anyway, rather than a hand-written digest.
 
 #include <optional>
 #include <string>

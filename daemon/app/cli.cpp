@@ -40,12 +40,17 @@ commands:
 options:
   --config FILE      configuration file (default /etc/ctquota/ctquotad.toml)
   --log-level LEVEL  trace, debug, info, warn, error (overrides [log] level)
+  --version          print the version and exit
+
+signals: SIGHUP reloads the plan files; SIGTERM and SIGINT flush and stop.
+Manual: ctquotad(8).
 )";
 
 struct Invocation {
     std::string config_path = kDefaultConfig;
     std::string log_level;
     std::vector<std::string> command;
+    bool version = false;
 };
 
 Invocation parse_args(int argc, char** argv) {
@@ -55,6 +60,8 @@ Invocation parse_args(int argc, char** argv) {
         const std::string arg = argv[i];
         if ((arg == "--config" || arg == "-c" || arg == "--log-level") && i + 1 < argc) {
             (arg == "--log-level" ? inv.log_level : inv.config_path) = argv[++i];
+        } else if (arg == "--version") {
+            inv.version = true;
         } else if (arg.starts_with("-") && arg != "-h" && arg != "--help") {
             throw UsageError("unknown or incomplete option '" + arg + "'");
         } else {
@@ -185,6 +192,10 @@ void setup_logging(const std::string& level) {
 int run_cli(int argc, char** argv) {
     try {
         const Invocation inv = parse_args(argc, argv);
+        if (inv.version) {
+            std::printf("ctquotad %s\n", CTQUOTA_VERSION);
+            return 0;
+        }
         if (!inv.command.empty() &&
             (inv.command[0] == "help" || inv.command[0] == "-h" || inv.command[0] == "--help")) {
             std::fputs(kUsage, stdout);

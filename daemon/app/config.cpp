@@ -189,6 +189,24 @@ Keys accounting_keys() {
             {"retry_max", assign<section, &A::retry_max, as_duration>}};
 }
 
+std::size_t as_connection_count(const std::string& src, const toml::node& n,
+                                const std::string& key) {
+    return as_int_in<1, 1000000, std::size_t>(src, n, key, "an integer in 1..1000000");
+}
+
+std::size_t as_header_count(const std::string& src, const toml::node& n, const std::string& key) {
+    return as_int_in<8, 10000, std::size_t>(src, n, key, "an integer in 8..10000");
+}
+
+// Request line + headers: 1 KiB (a token and a path fit) .. 1 MiB.
+std::uint64_t as_header_limit(const std::string& src, const toml::node& n, const std::string& key) {
+    const auto bytes = as_bytes(src, n, key);
+    if (bytes < 1024 || bytes > (1u << 20)) {
+        fail(src, n, key, "expected a size in 1KiB..1MiB");
+    }
+    return bytes;
+}
+
 Keys api_keys() {
     using A = Config::Api;
     constexpr auto section = &Config::api;
@@ -199,7 +217,15 @@ Keys api_keys() {
         {"tls_cert", assign<section, &A::tls_cert, as_readable_path>},
         {"tls_key", assign<section, &A::tls_key, as_readable_path>},
         {"web_dir", assign<section, &A::web_dir, as_string>},
-        {"auth_failure_log_interval", assign<section, &A::auth_failure_log_interval, as_duration>}};
+        {"auth_failure_log_interval", assign<section, &A::auth_failure_log_interval, as_duration>},
+        {"max_connections", assign<section, &A::max_connections, as_connection_count>},
+        {"max_connections_per_address",
+         assign<section, &A::max_connections_per_address, as_connection_count>},
+        {"max_header_bytes", assign<section, &A::max_header_bytes, as_header_limit>},
+        {"max_headers", assign<section, &A::max_headers, as_header_count>},
+        {"request_timeout", assign<section, &A::request_timeout, as_duration>},
+        {"write_timeout", assign<section, &A::write_timeout, as_duration>},
+        {"max_queued_requests", assign<section, &A::max_queued_requests, as_connection_count>}};
 }
 
 Keys webhook_keys() {
@@ -252,6 +278,128 @@ Keys drop_keys() {
             {"max_flows", assign<section, &D::max_flows, as_drop_flows>}};
 }
 
+// [records], [flowlog], [ipfix]: the flow records (daemon/sinks/).
+
+// A duration of at least `Seconds` seconds.
+template <std::int64_t Seconds>
+std::chrono::nanoseconds as_duration_from(const std::string& src, const toml::node& n,
+                                          const std::string& key) {
+    const auto d = as_duration(src, n, key);
+    if (d < std::chrono::seconds(Seconds)) {
+        const auto least = Seconds % 86400 == 0 ? std::to_string(Seconds / 86400) + "d"
+                                                : std::to_string(Seconds) + "s";
+        fail(src, n, key, "expected at least \"" + least + "\"");
+    }
+    return d;
+}
+
+std::size_t as_queue_records(const std::string& src, const toml::node& n, const std::string& key) {
+    return as_int_in<1, 100'000'000, std::size_t>(src, n, key,
+                                                  "a number of records in 1..100000000");
+}
+
+// Subscriber external ids, as the CLI and the API accept them.
+std::vector<std::string> as_subscriber_ids(const std::string& src, const toml::node& n,
+                                           const std::string& key) {
+    if (!n.is_array()) {
+        fail(src, n, key, "expected an array of subscriber ids like [\"cust-42\"]");
+    }
+    std::vector<std::string> ids;
+    for (const auto& item : *n.as_array()) {
+        auto id = as_string(src, item, key);
+        if (id.empty() || id.size() > 200) {
+            fail(src, item, key, "expected a subscriber id of 1..200 bytes");
+        }
+        ids.push_back(std::move(id));
+    }
+    return ids;
+}
+
+// "192.0.2.10:4739" or "[2001:db8::10]:4739": IP literals only (no lookups at start-up).
+std::vector<sinks::IpfixCollector> as_collectors(const std::string& src, const toml::node& n,
+                                                 const std::string& key) {
+    if (!n.is_array()) {
+        fail(src, n, key, "expected an array like [\"192.0.2.10:4739\"]");
+    }
+    std::vector<sinks::IpfixCollector> out;
+    for (const auto& item : *n.as_array()) {
+        const auto text = as_string(src, item, key);
+        const auto parsed = parse_listen_address(text);
+        if (!parsed || !core::IpAddress::parse(parsed->host)) {
+            fail(src, item, key,
+                 "expected an IP address and port like \"192.0.2.10:4739\" or "
+                 "\"[2001:db8::10]:4739\", got \"" +
+                     text + "\"");
+        }
+        out.push_back({text, parsed->host, parsed->port});
+    }
+    return out;
+}
+
+sinks::IpfixTransport as_transport(const std::string& src, const toml::node& n,
+                                   const std::string& key) {
+    const auto text = as_string(src, n, key);
+    if (text != "udp" && text != "tcp") {
+        fail(src, n, key, "expected \"udp\" or \"tcp\", got \"" + text + "\"");
+    }
+    return text == "udp" ? sinks::IpfixTransport::Udp : sinks::IpfixTransport::Tcp;
+}
+
+sinks::IpfixLayoutChoice as_layout(const std::string& src, const toml::node& n,
+                                   const std::string& key) {
+    const auto text = as_string(src, n, key);
+    if (text != "biflow" && text != "per-direction") {
+        fail(src, n, key, "expected \"biflow\" or \"per-direction\", got \"" + text + "\"");
+    }
+    return text == "biflow" ? sinks::IpfixLayoutChoice::Biflow
+                            : sinks::IpfixLayoutChoice::PerDirection;
+}
+
+std::uint32_t as_observation_domain(const std::string& src, const toml::node& n,
+                                    const std::string& key) {
+    return as_int_in<0, 0xFFFFFFFFll, std::uint32_t>(src, n, key, "an integer in 0..4294967295");
+}
+
+std::uint32_t as_template_every(const std::string& src, const toml::node& n,
+                                const std::string& key) {
+    return as_int_in<1, 1'000'000, std::uint32_t>(src, n, key,
+                                                  "a number of messages in 1..1000000");
+}
+
+// Room for the templates and two of the largest records, at most what IPFIX's length field holds.
+std::size_t as_message_bytes(const std::string& src, const toml::node& n, const std::string& key) {
+    return as_int_in<600, 65535, std::size_t>(src, n, key, "a number of bytes in 600..65535");
+}
+
+Keys flowlog_keys() {
+    using F = sinks::FlowLogConfig;
+    constexpr auto section = &Config::flowlog;
+    return {
+        {"enabled", assign<section, &F::enabled, as_bool>},
+        {"retention", assign<section, &F::retention, as_duration_from<86400>>},
+        {"only_translated", assign<section, &F::only_translated, as_bool>},
+        {"subscribers", assign<section, &F::subscribers, as_subscriber_ids>},
+        {"queue_records", assign<section, &F::queue_records, as_queue_records>},
+        {"batch_records", assign<section, &F::batch_records, as_queue_records>},
+        {"flush_interval", assign<section, &F::flush_interval, as_duration>},
+    };
+}
+
+Keys ipfix_keys() {
+    using I = sinks::IpfixConfig;
+    constexpr auto section = &Config::ipfix;
+    return {
+        {"collectors", assign<section, &I::collectors, as_collectors>},
+        {"transport", assign<section, &I::transport, as_transport>},
+        {"observation_domain", assign<section, &I::observation_domain, as_observation_domain>},
+        {"layout", assign<section, &I::layout, as_layout>},
+        {"template_refresh", assign<section, &I::template_refresh, as_duration_from<1>>},
+        {"template_every", assign<section, &I::template_every, as_template_every>},
+        {"max_message_bytes", assign<section, &I::max_message_bytes, as_message_bytes>},
+        {"queue_records", assign<section, &I::queue_records, as_queue_records>},
+    };
+}
+
 // Every section and key the config file may have, with the reader of each.
 const std::map<std::string, Keys>& schema() {
     using P = policy::PoliciesConfig;
@@ -276,6 +424,11 @@ const std::map<std::string, Keys>& schema() {
            assign<&Config::journal, &runtime::JournalConfig::spill_after_bytes, as_spill_bytes>}}},
         {"log", {{"level", assign<&Config::log, &Config::Log::level, as_string>}}},
         {"drops", drop_keys()},
+        {"records",
+         {{"interim_interval", assign<&Config::records, &sinks::RecordsConfig::interim_interval,
+                                      as_duration_from<1>>}}},
+        {"flowlog", flowlog_keys()},
+        {"ipfix", ipfix_keys()},
     };
     return kSchema;
 }

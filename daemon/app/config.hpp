@@ -16,6 +16,7 @@
 #include "enforce/enforce_config.hpp"
 #include "policy/policy_config.hpp"
 #include "runtime/runtime_config.hpp"
+#include "sinks/sinks_config.hpp"
 
 namespace ctquota::app {
 
@@ -50,6 +51,14 @@ struct Config {
         std::filesystem::path web_dir;  // the web page; default: the source/installed web/
         // 401s: the first per client address in each interval is logged, the rest summed up.
         std::chrono::nanoseconds auth_failure_log_interval = 1min;
+        // Bounds against clients that never authenticate (api/http_server.hpp).
+        std::size_t max_connections = 512;
+        std::size_t max_connections_per_address = 32;
+        std::uint64_t max_header_bytes = 16 * 1024;  // request line + headers
+        std::size_t max_headers = 100;
+        std::chrono::nanoseconds request_timeout = 10s;  // a whole request, once awaited
+        std::chrono::nanoseconds write_timeout = 10s;    // a whole response
+        std::size_t max_queued_requests = 256;           // waiting for a handler thread
     } api;
 
     struct Webhooks {
@@ -84,6 +93,11 @@ struct Config {
 
     // Drops after conntrack counted (drops::DropMap): not billed.
     drops::DropConfig drops;
+
+    // Flow records (daemon/sinks/): the stage, the PostgreSQL flow log, IPFIX export.
+    sinks::RecordsConfig records;
+    sinks::FlowLogConfig flowlog;
+    sinks::IpfixConfig ipfix;
 };
 
 struct ListenAddress {

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,8 +10,10 @@
 #include <cstring>
 
 #include "api/server.hpp"
+#include "app/install_paths.hpp"
 #include "conntrack/sysctl.hpp"
 #include "drops/drop_map.hpp"
+#include "enforce/tc_programs.hpp"
 #include "metrics/metrics.hpp"
 #include "notify/webhook_sender.hpp"
 #include "policy/plan_files.hpp"
@@ -22,6 +25,7 @@
 #include "runtime/journal_replay.hpp"
 #include "runtime/offset_clock.hpp"
 #include "runtime/readers.hpp"
+#include "sinks/flow_records.hpp"
 #include "store/migrations.hpp"
 
 namespace ctquota::app {
@@ -29,6 +33,7 @@ namespace {
 
 constexpr auto kStatusEvery = std::chrono::seconds(30);
 constexpr auto kShutdownGrace = std::chrono::seconds(15);
+constexpr auto kRecordsGrace = std::chrono::seconds(5);
 
 sigset_t control_signals() {
     sigset_t set;
@@ -125,7 +130,8 @@ bool start_policy_engine(policy::PolicyEngine& engine) {
     }
 }
 
-std::unique_ptr<enforce::Enforcer> make_enforcer(const Config& config) {
+std::unique_ptr<enforce::Enforcer> make_enforcer(
+    const Config& config, std::shared_ptr<const enforce::TcPrograms> programs) {
     if (!config.enforce.enabled) {
         spdlog::warn(
             "enforce.enabled = false: usage is accounted and states are recorded, but "
@@ -134,7 +140,17 @@ std::unique_ptr<enforce::Enforcer> make_enforcer(const Config& config) {
     }
     // The Enforcer itself says what an empty subscriber_interface falls back to.
     const enforce::EnforceConfig& e = config.enforce;
-    return std::make_unique<enforce::Enforcer>(e);  // EnforceError: fatal, like a bad config
+    // EnforceError: fatal, like a bad config.
+    return std::make_unique<enforce::Enforcer>(e, std::move(programs));
+}
+
+// The tc shaping's eBPF programs, loaded while CAP_BPF is still held (the
+// drops' open_drops() gives it up): every build of the shaper reuses them.
+std::shared_ptr<const enforce::TcPrograms> load_tc_programs(const Config& config) {
+    if (!config.enforce.enabled || config.enforce.subscriber_interface.empty()) {
+        return nullptr;
+    }
+    return std::make_shared<const enforce::TcPrograms>();  // EnforceError: fatal
 }
 
 void log_status(const metrics::Metrics& m) {
@@ -151,14 +167,22 @@ api::ServerOptions api_options(const Config& config) {
     o.host = config.api.host;
     o.port = config.api.port;
     o.listen_text = config.api.listen;
-    o.max_body_bytes = config.api.max_body_bytes;
+    o.limits.max_body_bytes = config.api.max_body_bytes;
+    o.limits.connections.total = config.api.max_connections;
+    o.limits.connections.per_address = config.api.max_connections_per_address;
+    o.limits.max_header_bytes = config.api.max_header_bytes;
+    o.limits.max_headers = config.api.max_headers;
+    o.limits.request_timeout =
+        std::chrono::duration_cast<std::chrono::milliseconds>(config.api.request_timeout);
+    o.limits.write_timeout =
+        std::chrono::duration_cast<std::chrono::milliseconds>(config.api.write_timeout);
+    o.limits.max_queued_requests = config.api.max_queued_requests;
     o.database_url = config.database.url;
     o.tls_cert = config.api.tls_cert.string();
     o.tls_key = config.api.tls_key.string();
     o.binding_rules = config.subscribers;
     o.auth_failure_log_interval = config.api.auth_failure_log_interval;
-    o.web_dir =
-        config.api.web_dir.empty() ? std::filesystem::path(CTQUOTA_WEB_DIR) : config.api.web_dir;
+    o.web_dir = config.api.web_dir.empty() ? data_dir("web", CTQUOTA_WEB_DIR) : config.api.web_dir;
     return o;
 }
 
@@ -166,6 +190,7 @@ api::ServerOptions api_options(const Config& config) {
 notify::WebhookSenderOptions webhook_sender_options(const Config& config) {
     notify::WebhookSenderOptions o;
     o.database_url = config.database.url;
+    o.gateway_id = config.accounting.gateway_id;
     o.urls = config.webhooks.urls;
     o.secret = config.webhooks.secret;
     o.timeout = std::chrono::duration_cast<std::chrono::milliseconds>(config.webhooks.timeout);
@@ -178,7 +203,7 @@ notify::WebhookSenderOptions webhook_sender_options(const Config& config) {
 }  // namespace
 
 std::filesystem::path schema_dir(const Config& config) {
-    return config.database.schema_dir.empty() ? std::filesystem::path(CTQUOTA_SCHEMA_DIR)
+    return config.database.schema_dir.empty() ? data_dir("schema", CTQUOTA_SCHEMA_DIR)
                                               : config.database.schema_dir;
 }
 
@@ -286,11 +311,10 @@ void serve_signals(policy::PolicyEngine& engine, const metrics::Metrics& metrics
 }
 
 // The BPF program that records drops after conntrack, loaded (or its pins
-// reused) while this is the only thread; then CAP_PERFMON goes, from every
-// thread to come, and CAP_BPF too unless the enforcer shapes with tc (it
-// loads its cls_bpf classifier whenever it builds the HTB root, a repair
-// included). Unavailable: billed as counted, said loudly (mode auto), or
-// fatal (mode required).
+// reused) while this is the only thread; then CAP_PERFMON and CAP_BPF go,
+// from every thread to come (the tc shaping's programs are loaded already:
+// load_tc_programs). Unavailable: billed as counted, said loudly (mode
+// auto), or fatal (mode required).
 std::unique_ptr<drops::DropMap> open_drops(const Config& full, metrics::Metrics& metrics) {
     const drops::DropConfig& config = full.drops;
     std::unique_ptr<drops::DropMap> map;
@@ -311,12 +335,39 @@ std::unique_ptr<drops::DropMap> open_drops(const Config& full, metrics::Metrics&
                 e.what());
         }
     }
-    const bool tc_needs_bpf = full.enforce.enabled && !full.enforce.subscriber_interface.empty();
-    if (const auto problems = drops::drop_bpf_capabilities(tc_needs_bpf); !problems.empty()) {
-        spdlog::warn("drops: giving up CAP_PERFMON{}:{}", tc_needs_bpf ? "" : " and CAP_BPF",
-                     problems);
+    if (const auto problems = drops::drop_bpf_capabilities(); !problems.empty()) {
+        spdlog::warn("drops: giving up CAP_PERFMON and CAP_BPF:{}", problems);
     }
     return map;
+}
+
+// The flow record sinks ([records], [flowlog], [ipfix]); null when none is configured.
+sinks::SinksConfig sinks_config(const Config& config) {
+    return {config.records, config.flowlog, config.ipfix, config.database.url,
+            config.accounting.gateway_id};
+}
+
+std::unique_ptr<sinks::FlowRecords> make_flow_records(const sinks::SinksConfig& config,
+                                                      metrics::Metrics& metrics) {
+    return config.any() ? std::make_unique<sinks::FlowRecords>(config, metrics) : nullptr;
+}
+
+}  // namespace
+
+namespace {
+
+// The soft descriptor limit up to the hard one (systemd starts services at
+// 1024 soft): the API's connection cap is what is left after a reserve for
+// netlink and PostgreSQL (api::kReservedFds), so a low soft limit only
+// shrinks the API, never starves the accounting.
+void raise_descriptor_limit() {
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            spdlog::warn("cannot raise the open-file limit to {}", rl.rlim_max);
+        }
+    }
 }
 
 }  // namespace
@@ -325,10 +376,12 @@ int run_daemon(const Config& config) {
     // Threads inherit the mask; only this thread takes control signals.
     const sigset_t set = control_signals();
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    raise_descriptor_limit();
 
     check_kernel(config);
     runtime::OffsetClock clock(config.clock.offset_file);
     metrics::Metrics metrics;
+    const auto tc_programs = load_tc_programs(config);
     const auto drop_map = open_drops(config, metrics);  // before any thread starts
     runtime::SampleQueue queue(config.conntrack.queue_samples);
     runtime::Accountant accountant(clock, queue, metrics);
@@ -338,6 +391,8 @@ int run_daemon(const Config& config) {
     runtime::Flusher flusher(config.accounting, clock, db, accountant, metrics);
     auto journal = open_journal(config);  // JournalError (dir in use, unwritable): fatal
     flusher.use_journal(journal.get(), config.journal.spill_after_bytes);
+    const auto records_config = sinks_config(config);
+    auto records = make_flow_records(records_config, metrics);
     // Subscribe to events before the first dump, so nothing ends unseen in between;
     // with a journal, read them from now on (the kernel need not hold them for us).
     auto readers = make_readers(config, queue, metrics, clock, journal.get());
@@ -351,10 +406,11 @@ int run_daemon(const Config& config) {
     }
     std::unique_ptr<store::WebhookOutbox> outbox;
     if (!config.webhooks.urls.empty()) {
-        outbox = std::make_unique<store::WebhookOutbox>(config.webhooks.urls);
+        outbox = std::make_unique<store::WebhookOutbox>(config.accounting.gateway_id,
+                                                        config.webhooks.urls);
     }
     policy::PolicyEngine engine(config.policies, config.database.url, clock, accountant, metrics,
-                                make_enforcer(config), outbox.get());
+                                make_enforcer(config, tc_programs), outbox.get());
     if (!start_policy_engine(engine)) {
         return 0;
     }
@@ -363,7 +419,13 @@ int run_daemon(const Config& config) {
     metrics.database_ok = true;
     const auto journaled = readers->go_live();
     if (journal) {
+        // Replayed events are billed, not recorded again: their records, if any,
+        // left with the run that read them (README, "Flow records").
         runtime::replay_journal(*journal, stored, journaled, accountant, metrics);
+    }
+    if (records) {
+        accountant.set_record_stage(&records->stage());
+        records->start();
     }
     accountant.start();
     flusher.start();
@@ -382,6 +444,9 @@ int run_daemon(const Config& config) {
     queue.close();
     accountant.join();
     const bool flushed = flusher.stop_and_flush(kShutdownGrace);
+    if (records) {
+        records->stop(kRecordsGrace);  // after the totals: they come first
+    }
     engine.stop();  // after the last flush: the kernel state stays as it is
     readers->stop();
     log_status(metrics);

@@ -2,6 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <stdexcept>
 
@@ -28,10 +33,23 @@ std::optional<std::string> read_sysctl(const std::string& name) {
 }
 
 bool write_sysctl(const std::string& name, const std::string& value) {
-    std::ofstream out(path_of(name));
-    out << value << "\n";
-    out.flush();
-    return static_cast<bool>(out);
+    // open/write rather than a stream: the errno is what tells an operator
+    // whether the capability or the mount (ProtectKernelTunables) is missing.
+    const int fd = ::open(path_of(name).c_str(), O_WRONLY | O_CLOEXEC);
+    const std::string line = value + "\n";
+    const bool ok =
+        fd >= 0 && ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+    const int err = errno;
+    if (fd >= 0) {
+        ::close(fd);
+    }
+    if (!ok) {
+        spdlog::warn(
+            "cannot write {}: {} (needs CAP_NET_ADMIN in this network namespace and, "
+            "under systemd's ProtectKernelTunables, the path in ReadWritePaths=)",
+            path_of(name), std::strerror(err));
+    }
+    return ok;
 }
 
 KernelCheck ensure_conntrack_accounting(bool allow_enable) {
@@ -55,7 +73,8 @@ KernelCheck ensure_conntrack_accounting(bool allow_enable) {
         throw std::runtime_error(
             "nf_conntrack_acct is off and could not be turned on: run 'sysctl -w "
             "net.netfilter.nf_conntrack_acct=1' in this namespace (or set "
-            "conntrack.enable_accounting_sysctl = true and run as root)");
+            "conntrack.enable_accounting_sysctl = true and give ctquotad CAP_NET_ADMIN with "
+            "/proc/sys/net/netfilter writable)");
     }
     auto ts = read_sysctl(tstamp);
     if (!is_on(ts) && allow_enable && write_sysctl(tstamp, "1")) {

@@ -52,11 +52,11 @@ void Accounting::set_index(std::shared_ptr<const SubscriberIndex> index) {
     ++index_generation_;  // invalidates every attribution cached in the ledger
 }
 
-void Accounting::apply(const FlowSample& sample) {
-    apply(sample, clock_.now());
+Applied Accounting::apply(const FlowSample& sample) {
+    return apply(sample, clock_.now());
 }
 
-void Accounting::apply(const FlowSample& sample, TimePoint now) {
+Applied Accounting::apply(const FlowSample& sample, TimePoint now) {
     ++stats_.samples;
     if (sample.kind == SampleKind::Destroy) {
         ++stats_.destroy_samples;
@@ -68,7 +68,7 @@ void Accounting::apply(const FlowSample& sample, TimePoint now) {
     }
     if (r.orig_delta.bytes == 0 && r.orig_delta.packets == 0 && r.reply_delta.bytes == 0 &&
         r.reply_delta.packets == 0) {
-        return;
+        return Applied{r.outcome, false, {}};
     }
     bool implausible = false;
     const TimePoint at = usage_time(sample, now, &implausible);
@@ -89,7 +89,7 @@ void Accounting::apply(const FlowSample& sample, TimePoint now) {
         stats_.unattributed_bytes += r.orig_delta.bytes + r.reply_delta.bytes;
         stats_.last_unattributed = sample.orig;
         usage_.add_unattributed(at, Usage{r.orig_delta, r.reply_delta});
-        return;
+        return Applied{r.outcome, true, a};
     }
     const bool orig_up = a.direction == Direction::OrigIsUpload;
     // The far end: where the subscriber sent to, or who opened the connection toward it.
@@ -98,6 +98,7 @@ void Accounting::apply(const FlowSample& sample, TimePoint now) {
                                                        : rules_->classify(a.subscriber, remote, at);
     usage_.add(a.subscriber, at, period_of(a.subscriber, at), cls,
                orig_up ? Usage{r.orig_delta, r.reply_delta} : Usage{r.reply_delta, r.orig_delta});
+    return Applied{r.outcome, true, a};
 }
 
 std::vector<CheckpointEntry> Accounting::dump_end(std::uint64_t seq, bool complete) {

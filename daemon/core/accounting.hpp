@@ -29,6 +29,15 @@ struct Attribution {
 // was sent to it before DNAT); the reply source covers DNAT'ed inbound flows.
 Attribution attribute(const SubscriberIndex& index, const FlowSample& s, TimePoint at);
 
+// What apply() made of one sample: the ledger's verdict and, when the sample
+// credited anything, whose it was. The flow records (daemon/sinks/) read it;
+// the totals need nothing from it.
+struct Applied {
+    LedgerOutcome outcome = LedgerOutcome::Stale;
+    bool attributed = false;  // `attribution` is set (the sample had a delta)
+    Attribution attribution;
+};
+
 struct FlushBatch {
     UsageBatch usage;
     CheckpointChanges checkpoint;
@@ -66,8 +75,8 @@ class Accounting {
     void set_index(std::shared_ptr<const SubscriberIndex> index);
     // Periods and classes of deltas from now on (plans changed).
     void set_usage_rules(std::shared_ptr<const UsageRules> rules);
-    void apply(const FlowSample& sample);
-    void apply(const FlowSample& sample, TimePoint now);  // one clock read per batch
+    Applied apply(const FlowSample& sample);
+    Applied apply(const FlowSample& sample, TimePoint now);  // one clock read per batch
     void dump_begin(std::uint64_t seq) {
         ledger_.dump_begin(seq);
         drops_.dump_begin(seq);
@@ -91,6 +100,7 @@ class Accounting {
     // The kernel's drops per flow (drops/), subtracted from what flows are credited.
     [[nodiscard]] DropTable& drops() { return drops_; }
     [[nodiscard]] const FlowLedger& ledger() const { return ledger_; }
+    [[nodiscard]] const SubscriberIndex& index() const { return *index_; }
     [[nodiscard]] const AccountingStats& stats() const { return stats_; }
     [[nodiscard]] std::size_t pending_buckets() const { return usage_.pending_buckets(); }
 

@@ -74,11 +74,11 @@ class DropMap {
     bpf_link* link_ = nullptr;
 };
 
-// Gives up CAP_PERFMON, and CAP_BPF unless `keep_cap_bpf` (enforce/ loads
-// its tc classifier whenever it builds the HTB root, repairs included), from
-// every set: effective, permitted, inheritable, ambient, and the bounding set
-// when allowed. Call before any thread starts: capabilities are per thread.
-// Returns what could not be done, or "".
-std::string drop_bpf_capabilities(bool keep_cap_bpf);
+// Gives up CAP_PERFMON and CAP_BPF (enforce/ loaded its tc programs before:
+// enforce/tc_programs.hpp), from every set: effective, permitted,
+// inheritable, ambient, and the bounding set when allowed. Call before any
+// thread starts: capabilities are per thread. Returns what could not be
+// done, or "".
+std::string drop_bpf_capabilities();
 
 }  // namespace ctquota::drops

@@ -19,7 +19,7 @@
 
 namespace ctquota::drops {
 
-std::string drop_bpf_capabilities(bool keep_cap_bpf) {
+std::string drop_bpf_capabilities() {
     __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
     __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
     if (syscall(SYS_capget, &header, data) != 0) {
@@ -27,9 +27,6 @@ std::string drop_bpf_capabilities(bool keep_cap_bpf) {
     }
     std::string problems;
     for (const int cap : {CAP_BPF, CAP_PERFMON}) {
-        if (cap == CAP_BPF && keep_cap_bpf) {
-            continue;
-        }
         const auto word = static_cast<unsigned>(cap) / 32;
         const auto bit = 1u << (static_cast<unsigned>(cap) % 32);
         data[word].effective &= ~bit;

@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "enforce/enforcer_impl.hpp"
+#include "enforce/tc_programs.hpp"
 
 namespace ctquota::enforce {
 namespace {
@@ -40,14 +41,18 @@ TcConfig tc_config(const EnforceConfig& cfg) {
 
 }  // namespace
 
-Enforcer::Impl::Impl(EnforceConfig c) : cfg(std::move(c)) {
+Enforcer::Impl::Impl(EnforceConfig c, std::shared_ptr<const TcPrograms> p)
+    : cfg(std::move(c)), programs(std::move(p)) {
     if (cfg.subscriber_interface.empty()) {
         spdlog::warn(
             "enforce: [enforce] subscriber_interface is empty: no tc shaping; throttled "
             "subscribers are policed by nftables in both directions (drops, less smooth)");
-    } else {
-        tc = std::make_unique<TcLink>(tc_config(cfg));
+        return;
     }
+    if (!programs) {
+        programs = std::make_shared<const TcPrograms>();
+    }
+    tc = std::make_unique<TcLink>(tc_config(cfg), programs);
 }
 
 void Enforcer::Impl::start() {
@@ -186,8 +191,8 @@ std::set<std::string> Enforcer::Impl::create_plan_containers(const std::vector<s
     return refused;
 }
 
-Enforcer::Enforcer(EnforceConfig config)
-    : config_(config), impl_(std::make_unique<Impl>(std::move(config))) {}
+Enforcer::Enforcer(EnforceConfig config, std::shared_ptr<const TcPrograms> programs)
+    : config_(config), impl_(std::make_unique<Impl>(std::move(config), std::move(programs))) {}
 
 Enforcer::~Enforcer() = default;
 
@@ -318,7 +323,7 @@ void Enforcer::forget_kernel() {
         // A new link learns the interface's current index. While the
         // interface is missing this throws before anything is forgotten, so
         // that damage() goes on reporting it and the caller tries again.
-        impl_->tc = std::make_unique<TcLink>(tc_config(config_));
+        impl_->tc = std::make_unique<TcLink>(tc_config(config_), impl_->programs);
     }
     impl_->started = false;
     impl_->cache_valid = false;

@@ -32,6 +32,8 @@
 
 namespace ctquota::enforce {
 
+class TcPrograms;
+
 class EnforceError : public std::runtime_error {
   public:
     using std::runtime_error::runtime_error;
@@ -80,7 +82,10 @@ struct ReconcileReport {
 
 class Enforcer {
   public:
-    explicit Enforcer(EnforceConfig config);
+    // `programs`: the shaping's eBPF programs, loaded before the caller gave
+    // up CAP_BPF (tc_programs.hpp); without them the Enforcer loads its own
+    // when a subscriber interface is configured.
+    explicit Enforcer(EnforceConfig config, std::shared_ptr<const TcPrograms> programs = nullptr);
     ~Enforcer();
     Enforcer(const Enforcer&) = delete;
     Enforcer& operator=(const Enforcer&) = delete;

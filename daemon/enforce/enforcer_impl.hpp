@@ -37,6 +37,7 @@ std::string describe(const SubscriberDelta& d);
 
 struct Enforcer::Impl {
     EnforceConfig cfg;
+    std::shared_ptr<const TcPrograms> programs;  // with a subscriber interface
     NftSession nft;
     std::unique_ptr<TcLink> tc;
     bool started = false;
@@ -48,7 +49,7 @@ struct Enforcer::Impl {
     PlanPrefixes allowed_installed;  // what the kernel has (as far as we know)
     std::set<std::string> plans_with_chain;
 
-    explicit Impl(EnforceConfig c);
+    Impl(EnforceConfig c, std::shared_ptr<const TcPrograms> p);
     void start();
     void adopt(const Loaded& loaded);
     std::optional<std::uint32_t> allocate_classid(core::SubscriberId id);

@@ -115,16 +115,24 @@ std::uint64_t limit_burst_bytes(std::uint64_t bytes_per_second) {
     return std::max<std::uint64_t>(bytes_per_second / 10, 16384);
 }
 
-bool quota_armed(const SubscriberTarget& t, const ModelContext& ctx) {
-    if (t.state.kind == core::StateKind::Blocked || !t.kernel_quota_bytes) {
-        return false;
-    }
-    return ctx.arm_quota_below_bytes == 0 || *t.kernel_quota_bytes < ctx.arm_quota_below_bytes;
-}
-
 bool needs_tc_class(const SubscriberTarget& target, const ModelContext& ctx) {
     return ctx.shaping && target.state.kind == core::StateKind::Throttled &&
            target.state.rate.down_bps > 0 && !target.prefixes.empty();
+}
+
+// Not while the downloads are shaped: the quota counts in the forward chain,
+// before the shaper drops what does not fit, and dropped bytes are not
+// billed (daemon/drops/), so the quota would run out before billing reaches
+// the block tier and stop everything short of it. The policers drop before
+// the quota rule, so a policed subscriber keeps it. A shaped subscriber is
+// blocked by the flush that crosses the tier instead (overshoot: the plan's
+// rate for up to a flush interval).
+bool quota_armed(const SubscriberTarget& t, const ModelContext& ctx) {
+    if (t.state.kind == core::StateKind::Blocked || !t.kernel_quota_bytes ||
+        needs_tc_class(t, ctx)) {
+        return false;
+    }
+    return ctx.arm_quota_below_bytes == 0 || *t.kernel_quota_bytes < ctx.arm_quota_below_bytes;
 }
 
 SubscriberItems desired_items(const SubscriberTarget& t, const ModelContext& ctx,

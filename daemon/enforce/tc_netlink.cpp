@@ -25,6 +25,7 @@
 
 #include "enforce/enforcer.hpp"
 #include "enforce/tc_messages.hpp"
+#include "enforce/tc_programs.hpp"
 
 namespace ctquota::enforce {
 namespace {
@@ -205,7 +206,8 @@ std::uint32_t mtu_of(const std::string& interface) {
 
 }  // namespace
 
-TcLink::TcLink(TcConfig config) : config_(std::move(config)) {
+TcLink::TcLink(TcConfig config, std::shared_ptr<const TcPrograms> programs)
+    : config_(std::move(config)), programs_(std::move(programs)) {
     dev_.ifindex = index_of(config_.interface);
     if (dev_.ifindex == 0) {
         throw EnforceError("subscriber interface " + config_.interface +
@@ -351,15 +353,9 @@ void TcLink::ensure_redirect() {
         throw EnforceError("tc: cannot add a clsact qdisc to " + config_.interface + ": " +
                            errno_text(-rc));
     }
-    const int prog = load_redirect_program();
-    if (prog < 0) {
-        throw EnforceError("tc: cannot load the redirect classifier (eBPF): " + errno_text(errno));
-    }
     std::vector<char> filter;
-    put_redirect_filter(filter, dev_.ifindex, prog, shaper_, ++seq_);
-    const int rc = transact(filter);
-    close(prog);  // the filter holds its own reference
-    if (rc != 0) {
+    put_redirect_filter(filter, dev_.ifindex, programs_->redirect(), shaper_, ++seq_);
+    if (const int rc = transact(filter); rc != 0) {
         throw EnforceError("tc: cannot add the redirect filter to " + config_.interface + ": " +
                            errno_text(-rc));
     }
@@ -388,23 +384,12 @@ void TcLink::ensure_root() {
         put_htb_qdisc(buf, shaper_, (kHtbFirstShardMajor + k) << 16, kMajor | (k + 1),
                       NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL, ++seq_);
     }
-    const int prog = load_shard_program();
-    if (prog < 0) {
-        throw EnforceError("tc: cannot load the shard classifier (eBPF): " + errno_text(errno));
-    }
-    put_classifier(buf, shaper_, kMajor, prog, "ctquota_shard", ++seq_);
-    const int bands = load_band_program();
-    if (bands < 0) {
-        close(prog);
-        throw EnforceError("tc: cannot load the band classifier (eBPF): " + errno_text(errno));
-    }
+    put_classifier(buf, shaper_, kMajor, programs_->shard(), "ctquota_shard", ++seq_);
     for (std::uint32_t k = 0; k < kHtbShards; ++k) {
-        put_classifier(buf, shaper_, (kHtbFirstShardMajor + k) << 16, bands, "ctquota_band",
-                       ++seq_);
+        put_classifier(buf, shaper_, (kHtbFirstShardMajor + k) << 16, programs_->band(),
+                       "ctquota_band", ++seq_);
     }
     const auto errors = send_batch(buf, first_seq);
-    close(prog);  // the filters hold their own references
-    close(bands);
     for (const auto& [index, err] : errors) {
         if (err != EEXIST) {
             throw EnforceError("tc: cannot set up the HTB shards on " + config_.shaper +

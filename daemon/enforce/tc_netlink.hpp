@@ -47,6 +47,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -55,6 +56,8 @@ struct mnl_socket;
 struct nlmsghdr;
 
 namespace ctquota::enforce {
+
+class TcPrograms;
 
 inline constexpr std::uint32_t kHtbShards = 64;
 // 0x40..0x7f: one mask tells our priorities from anybody else's (nft_json.cpp).
@@ -127,7 +130,7 @@ std::size_t append_class_message(std::vector<char>& buf, const TcDevice& dev, co
 
 class TcLink {
   public:
-    explicit TcLink(TcConfig config);
+    TcLink(TcConfig config, std::shared_ptr<const TcPrograms> programs);
     ~TcLink();
     TcLink(const TcLink&) = delete;
     TcLink& operator=(const TcLink&) = delete;
@@ -153,6 +156,7 @@ class TcLink {
 
   private:
     TcConfig config_;
+    std::shared_ptr<const TcPrograms> programs_;
     TcDevice dev_;    // the subscriber interface
     int shaper_ = 0;  // the ifb's index, once ensure_root() made or found it
     mnl_socket* nl_ = nullptr;

@@ -103,6 +103,23 @@ void Metrics::render_drops(std::ostream& out) const {
             drop_vanished_flows.load());
 }
 
+void HttpConnectionMetrics::render(std::ostream& out) const {
+    out << "# TYPE ctquota_http_connections_open gauge\nctquota_http_connections_open "
+        << open.load() << "\n";
+    const std::pair<const char*, const std::atomic<std::uint64_t>*> counters[] = {
+        {"accepted", &accepted},           {"refused_per_address", &refused_address},
+        {"refused_full", &refused_full},   {"evicted_idle", &evicted},
+        {"timed_out", &timed_out},         {"refused_overload", &refused_overload},
+        {"accept_errors", &accept_errors},
+    };
+    out << "# HELP ctquota_http_connections_total HTTP connections by outcome\n"
+           "# TYPE ctquota_http_connections_total counter\n";
+    for (const auto& [outcome, value] : counters) {
+        out << "ctquota_http_connections_total{outcome=\"" << outcome << "\"} " << value->load()
+            << "\n";
+    }
+}
+
 void Metrics::observe_flush(std::chrono::microseconds d) {
     observe(flush_latency, flush_latency_us_sum, d);
 }
@@ -190,6 +207,8 @@ std::string Metrics::render_prometheus() const {
     out << "# TYPE ctquota_journal_disk_bytes gauge\nctquota_journal_disk_bytes "
         << journal_disk_bytes.load() << "\n";
     http.render(out);
+    http_connections.render(out);
+    records.render(out);
     return out.str();
 }
 

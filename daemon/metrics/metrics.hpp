@@ -13,6 +13,8 @@
 #include <string>
 #include <utility>
 
+#include "metrics/record_metrics.hpp"
+
 namespace ctquota::metrics {
 
 // HTTP requests by route and status code, and latency by route. Routes are
@@ -33,6 +35,19 @@ class HttpMetrics {
     mutable std::mutex mu_;
     std::map<std::pair<std::string, int>, std::uint64_t> requests_;
     std::map<std::string, Latency> latency_;
+};
+
+// The HTTP server's connections and its refusals before any handler runs.
+struct HttpConnectionMetrics {
+    std::atomic<std::uint64_t> open{0};  // gauge
+    std::atomic<std::uint64_t> accepted{0};
+    std::atomic<std::uint64_t> refused_address{0};   // over the per-address cap
+    std::atomic<std::uint64_t> refused_full{0};      // over the total, nothing to evict
+    std::atomic<std::uint64_t> evicted{0};           // idle connections closed to let one in
+    std::atomic<std::uint64_t> timed_out{0};         // request not complete within its deadline
+    std::atomic<std::uint64_t> refused_overload{0};  // 503: handler queue or body memory full
+    std::atomic<std::uint64_t> accept_errors{0};     // accept(2) failed (EMFILE, ...)
+    void render(std::ostream& out) const;
 };
 
 struct Metrics {
@@ -102,6 +117,8 @@ struct Metrics {
     std::atomic<std::uint64_t> kernel_latency_us_sum{0};
 
     HttpMetrics http;
+    HttpConnectionMetrics http_connections;
+    RecordMetrics records;  // flow records and their sinks (daemon/sinks/)
 
     void observe_flush(std::chrono::microseconds d);
     void observe_flush_to_kernel(std::chrono::microseconds d);

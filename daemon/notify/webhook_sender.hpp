@@ -1,23 +1,28 @@
 #pragma once
-// notify::WebhookSender: the daemon thread that POSTs enforcement events from
-// the webhook outbox (store::WebhookOutbox) to the configured URLs. Each
-// request carries the JSON payload and
+// notify::WebhookSender: the daemon threads that POST enforcement events from
+// the webhook outbox (store::WebhookOutbox) to the configured receivers, one
+// thread per receiver (with its own database connections), so a slow or
+// hostile receiver only ever delays its own deliveries. Each delivery has one
+// overall deadline (`timeout`: connect, TLS, send, the answer's status line)
+// and reads at most the answer's headers (http_post.hpp). Each request
+// carries the JSON payload and
 //   X-Ctquota-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<delivery id>.<body>",
 //                        keyed with the secret>  (receivers: reject a t more than 5
 //                        minutes away and a delivery id seen within that window)
 //   X-Ctquota-Delivery:  <outbox id>  (the same on every retry: receivers dedupe on it)
 //   X-Ctquota-Event:     <kind>
-// Only to URLs in the config: a row naming another URL is never sent.
-// A 2xx answer marks the row delivered; anything else (refused, timeout,
-// 3xx/4xx/5xx) is retried with a capped exponential backoff. Delivery is at
-// least once. It wakes on the outbox's commit notifications, on nudge(), and
-// once a second; it has its own database connections and never blocks the
-// accounting threads. This file and the .cpp are the only users of the HTTP
-// client library.
+// Only this gateway's rows, only to the configured receivers: a row of
+// another gateway, or naming anything else, is never claimed, and the
+// request goes to the receiver as configured. A 2xx answer marks the row
+// delivered; anything else (refused, deadline, 3xx/4xx/5xx) is retried with
+// a capped exponential backoff. Delivery is at least once. Each thread wakes
+// on the outbox's commit notifications, on nudge(), and once a second; none
+// blocks the accounting threads.
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,9 +36,11 @@ namespace ctquota::notify {
 
 struct WebhookSenderOptions {
     std::string database_url;
-    std::vector<std::string> urls;  // for the outbox; the sender delivers whatever rows are due
+    std::string gateway_id;         // whose rows ([accounting] gateway_id)
+    std::vector<std::string> urls;  // the receivers, one thread each
     std::string secret;
-    std::chrono::milliseconds timeout{5000};  // connect, and each read/write
+    std::chrono::milliseconds timeout{5000};     // one delivery, all of it
+    std::size_t max_answer_header_bytes = 8192;  // the answer's body is never read
     store::WebhookBackoff backoff;
     std::chrono::milliseconds poll{1000};
     std::size_t batch = 32;  // rows leased per claim
@@ -45,13 +52,6 @@ struct WebhookSenderOptions {
 std::string webhook_signature(std::string_view secret, std::int64_t unix_seconds,
                               std::int64_t delivery_id, std::string_view body);
 
-// "https://h:8443/p?q" -> {"https://h:8443", "/p?q"}; nullopt unless http(s).
-struct WebhookTarget {
-    std::string origin;
-    std::string path;
-};
-std::optional<WebhookTarget> split_webhook_url(std::string_view url);
-
 class WebhookSender {
   public:
     // Counts deliveries and failed attempts in `metrics` (on /metrics).
@@ -61,28 +61,26 @@ class WebhookSender {
     WebhookSender& operator=(const WebhookSender&) = delete;
 
     void start();
-    // Finishes the delivery in progress (at most one timeout), then joins.
+    // Finishes the deliveries in progress (at most one timeout), then joins.
     void stop();
     // Look for due rows now (e.g. right after committing events in-process).
     void nudge();
 
   private:
-    void run();
-    // Delivers one leased batch; false when there was nothing due.
-    bool deliver_batch();
+    // One receiver's loop, on its own thread with its own connections.
+    void run(const std::string& receiver);
+    // Delivers one leased batch of `receiver`; false when there was nothing due.
+    bool deliver_batch(store::Database& db, const std::string& receiver);
     // Empty on success (2xx), else why not.
-    std::string post(const store::WebhookDelivery& d);
-    void sleep_until_woken();
+    std::string post(const store::WebhookDelivery& d, const std::string& receiver);
+    void sleep_until_woken(store::WebhookWakeups& wakeups, std::atomic<bool>& nudged);
 
     WebhookSenderOptions options_;
     metrics::Metrics& metrics_;
     store::WebhookOutbox outbox_;
-    store::Database db_;
-    store::WebhookWakeups wakeups_;
     std::atomic<bool> stopping_{false};
-    std::atomic<bool> nudged_{false};
-    std::chrono::steady_clock::time_point next_db_warning_{};
-    std::thread thread_;
+    std::vector<std::unique_ptr<std::atomic<bool>>> nudged_;  // one per receiver
+    std::vector<std::thread> threads_;
 };
 
 }  // namespace ctquota::notify

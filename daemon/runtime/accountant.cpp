@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "sinks/record_stage.hpp"
+
 namespace ctquota::runtime {
 
 Accountant::Accountant(const core::Clock& clock, SampleQueue& queue, metrics::Metrics& metrics)
@@ -84,8 +86,15 @@ void Accountant::give_back(const core::FlushBatch& batch) {
 void Accountant::apply(QueueItem& item, core::TimePoint now) {
     switch (item.kind) {
         case QueueItem::Kind::Samples:
-            for (const auto& s : item.samples) {
-                accounting_.apply(s, now);
+            if (records_ == nullptr) {
+                for (const auto& s : item.samples) {
+                    accounting_.apply(s, now);
+                }
+            } else {
+                for (const auto& s : item.samples) {
+                    records_->observe(s, accounting_.apply(s, now), accounting_.index());
+                }
+                records_->end_batch();
             }
             if (item.journal_end != 0) {
                 accounting_.journal_applied(item.journal_end);
@@ -97,6 +106,9 @@ void Accountant::apply(QueueItem& item, core::TimePoint now) {
             break;
         case QueueItem::Kind::DumpEnd: {
             const auto lost = accounting_.dump_end(item.seq, item.complete);
+            if (records_ != nullptr) {
+                records_->dump_end(item.complete);
+            }
             if (!lost.empty()) {
                 // Never invented: what was credited stays, the rest is reported.
                 spdlog::warn(

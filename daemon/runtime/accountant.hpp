@@ -15,6 +15,10 @@
 #include "metrics/metrics.hpp"
 #include "runtime/sample_queue.hpp"
 
+namespace ctquota::sinks {
+class RecordStage;
+}
+
 namespace ctquota::runtime {
 
 class Accountant {
@@ -37,6 +41,9 @@ class Accountant {
     void restore_spill(const core::FlushBatch& batch, const std::vector<core::FlowKey>& tombstones);
     // Before start(): the events up to `position` are applied.
     void journal_applied(std::uint64_t position);
+    // Flow records (daemon/sinks/): every applied sample also goes to `stage`,
+    // on this thread, right after the ledger. Null (the default): none. Before start().
+    void set_record_stage(sinks::RecordStage* stage) { records_ = stage; }
     void start();
     // Returns once the queue is closed and fully applied.
     void join();
@@ -64,6 +71,7 @@ class Accountant {
     const drops::DropMap* drop_map_ = nullptr;
     std::uint64_t drops_seen_ = 0;  // the program's packet count at the last read
     std::vector<core::DropRecord> drop_records_;
+    sinks::RecordStage* records_ = nullptr;
     std::uint64_t unattributed_logged_ = 0;  // bytes already reported in the log
     std::chrono::steady_clock::time_point next_unattributed_log_{};
 };

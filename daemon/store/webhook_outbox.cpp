@@ -54,8 +54,9 @@ std::chrono::milliseconds webhook_retry_delay(int attempts, const WebhookBackoff
     return std::min(delay, backoff.max);
 }
 
-WebhookOutbox::WebhookOutbox(std::vector<std::string> urls, WebhookBackoff backoff)
-    : urls_(std::move(urls)), backoff_(backoff) {}
+WebhookOutbox::WebhookOutbox(std::string gateway_id, std::vector<std::string> urls,
+                             WebhookBackoff backoff)
+    : gateway_id_(std::move(gateway_id)), urls_(std::move(urls)), backoff_(backoff) {}
 
 std::size_t WebhookOutbox::enqueue(pqxx::work& txn, const nlohmann::json& event) const {
     return enqueue_all(txn, {event});
@@ -72,30 +73,39 @@ std::size_t WebhookOutbox::enqueue_all(pqxx::work& txn,
         return 0;
     }
     txn.exec_params(
-        "INSERT INTO webhook_outbox (event_id, payload, url) "
+        "INSERT INTO webhook_outbox (event_id, payload, url, gateway_id) "
         "SELECT CASE WHEN jsonb_typeof(e.value->'event_id') = 'number' "
-        "THEN (e.value->>'event_id')::bigint END, e.value, u.value "
+        "THEN (e.value->>'event_id')::bigint END, e.value, u.value, $3 "
         "FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(value, n) "
         "CROSS JOIN jsonb_array_elements_text($2::jsonb) WITH ORDINALITY AS u(value, m) "
         "ORDER BY e.n, u.m",
-        nlohmann::json(events).dump(), nlohmann::json(urls_).dump());
+        nlohmann::json(events).dump(), nlohmann::json(urls_).dump(), gateway_id_);
     return events.size() * urls_.size();
 }
 
 std::vector<WebhookDelivery> WebhookOutbox::claim(Database& db, std::size_t limit,
-                                                  std::chrono::milliseconds lease) const {
+                                                  std::chrono::milliseconds lease,
+                                                  const std::string& receiver) const {
+    if (!receiver.empty() && std::find(urls_.begin(), urls_.end(), receiver) == urls_.end()) {
+        return {};  // not a receiver of ours
+    }
+    const auto receivers =
+        receiver.empty() ? nlohmann::json(urls_) : nlohmann::json::array({receiver});
     return in_transaction(db, "claiming webhook deliveries", [&](pqxx::work& txn) {
         // payload::text is PostgreSQL's canonical jsonb text: the bytes signed and sent.
         const auto rows = txn.exec_params(
             "UPDATE webhook_outbox o SET attempts = o.attempts + 1,"
             " next_attempt_at = now() + $2::bigint * interval '1 millisecond'"
             " FROM (SELECT id FROM webhook_outbox WHERE delivered_at IS NULL"
+            "       AND gateway_id = $3"
+            "       AND url IN (SELECT jsonb_array_elements_text($4::jsonb))"
             "       AND next_attempt_at <= now() ORDER BY next_attempt_at, id LIMIT $1"
             "       FOR UPDATE SKIP LOCKED) due"
             " WHERE o.id = due.id"
             " RETURNING o.id, o.event_id, o.url, o.payload::text,"
             " coalesce(o.payload->>'kind', ''), o.attempts",
-            static_cast<std::int64_t>(limit), static_cast<std::int64_t>(lease.count()));
+            static_cast<std::int64_t>(limit), static_cast<std::int64_t>(lease.count()), gateway_id_,
+            receivers.dump());
         std::vector<WebhookDelivery> out;
         out.reserve(rows.size());
         for (const auto& r : rows) {
@@ -139,8 +149,10 @@ void WebhookOutbox::mark_failed(Database& db, const WebhookDelivery& delivery,
 std::optional<core::TimePoint> WebhookOutbox::next_due(Database& db) const {
     return in_transaction(
         db, "reading the webhook backlog", [&](pqxx::work& txn) -> std::optional<core::TimePoint> {
-            const auto r = txn.exec("SELECT " + micros_of("min(next_attempt_at)") +
-                                    " FROM webhook_outbox WHERE delivered_at IS NULL");
+            const auto r = txn.exec_params("SELECT " + micros_of("min(next_attempt_at)") +
+                                               " FROM webhook_outbox WHERE delivered_at IS NULL"
+                                               " AND gateway_id = $1",
+                                           gateway_id_);
             if (r[0][0].is_null()) {
                 return std::nullopt;
             }

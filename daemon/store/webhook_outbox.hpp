@@ -1,6 +1,9 @@
 #pragma once
-// The webhook outbox (schema/007_webhooks.sql): enforcement events waiting to
-// be POSTed to the configured URLs. enqueue() runs in the caller's
+// The webhook outbox (schema/007_webhooks.sql, 014_webhook_ownership.sql):
+// enforcement events waiting to be POSTed to the configured receivers. Rows
+// belong to the gateway that wrote them and name a receiver of its config;
+// this gateway's outbox only ever claims its own rows for its own receivers.
+// enqueue() runs in the caller's
 // transaction, so an event and its deliveries commit together. The sender
 // side leases due rows (claim), then records the outcome; a sender that dies
 // mid-delivery leaves its rows to be claimed again when the lease ends, so
@@ -44,7 +47,7 @@ nlohmann::json webhook_payload(const WebhookEvent& event);
 struct WebhookDelivery {
     std::int64_t id = 0;  // webhook_outbox.id: the X-Ctquota-Delivery header
     std::optional<std::int64_t> event_id;
-    std::string url;
+    std::string url;   // the receiver, as configured (one of the outbox's urls)
     std::string body;  // the payload as JSON text, exactly the bytes signed and sent
     std::string kind;  // payload "kind", for the X-Ctquota-Event header
     int attempts = 0;  // including this one
@@ -61,9 +64,12 @@ std::chrono::milliseconds webhook_retry_delay(int attempts, const WebhookBackoff
 
 class WebhookOutbox {
   public:
-    explicit WebhookOutbox(std::vector<std::string> urls, WebhookBackoff backoff = {});
+    // `gateway_id`: this gateway's ([accounting] gateway_id), stamped on the
+    // rows it writes and required of the rows it claims.
+    WebhookOutbox(std::string gateway_id, std::vector<std::string> urls,
+                  WebhookBackoff backoff = {});
 
-    // One row per configured URL, in the caller's transaction; returns how many.
+    // One row per configured receiver, in the caller's transaction; returns how many.
     // `event` is the payload (see webhook_payload); its integer "event_id", if
     // any, fills the event_id column. Throws std::invalid_argument when it is
     // not an object with a string "kind". With no URLs configured it does nothing.
@@ -71,21 +77,27 @@ class WebhookOutbox {
     // The same for many events, in one statement (in their order).
     std::size_t enqueue_all(pqxx::work& txn, const std::vector<nlohmann::json>& events) const;
 
-    // Leases up to `limit` due, undelivered rows (earliest due first) for
-    // `lease`: attempts + 1, next_attempt_at = now + lease, committed at once.
-    // Rows another sender is claiming right now are skipped, not waited for.
+    // Leases up to `limit` due, undelivered rows (earliest due first) of this
+    // gateway for one of its receivers (`receiver`, one of urls(); empty: any
+    // of them) for `lease`: attempts + 1, next_attempt_at = now + lease,
+    // committed at once. Rows another sender is claiming right now are
+    // skipped, not waited for. Rows of other gateways or naming anything
+    // else are never returned.
     std::vector<WebhookDelivery> claim(Database& db, std::size_t limit,
-                                       std::chrono::milliseconds lease) const;
+                                       std::chrono::milliseconds lease,
+                                       const std::string& receiver = {}) const;
     void mark_delivered(Database& db, std::int64_t id) const;
     // Due again after webhook_retry_delay(attempts); `error` is kept (truncated).
     void mark_failed(Database& db, const WebhookDelivery& delivery, std::string_view error) const;
 
-    // When the earliest undelivered row is due (nullopt: none waiting).
+    // When the earliest undelivered row of this gateway is due (nullopt: none waiting).
     std::optional<core::TimePoint> next_due(Database& db) const;
 
     [[nodiscard]] const std::vector<std::string>& urls() const { return urls_; }
+    [[nodiscard]] const std::string& gateway_id() const { return gateway_id_; }
 
   private:
+    std::string gateway_id_;
     std::vector<std::string> urls_;
     WebhookBackoff backoff_;
 };

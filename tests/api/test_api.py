@@ -34,6 +34,7 @@ import api_bindings  # noqa: E402
 import api_export  # noqa: E402
 import api_policies  # noqa: E402
 import api_malformed  # noqa: E402
+import api_nat_lookup  # noqa: E402
 
 class Health(ApiTestCase):
     def test_healthz_readyz_metrics_need_no_token(self):
@@ -61,7 +62,7 @@ class Health(ApiTestCase):
         doc = r.json()
         self.assertTrue(doc["openapi"].startswith("3.1."))
         operations = [(m.upper(), p) for p, item in doc["paths"].items() for m in item if m != "parameters"]
-        self.assertEqual(len(operations), 22)
+        self.assertEqual(len(operations), 23)
         for method, path in operations:  # served: no token gets 401 (or 200/503 when public), never 404/405
             with self.subTest(method=method, path=path):
                 concrete = (path.replace("{id}", "openapi-x").replace("{cidr}", "100.64.99.1%2F32")
@@ -393,7 +394,7 @@ def run_inside():
     for case in (Health, Auth, Subscribers, Usage, api_bindings.Series, api_bindings.Addresses,
                  api_bindings.Replace, api_bindings.Rules, api_policies.Plans, api_policies.SubscriberPlans,
                  api_policies.TopUps, api_policies.Events, api_policies.PolicyRoles, api_export.Export,
-                 Pagination,
+                 api_nat_lookup.NatLookup, Pagination,
                  Malformed, Outage):
         suite.addTests(loader.loadTestsFromTestCase(case))
     result = unittest.TextTestRunner(verbosity=2).run(suite)

@@ -54,7 +54,10 @@ class Receiver:
             self.proc.wait(timeout=10)
 
 
-def record_events(db, n, urls, tag):
+GATEWAY = "gw-api-test"  # api_harness's [accounting] gateway_id
+
+
+def record_events(db, n, urls, tag, gateway=GATEWAY):
     """Events and their outbox rows in one transaction, shaped as the engine writes them."""
     url_array = "ARRAY[" + ",".join(f"'{u}'" for u in urls) + "]"
     db.exec(f"""
@@ -67,13 +70,13 @@ def record_events(db, n, urls, tag):
             FROM subscribers WHERE external_id LIKE '{tag}-%'
             RETURNING id, subscriber_id, at, kind, from_state, to_state, reason, counted_bytes,
                       allowance_bytes)
-        INSERT INTO webhook_outbox (event_id, payload, url)
+        INSERT INTO webhook_outbox (event_id, payload, url, gateway_id)
         SELECT ev.id, jsonb_build_object(
                    'event_id', ev.id, 'kind', ev.kind, 'subscriber_id', s.external_id,
                    'at', to_char(ev.at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
                    'from', ev.from_state, 'to', ev.to_state, 'reason', ev.reason,
                    'counted_bytes', ev.counted_bytes, 'allowance_bytes', ev.allowance_bytes),
-               u.url
+               u.url, '{gateway}'
         FROM ev JOIN subscribers s ON s.id = ev.subscriber_id CROSS JOIN unnest({url_array}) AS u(url);
         COMMIT;""")
 
@@ -176,15 +179,28 @@ def run(world):
         for r in receivers:
             r.stop()
 
-    # A row naming a URL that is not in the config (written behind our back):
-    # never sent there, whatever the row says.
+    # A row naming a URL that is not in the config (written behind our back),
+    # and a row for one of our receivers written by another gateway: never
+    # claimed, never sent, whatever the rows say. A new row of ours, written
+    # after them, is delivered (the sender is awake and looked).
     thief = Receiver(world, FOREIGN_PORT)
+    ours = Receiver(world, PORTS[1])
     try:
         db.exec("DELETE FROM webhook_outbox")
         record_events(db, 1, [f"http://127.0.0.1:{FOREIGN_PORT}/steal"], "foreign")
-        wait_for(lambda: int(outbox(db)[0][1]) >= 2, timeout=10, what="two attempts at the foreign row")
-        row = outbox(db)[0]
-        check(row[3] == "f" and "not a receiver in [webhooks] urls" in row[2], f"foreign row: {row}")
+        record_events(db, 1, urls[1:], "othergw", gateway="gw-elsewhere")
+        record_events(db, 1, urls[1:], "after")
+        def sent(tag):  # the receiver's log also holds the earlier receivers' requests on this port
+            return [r for r in ours.requests() if json.loads(r["body"])["subscriber_id"].startswith(tag)]
+        wait_for(lambda: len(sent("after-")) >= 1, timeout=10, what="our own row delivered")
+        time.sleep(1.5)  # a few sender rounds (observation window, not synchronisation)
+        rows = outbox(db)
+        foreign = [r for r in rows if "steal" in r[4]]
+        other = [r for r in rows if r[4] == urls[1] and r[3] == "f"]
+        check(len(foreign) == 1 and foreign[0][1] == "0", f"foreign row claimed: {foreign}")
+        check(len(other) == 1 and other[0][1] == "0", f"another gateway's row claimed: {other}")
+        check(sent("othergw-") == [] and len(sent("after-")) == 1,
+              f"another gateway's row was sent: {sent('othergw-')}")
         check(thief.requests() == [], f"sent to a URL outside the config: {thief.requests()}")
         # A captured delivery replayed under another id does not verify.
         good = receivers_log[0]
@@ -195,6 +211,7 @@ def run(world):
         print("a foreign row is never sent; a replay under another id does not verify")
     finally:
         thief.stop()
+        ours.stop()
 
     # A receiver answering 500: retried, never marked delivered.
     failing = Receiver(world, PORTS[0], status=500)

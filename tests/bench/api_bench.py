@@ -88,12 +88,16 @@ class World:
         with open(self.config, "w") as f:
             f.write(self.config_text())
         self.cli("migrate")
-        self.populate_s = populate(self.url, self.n)
+        self.populate()
         self.token = self.cli("token", "create", "--role", "billing").stdout.strip()
         sh(["ip", "netns", "add", self.ns])
         self.ns_created = True
         self.prepare_namespace()
         self.start_daemon()
+
+    def populate(self):
+        """The data the benchmark reads (subclasses bring their own)."""
+        self.populate_s = populate(self.url, self.n)
 
     def config_text(self):
         return (f'[database]\nurl = "{self.url}"\n[accounting]\ngateway_id = "gw-bench"\n'
@@ -172,6 +176,49 @@ def wrk(world, script, args, duration):
             "socket_errors": errors.group(1) if errors else ""}
 
 
+def wrk_series(world, script, args, what, unit="req/s"):
+    """A warm-up run, then --runs runs of --duration s, each printed; returns
+    (runs, median of rps, p50, p99)."""
+    wrk(world, script, args, 2 if args.smoke else 5)  # warm-up: connections, caches
+    runs = []
+    for i in range(args.runs):
+        r = wrk(world, script, args, args.duration)
+        runs.append(r)
+        print(f"run {i + 1}: {r['rps']:.0f} {unit}, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, "
+              f"CPU ctquotad {r['ctquotad_cpu']:.2f} PostgreSQL {r['postgres_cpu']:.2f} cores, "
+              f"non-2xx {r['non2xx']} {r['socket_errors']}")
+    median = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
+    print(f"{what}, {args.connections} connections, {args.threads} wrk threads, median of "
+          f"{len(runs)}: {median['rps']:.0f} {unit}, p50 {median['p50']:.2f} ms, "
+          f"p99 {median['p99']:.2f} ms")
+    return runs, median
+
+
+def bench_args(connections, **defaults):
+    """The options every API benchmark takes; `defaults` adds its own (name=(type, value))."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="build-rel/daemon/ctquotad")
+    for name, (kind, value) in defaults.items():
+        ap.add_argument("--" + name, type=kind, default=value)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=connections)
+    ap.add_argument("--smoke", action="store_true")
+    return ap
+
+
+def open_world(cls, binary, n, name):
+    """A World of `cls` that is removed on SIGTERM/SIGINT too; None when not root."""
+    if os.geteuid() != 0:
+        print(f"{name} needs root (a network namespace)", file=sys.stderr)
+        return None
+    world = cls(os.path.abspath(binary), n)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda s, _f: (world.close(), sys.exit(128 + s)))
+    return world
+
+
 EXPORT = r"""
 import json, sys, time, urllib.request
 token, limit = sys.argv[1], int(sys.argv[2])
@@ -198,41 +245,19 @@ def export(world, limit):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--bin", default="build-rel/daemon/ctquotad")
-    ap.add_argument("--subscribers", type=int, default=100_000)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--duration", type=int, default=15)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--connections", type=int, default=8)
-    ap.add_argument("--smoke", action="store_true")
-    args = ap.parse_args()
+    args = bench_args(8, subscribers=(int, 100_000)).parse_args()
     if args.smoke:
         args.subscribers, args.runs, args.duration = 2000, 1, 2
-    if os.geteuid() != 0:
-        print("api_bench.py needs root (a network namespace)", file=sys.stderr)
+    world = open_world(World, args.bin, args.subscribers, "api_bench.py")
+    if world is None:
         return 1
-    world = World(os.path.abspath(args.bin), args.subscribers)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda s, _f: (world.close(), sys.exit(128 + s)))
     try:
         world.build()
         print(f"{args.subscribers} subscribers made with SQL in {world.populate_s:.1f} s")
         script = os.path.join(world.dir, "random_ids.lua")
         with open(script, "w") as f:
             f.write(LUA)
-        wrk(world, script, args, 2 if args.smoke else 5)  # warm-up: connections, caches
-        runs = []
-        for i in range(args.runs):
-            runs.append(wrk(world, script, args, args.duration))
-            print(f"run {i + 1}: {runs[-1]['rps']:.0f} req/s, p50 {runs[-1]['p50']:.2f} ms, "
-                  f"p99 {runs[-1]['p99']:.2f} ms, CPU ctquotad {runs[-1]['ctquotad_cpu']:.2f} "
-                  f"PostgreSQL {runs[-1]['postgres_cpu']:.2f} cores, non-2xx {runs[-1]['non2xx']} "
-                  f"{runs[-1]['socket_errors']}")
-        median = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
-        print(f"GET /api/v1/subscribers/{{id}}, {args.connections} connections, {args.threads} wrk "
-              f"threads, median of {len(runs)}: {median['rps']:.0f} req/s, p50 {median['p50']:.2f} ms, "
-              f"p99 {median['p99']:.2f} ms")
+        runs, median = wrk_series(world, script, args, "GET /api/v1/subscribers/{id}")
         for limit in (1000, 10000):
             e = export(world, limit)
             print(f"export: {e['rows']} rows in {e['pages']} pages of {limit}: {e['seconds']:.2f} s "

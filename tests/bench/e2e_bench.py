@@ -23,6 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "netns"))
 from daemon_harness import Daemon  # noqa: E402
 from lab import SRV_V4, Lab, wait_for  # noqa: E402
+import flow_records_bench  # noqa: E402
 
 PAYLOAD = 64
 IP_UDP = 28
@@ -67,7 +68,7 @@ def journal_bytes(lab):
     return int(m.group(1)) if m else 0
 
 
-def run_scenario(args, name, flows, rate, packets, subscribers, journal=True):
+def run_scenario(args, name, flows, rate, packets, subscribers, journal=True, records=False):
     with Lab(n_v4=subscribers, n_v6=1, warm_neighbours=False,
              gw_sysctls={"net.netfilter.nf_conntrack_udp_timeout": "2"}) as lab:
         lab.run(lab.srv, ["nft", "-f", "-"], input=(
@@ -77,8 +78,10 @@ def run_scenario(args, name, flows, rate, packets, subscribers, journal=True):
             "table ip truth {\n  chain count_forward {\n    type filter hook forward priority 0;\n"
             "    ip saddr 100.64.0.0/10 counter\n  }\n}\n"))
         os.environ["CTQUOTA_BIN"] = args.bin
+        sinks = flow_records_bench.Records(lab) if records else None
         daemon = Daemon(lab, poll="10s", flush="1s", conntrack_extra='event_buffer_bytes = "128MiB"\n',
-                        journal=journal, fd_store=journal)
+                        journal=journal, fd_store=journal,
+                        extra_config=flow_records_bench.CONFIG if records else "")
         try:
             # Subscribers in one transaction through SQL: the CLI would take a process each.
             values = ",".join(f"('s{i}')" for i in range(subscribers))
@@ -88,7 +91,8 @@ def run_scenario(args, name, flows, rate, packets, subscribers, journal=True):
                          "(1 + substr(external_id, 2)::int % 250) || '/32')::cidr FROM subscribers")
             daemon.start()
             pg = pg_dir_of(daemon.url)
-            cpu0 = (cpu_seconds(daemon.proc.pid), postgres_cpu(pg))
+            cpu0 = (cpu_seconds(daemon.proc.pid), postgres_cpu(pg),
+                    cpu_seconds(sinks.nfcapd.proc.pid, children=True) if sinks else 0)
             started = time.monotonic()
             senders = 2 if args.two_senders and rate == 0 else 1
             half = [lab.sub_v4[i::senders] for i in range(senders)]
@@ -120,12 +124,14 @@ def run_scenario(args, name, flows, rate, packets, subscribers, journal=True):
                 wait_for(landed, timeout=120, interval=1, what="totals")
             except TimeoutError:
                 pass
+            settled = sinks.settle(daemon, flows) if sinks else None
             elapsed = time.monotonic() - started
             # Packets conntrack itself dropped from its counters: when two CPUs
             # create the same entry at once, the loser's counters are discarded.
             stats = lab.run(lab.gw, ["conntrack", "-S"]).stdout
             clashes = sum(int(x) for x in re.findall(r"clash_resolve=(\d+)", stats))
-            cpu1 = (cpu_seconds(daemon.proc.pid), postgres_cpu(pg))
+            cpu1 = (cpu_seconds(daemon.proc.pid), postgres_cpu(pg),
+                    cpu_seconds(sinks.nfcapd.proc.pid, children=True) if sinks else 0)
             journaled = journal_bytes(lab)
             daemon.stop()
             log = daemon.read_log()
@@ -142,6 +148,8 @@ def run_scenario(args, name, flows, rate, packets, subscribers, journal=True):
                 "journal_bytes_per_100k": round(journaled * per100k),
                 "conntrack_clash_resolve": clashes, "wall_s": round(elapsed, 1), "daemon_status": status.split("status: ")[1],
             }
+            if sinks:
+                result["records"] = sinks.result(daemon, settled, flows, cpu1[2] - cpu0[2])
             if last != expected:
                 diff = {k: (expected.get(k), last.get(k)) for k in set(expected) | set(last)
                         if expected.get(k) != last.get(k)}
@@ -162,6 +170,8 @@ def main():
     ap.add_argument("--two-senders", action="store_true")
     ap.add_argument("--journal-cost", action="store_true",
                     help="each scenario without the event journal, then with it (the default)")
+    ap.add_argument("--records", choices=("off", "on", "both"), default="off",
+                    help="flow records (flow log + IPFIX to nfcapd): off, on, or each scenario both ways")
     args = ap.parse_args()
     if args.quick:
         scenarios = [("quick-burst", 5000, 0, 2, 50)]
@@ -178,8 +188,10 @@ def main():
     for s in scenarios:
         if args.only and s[0] != args.only:
             continue
-        for journal in ((False, True) if args.journal_cost else (True,)):
-            r = run_scenario(args, *s, journal=journal)
+        journals = (False, True) if args.journal_cost else (True,)
+        record_modes = {"off": [False], "on": [True], "both": [False, True]}[args.records]
+        for journal, records in [(j, r) for j in journals for r in record_modes]:
+            r = run_scenario(args, *s, journal=journal, records=records)
             failed |= not (r["exact"] and r["conntrack_saw_all"])
     sys.exit(1 if failed else 0)
 

@@ -16,6 +16,7 @@ using ctquota::dbtest::ScratchDatabase;
 namespace {
 
 const std::vector<std::string> kUrls = {"http://127.0.0.1:1/a", "https://b.example.net/hook"};
+const std::string kGateway = "gw-1";
 
 // An enforcement event of a fresh subscriber, as the policy engine records it.
 std::int64_t add_event(ScratchDatabase& scratch, const std::string& subscriber) {
@@ -87,7 +88,7 @@ TEST_CASE("webhook payload: every field, nulls for what is absent") {
 
 TEST_CASE("enqueue writes one row per URL in the caller's transaction") {
     ScratchDatabase scratch;
-    const store::WebhookOutbox outbox(kUrls);
+    const store::WebhookOutbox outbox(kGateway, kUrls);
     const auto event = add_event(scratch, "sub-a");
     {
         pqxx::work txn(scratch.db().connection());
@@ -114,12 +115,12 @@ TEST_CASE("enqueue writes one row per URL in the caller's transaction") {
     pqxx::work txn(scratch.db().connection());
     CHECK_THROWS_AS(outbox.enqueue(txn, nlohmann::json::array()), std::invalid_argument);
     CHECK_THROWS_AS(outbox.enqueue(txn, {{"kind", 1}}), std::invalid_argument);
-    CHECK(store::WebhookOutbox({}).enqueue(txn, payload_of(event, "sub-a")) == 0);
+    CHECK(store::WebhookOutbox(kGateway, {}).enqueue(txn, payload_of(event, "sub-a")) == 0);
 }
 
 TEST_CASE("claim leases due rows; failures back off; delivered rows are done") {
     ScratchDatabase scratch;
-    const store::WebhookOutbox outbox({"http://127.0.0.1:1/x"}, {100ms, 400ms});
+    const store::WebhookOutbox outbox(kGateway, {"http://127.0.0.1:1/x"}, {100ms, 400ms});
     enqueue(scratch, outbox, 3);
     auto first = outbox.claim(scratch.db(), 2, 10s);
     REQUIRE(first.size() == 2);
@@ -161,7 +162,7 @@ TEST_CASE("claim leases due rows; failures back off; delivered rows are done") {
 
 TEST_CASE("claim skips rows another sender holds, without waiting") {
     ScratchDatabase scratch;
-    const store::WebhookOutbox outbox({"http://127.0.0.1:1/x"});
+    const store::WebhookOutbox outbox(kGateway, {"http://127.0.0.1:1/x"});
     enqueue(scratch, outbox, 4);
     pqxx::connection other(scratch.url());
     pqxx::work holding(other);
@@ -181,7 +182,7 @@ TEST_CASE("claim skips rows another sender holds, without waiting") {
 
 TEST_CASE("two senders claiming at once share the backlog without overlap") {
     ScratchDatabase scratch;
-    const store::WebhookOutbox outbox({"http://127.0.0.1:1/x", "http://127.0.0.1:2/y"});
+    const store::WebhookOutbox outbox(kGateway, {"http://127.0.0.1:1/x", "http://127.0.0.1:2/y"});
     enqueue(scratch, outbox, 100);  // 200 rows
     std::vector<std::int64_t> claimed[2];
     std::vector<std::thread> workers;
@@ -210,9 +211,37 @@ TEST_CASE("two senders claiming at once share the backlog without overlap") {
     MESSAGE("worker split: " << claimed[0].size() << " / " << claimed[1].size());
 }
 
+TEST_CASE("a gateway claims only its own rows, per configured receiver") {
+    ScratchDatabase scratch;
+    const store::WebhookOutbox mine(kGateway, kUrls);
+    const store::WebhookOutbox other("gw-2", kUrls);
+    enqueue(scratch, mine, 2);   // 4 rows: 2 per receiver
+    enqueue(scratch, other, 3);  // 6 rows of another gateway, same receivers
+    const auto event = add_event(scratch, "sub-x");
+    // Written behind our back: our gateway, a URL that is not a receiver of ours;
+    // and a row from before the ownership column.
+    scratch.exec("INSERT INTO webhook_outbox (event_id, payload, url, gateway_id) VALUES (" +
+                 std::to_string(event) +
+                 ", '{\"kind\":\"state\"}', 'http://attacker.example/x', 'gw-1')");
+    scratch.exec("INSERT INTO webhook_outbox (event_id, payload, url) VALUES (" +
+                 std::to_string(event) + ", '{\"kind\":\"state\"}', '" + kUrls[0] + "')");
+    const auto first = mine.claim(scratch.db(), 10, 10s, kUrls[0]);
+    REQUIRE(first.size() == 2);
+    for (const auto& d : first) {
+        CHECK(d.url == kUrls[0]);
+    }
+    const auto rest = mine.claim(scratch.db(), 10, 10s);  // every receiver of ours
+    REQUIRE(rest.size() == 2);
+    CHECK(rest[0].url == kUrls[1]);
+    CHECK(mine.claim(scratch.db(), 10, 10s).empty());
+    CHECK(mine.claim(scratch.db(), 10, 10s, "http://attacker.example/x").empty());
+    CHECK(other.claim(scratch.db(), 10, 10s).size() == 6);
+    CHECK(scratch.scalar("SELECT count(*) FROM webhook_outbox WHERE attempts = 0") == 2);
+}
+
 TEST_CASE("wake-ups arrive when outbox rows are committed, not before") {
     ScratchDatabase scratch;
-    const store::WebhookOutbox outbox({"http://127.0.0.1:1/x"});
+    const store::WebhookOutbox outbox(kGateway, {"http://127.0.0.1:1/x"});
     store::WebhookWakeups wakeups(scratch.url());
     CHECK_FALSE(wakeups.wait(50ms));  // connects and listens; nothing yet
     const auto event = add_event(scratch, "sub-w");

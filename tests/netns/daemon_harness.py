@@ -120,6 +120,17 @@ class Daemon:
     def usage(self, sub_id):
         return json.loads(self.cli("usage", sub_id).stdout)
 
+    def metrics(self, port=8460):
+        """{series: value} from /metrics of the daemon's API in the gateway namespace."""
+        out = sh(["ip", "netns", "exec", self.lab.gw, "curl", "-s",
+                  f"http://127.0.0.1:{port}/metrics"]).stdout
+        values = {}
+        for line in out.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
     def set_database_reachable(self, reachable):
         """Simulates a database outage for this daemon only: its database stops
         accepting connections (superusers included) and open ones are ended."""

@@ -119,6 +119,9 @@ dir = "{os.path.join(T.ROOT, 'policies')}"
 [enforce]
 subscriber_interface = "sub0"
 """)
+            if a.extra_config:
+                with open(a.extra_config) as extra:
+                    f.write(extra.read())
         self.cli("migrate")
         self.token = self.cli("token", "create", "--role", "billing", "--name", "demo").stdout.strip()
         self.admin = self.cli("token", "create", "--role", "admin", "--name", "demo-admin").stdout.strip()
@@ -355,6 +358,8 @@ def main():
     ap.add_argument("--pg-url", help="use this PostgreSQL database instead of a throwaway one")
     ap.add_argument("--web-port", type=int, default=8460,
                     help="host loopback port for the API and web page (default 8460)")
+    ap.add_argument("--extra-config", help="a file of config sections appended to ctquotad's "
+                    "(e.g. [flowlog], [ipfix]; tests/bench/flowlog_volume.py)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         print("the demo needs root (network namespaces, nftables, conntrack)", file=sys.stderr)

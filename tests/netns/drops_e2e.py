@@ -167,9 +167,9 @@ class CutOffAndThrottle(unittest.TestCase):
                 for line in status.splitlines() if line.startswith("Cap")}
         for s in ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb"):
             self.assertFalse(caps[s] >> 38 & 1, f"{s} still has CAP_PERFMON: {caps}")
-        # CAP_BPF stays: the enforcer shapes on sub0 and loads its tc classifier
-        # whenever it builds the HTB root.
-        self.assertTrue(caps["CapEff"] >> 39 & 1)
+            # The enforcer loaded its tc programs before: rebuilding the
+            # shaper reuses them (WithoutPerfmon checks a repair without it).
+            self.assertFalse(caps[s] >> 39 & 1, f"{s} still has CAP_BPF: {caps}")
 
     def cutoff(self, sub_id, src, dst, quota):
         env = self.env
@@ -270,6 +270,14 @@ class WithoutPerfmon(unittest.TestCase):
         self.wait_running(daemon, runs)
         self.assertIn("reusing the program and maps pinned", daemon.read_log())
         self.assertEqual(lab.env.metric("ctquota_drop_attribution_active"), 1)
+        # CAP_NET_ADMIN is all it holds now; the shaper, lost, is rebuilt with
+        # the tc programs it loaded at start (no root's CAP_SYS_ADMIN here).
+        repairs = lab.env.metric("ctquota_kernel_repairs_total") or 0
+        lab.env.lab.run(lab.env.lab.gw, ["ip", "link", "del", "ctqshaper"])
+        wait_for(lambda: (lab.env.metric("ctquota_kernel_repairs_total") or 0) > repairs
+                 and "ctqshaper" in lab.env.lab.run(lab.env.lab.gw, ["ip", "link"]).stdout, 10,
+                 what="the shaper to be rebuilt without CAP_BPF")
+        self.assertNotIn("cannot load", daemon.read_log())
         daemon.stop()
 
         pins = os.path.join(lab.bpffs.dir, "gw")

@@ -98,6 +98,33 @@ class Enforcement(unittest.TestCase):
         log(f"pre-v4: reachable {time.monotonic() - started:.2f} s after the top-up")
         self.assertEqual(env.state("pre-v4"), "normal")
 
+    def test_throttle_then_block_in_one_plan(self):
+        """A plan that throttles at 50 % and blocks at 100 %: the shaper's
+        drops are not billed (daemon/drops/), so no kernel quota may count
+        them while the downloads are shaped; the flush that crosses the block
+        tier blocks. Before, the quota ran out below the tier and the
+        subscriber stayed 'throttled' with every packet dropped."""
+        env, src = self.env, self.lab.sub_v4[3]
+        plan = {"cycle": {"kind": "monthly", "day": 1, "time": "00:00", "time_zone": "UTC"},
+                "quota_bytes": 3_000_000, "counts": "both",
+                "tiers": [{"at_percent": 50, "action": "throttle", "down_bps": 2_000_000,
+                           "up_bps": 1_000_000},
+                          {"at_percent": 100, "action": "block"}]}
+        code, body = env.api("PUT", "/api/v1/plans/thr-then-blk", plan)
+        self.assertIn(code, (200, 201), body)
+        env.add_subscriber("tb-v4", "thr-then-blk", [src + "/32"])
+        dl = env.download(src, 2_500_000, 40)
+        self.addCleanup(dl.stop)
+        env.wait_state("tb-v4", "throttled", timeout=15)
+        env.wait_state("tb-v4", "blocked", timeout=25)
+        wait_for(lambda: dl.stalled_for(1.5), 10, what="the transfer to stop")
+        billed = wait_for(lambda: (lambda s: s["counted_bytes"] if s["counted_bytes"] >= 3_000_000
+                                   else None)(env.subscriber("tb-v4")), 10, what="the final usage")
+        over = billed - 3_000_000
+        log(f"tb-v4: throttled, then blocked; billed {over} B past the allowance")
+        # Blocked by the flush that crossed: the plan's rate for about a flush interval.
+        self.assertLess(over, 2_000_000 // 8 * 2)
+
     def test_usage_through_the_api_equals_what_passed(self):
         env, src = self.env, self.lab.sub_v4[2]
         env.add_subscriber("acct-v4", "home-100g", [src + "/32"])
