@@ -3,7 +3,9 @@
 -> PostgreSQL. For each scenario: did every flow land exactly (zero loss),
 how many CPU seconds did ctquotad and PostgreSQL spend per 100k flows, how
 many bytes the event journal wrote (--journal-cost: each scenario without the
-journal and with it, one after the other, for the difference).
+journal and with it, one after the other, for the difference). --peer pmacct
+runs the same load through pmacct (tests/bench/pmacct_peer.py) after each
+scenario, for a side-by-side figure from the same session.
 
   CTQUOTA_TEST_DB_URL=... e2e_bench.py --bin build-rel/daemon/ctquotad \
       --flowgen build-rel/tests/bench/flowgen [--quick]
@@ -24,6 +26,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "netns"))
 from daemon_harness import Daemon  # noqa: E402
 from lab import SRV_V4, Lab, wait_for  # noqa: E402
 import flow_records_bench  # noqa: E402
+from pmacct_peer import Pmacct  # noqa: E402
 
 PAYLOAD = 64
 IP_UDP = 28
@@ -68,15 +71,62 @@ def journal_bytes(lab):
     return int(m.group(1)) if m else 0
 
 
+def bench_lab(subscribers):
+    """The lab with the server's sink and the gateway's ground-truth counter."""
+    lab = Lab(n_v4=subscribers, n_v6=1, warm_neighbours=False,
+              gw_sysctls={"net.netfilter.nf_conntrack_udp_timeout": "2"})
+    return lab
+
+
+def prepare(lab):
+    lab.run(lab.srv, ["nft", "-f", "-"], input=(
+        "table ip sink {\n  chain drop_input {\n    type filter hook input priority 0;\n"
+        "    udp dport 1-65000 drop\n  }\n}\n"))
+    lab.run(lab.gw, ["nft", "-f", "-"], input=(
+        "table ip truth {\n  chain count_forward {\n    type filter hook forward priority 0;\n"
+        "    ip saddr 100.64.0.0/10 counter\n  }\n}\n"))
+
+
+def send(args, lab, flows, rate, packets):
+    """Runs flowgen; returns ({source address: (bytes, packets)}, send rate)."""
+    senders = 2 if args.two_senders and rate == 0 else 1
+    half = [lab.sub_v4[i::senders] for i in range(senders)]
+    procs = [lab.start(lab.sub, [args.flowgen, SRV_V4, str(flows // senders),
+                                 str(rate / senders if rate else 0), str(packets), str(PAYLOAD)] + h)
+             for h in half]
+    reports = [json.loads(p.communicate(timeout=1200)[0]) for p in procs]
+    sent = {}
+    for r in reports:
+        for addr, (_, pk) in r["per_source"].items():
+            if pk:  # a source flowgen did not reach has no row, not a zero row
+                sent[addr] = (pk * (PAYLOAD + IP_UDP), pk)
+    return sent, sum(r["rate"] for r in reports)
+
+
+def forwarded_packets(lab):
+    seen = json.loads(lab.run(lab.gw, ["nft", "-j", "list", "table", "ip", "truth"]).stdout)
+    return next(i["rule"]["expr"][1]["counter"] for i in seen["nftables"] if "rule" in i)["packets"]
+
+
+def settle(read, expected, what, timeout=120):
+    """Polls read() until it returns `expected` or `timeout` passes; the last reading."""
+    last = {}
+
+    def landed():
+        nonlocal last
+        last = read()
+        return last == expected
+
+    try:
+        wait_for(landed, timeout=timeout, interval=1, what=what)
+    except TimeoutError:
+        pass
+    return last
+
+
 def run_scenario(args, name, flows, rate, packets, subscribers, journal=True, records=False):
-    with Lab(n_v4=subscribers, n_v6=1, warm_neighbours=False,
-             gw_sysctls={"net.netfilter.nf_conntrack_udp_timeout": "2"}) as lab:
-        lab.run(lab.srv, ["nft", "-f", "-"], input=(
-            "table ip sink {\n  chain drop_input {\n    type filter hook input priority 0;\n"
-            "    udp dport 1-65000 drop\n  }\n}\n"))
-        lab.run(lab.gw, ["nft", "-f", "-"], input=(
-            "table ip truth {\n  chain count_forward {\n    type filter hook forward priority 0;\n"
-            "    ip saddr 100.64.0.0/10 counter\n  }\n}\n"))
+    with bench_lab(subscribers) as lab:
+        prepare(lab)
         os.environ["CTQUOTA_BIN"] = args.bin
         sinks = flow_records_bench.Records(lab) if records else None
         daemon = Daemon(lab, poll="10s", flush="1s", conntrack_extra='event_buffer_bytes = "128MiB"\n',
@@ -94,36 +144,14 @@ def run_scenario(args, name, flows, rate, packets, subscribers, journal=True, re
             cpu0 = (cpu_seconds(daemon.proc.pid), postgres_cpu(pg),
                     cpu_seconds(sinks.nfcapd.proc.pid, children=True) if sinks else 0)
             started = time.monotonic()
-            senders = 2 if args.two_senders and rate == 0 else 1
-            half = [lab.sub_v4[i::senders] for i in range(senders)]
-            procs = [lab.start(lab.sub, [args.flowgen, SRV_V4, str(flows // senders),
-                                         str(rate / senders if rate else 0), str(packets), str(PAYLOAD)] + h)
-                     for h in half]
-            reports = [json.loads(p.communicate(timeout=1200)[0]) for p in procs]
-            send_rate = sum(r["rate"] for r in reports)
-            expected = {}
-            for r in reports:
-                for addr, (f, pk) in r["per_source"].items():
-                    if pk == 0:
-                        continue  # a source flowgen did not reach has no row, not a zero row
-                    i = lab.sub_v4.index(addr)
-                    expected[f"s{i}"] = {"up_bytes": pk * (PAYLOAD + IP_UDP), "up_packets": pk,
-                                         "down_bytes": 0, "down_packets": 0}
+            sent, send_rate = send(args, lab, flows, rate, packets)
+            expected = {f"s{lab.sub_v4.index(a)}": {"up_bytes": b, "up_packets": pk,
+                                                    "down_bytes": 0, "down_packets": 0}
+                        for a, (b, pk) in sent.items()}
             wait_for(lambda: lab.conntrack_count() == 0, timeout=300, interval=1, what="table to drain")
             total = {"up_bytes": sum(e["up_bytes"] for e in expected.values())}
-            seen = json.loads(lab.run(lab.gw, ["nft", "-j", "list", "table", "ip", "truth"]).stdout)
-            fwd = next(i["rule"]["expr"][1]["counter"] for i in seen["nftables"] if "rule" in i)
-            last = {}
-
-            def landed():
-                nonlocal last
-                last = daemon.totals()
-                return last == expected
-
-            try:
-                wait_for(landed, timeout=120, interval=1, what="totals")
-            except TimeoutError:
-                pass
+            fwd_packets = forwarded_packets(lab)
+            last = settle(daemon.totals, expected, "totals")
             settled = sinks.settle(daemon, flows) if sinks else None
             elapsed = time.monotonic() - started
             # Packets conntrack itself dropped from its counters: when two CPUs
@@ -141,7 +169,7 @@ def run_scenario(args, name, flows, rate, packets, subscribers, journal=True, re
             result = {
                 "scenario": name, "journal": journal, "flows": flows, "packets_per_flow": packets,
                 "subscribers": subscribers, "asked_rate": rate, "send_rate": round(send_rate),
-                "conntrack_saw_all": fwd["packets"] == flows * packets,
+                "conntrack_saw_all": fwd_packets == flows * packets,
                 "exact": last == expected, "missing_bytes": total["up_bytes"] - got_bytes,
                 "ctquotad_cpu_s_per_100k": round((cpu1[0] - cpu0[0]) * per100k, 3),
                 "postgres_cpu_s_per_100k": round((cpu1[1] - cpu0[1]) * per100k, 3),
@@ -161,6 +189,38 @@ def run_scenario(args, name, flows, rate, packets, subscribers, journal=True, re
             daemon.close()
 
 
+def run_pmacct(args, name, flows, rate, packets, subscribers):
+    """The same load with pmacct (pmacct_peer.py) instead of ctquotad."""
+    url = os.environ["CTQUOTA_TEST_DB_URL"]
+    pg = pg_dir_of(url)
+    port = int(re.search(r"port=(\d+)", url).group(1))
+    with bench_lab(subscribers) as lab:
+        prepare(lab)
+        peer = Pmacct(lab, pg, port)
+        try:
+            peer.start()
+            cpu0 = (peer.cpu(), postgres_cpu(pg))
+            started = time.monotonic()
+            sent, send_rate = send(args, lab, flows, rate, packets)
+            last = settle(peer.totals, sent, "pmacct's totals")
+            elapsed = time.monotonic() - started
+            cpu1 = (peer.cpu(), postgres_cpu(pg))
+            per100k = 100_000 / flows
+            result = {
+                "scenario": name, "peer": "pmacct", "flows": flows, "packets_per_flow": packets,
+                "subscribers": subscribers, "asked_rate": rate, "send_rate": round(send_rate),
+                "exact": last == sent,
+                "missing_bytes": sum(b for b, _ in sent.values()) - sum(b for b, _ in last.values()),
+                "pmacct_cpu_s_per_100k": round((cpu1[0] - cpu0[0]) * per100k, 3),
+                "postgres_cpu_s_per_100k": round((cpu1[1] - cpu0[1]) * per100k, 3),
+                "wall_s": round(elapsed, 1),
+            }
+            print(json.dumps(result), flush=True)
+            return result
+        finally:
+            peer.stop()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -172,6 +232,8 @@ def main():
                     help="each scenario without the event journal, then with it (the default)")
     ap.add_argument("--records", choices=("off", "on", "both"), default="off",
                     help="flow records (flow log + IPFIX to nfcapd): off, on, or each scenario both ways")
+    ap.add_argument("--peer", choices=("none", "pmacct"), default="none",
+                    help="pmacct: after each ctquotad run, the same load through pmacct (uacctd)")
     args = ap.parse_args()
     if args.quick:
         scenarios = [("quick-burst", 5000, 0, 2, 50)]
@@ -193,6 +255,8 @@ def main():
         for journal, records in [(j, r) for j in journals for r in record_modes]:
             r = run_scenario(args, *s, journal=journal, records=records)
             failed |= not (r["exact"] and r["conntrack_saw_all"])
+        if args.peer == "pmacct":
+            failed |= not run_pmacct(args, *s)["exact"]
     sys.exit(1 if failed else 0)
 
 
