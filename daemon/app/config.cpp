@@ -474,6 +474,11 @@ void validate(Config& c, const std::string& source) {
     if (c.accounting.gateway_id.empty()) {
         c.accounting.gateway_id = host_name();
     }
+    // It heads every usage notice to the other gateways (core/usage_notice.hpp).
+    if (c.accounting.gateway_id.size() > 255 ||
+        c.accounting.gateway_id.find_first_of("\n\r") != std::string::npos) {
+        throw ConfigError(source + ": accounting.gateway_id: at most 255 bytes, no line breaks");
+    }
     if (c.api.tls_cert.empty() != c.api.tls_key.empty()) {
         throw ConfigError(source + ": api." + (c.api.tls_cert.empty() ? "tls_cert" : "tls_key") +
                           ": missing (HTTPS needs both tls_cert and tls_key; plain HTTP neither)");

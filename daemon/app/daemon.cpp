@@ -411,6 +411,7 @@ int run_daemon(const Config& config) {
     }
     policy::PolicyEngine engine(config.policies, config.database.url, clock, accountant, metrics,
                                 make_enforcer(config, tc_programs), outbox.get());
+    engine.set_gateway_id(config.accounting.gateway_id);
     if (!start_policy_engine(engine)) {
         return 0;
     }

@@ -156,6 +156,9 @@ std::string Metrics::render_prometheus() const {
     counter("db_errors_total", "database errors", db_errors.load());
     counter("policy_evaluations_total", "subscribers evaluated against their plan",
             policy_evaluations.load());
+    counter("usage_notices_received_total",
+            "other gateways' flush notices (their subscribers re-evaluated here)",
+            usage_notices_received.load());
     counter("enforcement_changes_total", "state changes applied to the kernel",
             enforcement_changes.load());
     counter("enforcement_errors_total", "kernel changes that failed", enforcement_errors.load());

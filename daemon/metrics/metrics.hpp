@@ -72,6 +72,8 @@ struct Metrics {
     std::atomic<std::uint64_t> flush_failures{0};
     std::atomic<std::uint64_t> db_errors{0};
     std::atomic<std::uint64_t> policy_evaluations{0};
+    // Other gateways' flushes heard of (NOTIFY ctquota_usage).
+    std::atomic<std::uint64_t> usage_notices_received{0};
     std::atomic<std::uint64_t> enforcement_changes{0};  // state changes applied to the kernel
     std::atomic<std::uint64_t> enforcement_errors{0};
     std::atomic<std::uint64_t> kernel_repairs{0};  // rebuilds after the kernel state was lost

@@ -7,6 +7,7 @@
 
 #include "core/cycle.hpp"
 #include "core/plan_usage_rules.hpp"
+#include "core/usage_notice.hpp"
 #include "policy/decisions.hpp"
 #include "store/state_store.hpp"
 
@@ -207,6 +208,27 @@ void PolicyEngine::handle_notifications(const std::vector<std::string>& payloads
     evaluate(ids, false);
 }
 
+std::vector<core::SubscriberId> PolicyEngine::usage_of_other_gateways(
+    const std::vector<std::string>& payloads) {
+    std::vector<core::SubscriberId> ids;
+    for (const auto& p : payloads) {
+        auto notice = core::decode_usage_notice(p);
+        if (!notice) {
+            spdlog::warn("policy engine: ignoring usage notice '{}'", p.substr(0, 80));
+            continue;
+        }
+        if (notice->gateway == gateway_id_) {
+            continue;
+        }
+        ++metrics_.usage_notices_received;
+        if (notice->since_us) {
+            notice->ids = store_.changed_since(notice->gateway, *notice->since_us);
+        }
+        ids.insert(ids.end(), notice->ids.begin(), notice->ids.end());
+    }
+    return ids;
+}
+
 void PolicyEngine::loop() {
     auto backoff = std::chrono::milliseconds(500);
     std::vector<core::SubscriberId> retry;
@@ -262,12 +284,14 @@ void PolicyEngine::run_pass(std::vector<core::SubscriberId>& dirty, bool reload,
             dirty.push_back(id);
         }
     }
-    auto payloads = listener_->wait(dirty.empty() && !resync ? kListenWait : kNoWait);
-    if (resync) {
-        payloads.emplace_back("*");
-    }
     // Usage already waiting: only look for notifications, do not wait for them.
-    handle_notifications(payloads);
+    auto notes = listener_->wait(dirty.empty() && !resync ? kListenWait : kNoWait);
+    if (resync) {
+        notes.policy.emplace_back("*");
+    }
+    const auto others = usage_of_other_gateways(notes.usage);
+    dirty.insert(dirty.end(), others.begin(), others.end());
+    handle_notifications(notes.policy);
     const bool rebuild = kernel_needs_rebuild();
     const bool full = rebuild || std::chrono::steady_clock::now() >= next_reconcile_;
     auto due = take_due(clock_.now());

@@ -8,7 +8,10 @@
 // records every state change in subscriber_state + enforcement_events (+ the
 // webhook outbox) in one transaction, then applies it to the kernel. A full
 // read-back reconcile runs at start-up and every policies.reconcile_interval.
-// It is the only writer of subscriber_state, so it keeps that table in memory.
+// It keeps subscriber_state in memory as the state its own kernel holds; with
+// several gateways the engines record each decision once (PolicyStore::record)
+// and each applies it to its kernel. Other gateways' flushes arrive as NOTIFY
+// ctquota_usage (core/usage_notice.hpp).
 
 #include <condition_variable>
 #include <functional>
@@ -49,6 +52,10 @@ class PolicyEngine {
 
     // From the flusher, after a commit: these subscribers' usage changed.
     void usage_changed(const std::vector<core::SubscriberId>& ids);
+    // Before start_up(): this gateway's own usage notices (NOTIFY ctquota_usage)
+    // are ignored, usage_changed() told the engine already; every other
+    // gateway's flush makes it re-evaluate the subscribers that flush changed.
+    void set_gateway_id(std::string id) { gateway_id_ = std::move(id); }
     // SIGHUP: reload the plan files (a bad file keeps the previous plans).
     void request_reload();
     // Called (on the engine's thread) when subscribers or bindings changed.
@@ -73,6 +80,9 @@ class PolicyEngine {
     void run_pass(std::vector<core::SubscriberId>& dirty, bool reload, bool resync,
                   std::optional<std::chrono::steady_clock::time_point> flushed_at);
     void handle_notifications(const std::vector<std::string>& payloads);
+    // Other gateways' usage notices: the subscribers to re-evaluate.
+    std::vector<core::SubscriberId> usage_of_other_gateways(
+        const std::vector<std::string>& payloads);
     // Where plans are read from, and what a bad plan file does.
     enum class PlanReload {
         Stored,   // the plans table only (a NOTIFY about plans)
@@ -112,6 +122,7 @@ class PolicyEngine {
     store::PolicyStore store_;
     std::unique_ptr<store::PolicyListener> listener_;
     std::function<void()> subscribers_changed_;
+    std::string gateway_id_;
 
     core::Plan unlimited_;
     std::unordered_map<std::string, core::Plan> plans_;

@@ -21,8 +21,8 @@ constexpr std::size_t kMaxBatch = 200'000;              // notifications returne
 struct PolicyListener::Impl {
     class Receiver final : public pqxx::notification_receiver {
       public:
-        Receiver(pqxx::connection& conn, std::vector<std::string>& sink)
-            : pqxx::notification_receiver(conn, "ctquota_policy"), sink_(sink) {}
+        Receiver(pqxx::connection& conn, const char* channel, std::vector<std::string>& sink)
+            : pqxx::notification_receiver(conn, channel), sink_(sink) {}
         void operator()(const std::string& payload, int /*backend_pid*/) override {
             sink_.push_back(payload);
         }
@@ -31,10 +31,20 @@ struct PolicyListener::Impl {
         std::vector<std::string>& sink_;
     };
 
-    std::vector<std::string> received;
+    ListenerNotifications received;
     std::unique_ptr<pqxx::connection> conn;
-    std::unique_ptr<Receiver> receiver;  // destroyed before conn
-    int wake_fd = -1;                    // eventfd: wake() ends a wait early
+    std::unique_ptr<Receiver> receiver;        // destroyed before conn
+    std::unique_ptr<Receiver> usage_receiver;  // likewise
+
+    [[nodiscard]] std::size_t pending() const {
+        return received.policy.size() + received.usage.size();
+    }
+    void disconnect() {
+        receiver.reset();
+        usage_receiver.reset();
+        conn.reset();
+    }
+    int wake_fd = -1;  // eventfd: wake() ends a wait early
 
     // Until a notification arrives on the connection, wake() or the timeout.
     void await(std::chrono::milliseconds timeout) const {
@@ -56,8 +66,7 @@ PolicyListener::PolicyListener(std::string url)
 }
 
 PolicyListener::~PolicyListener() {
-    impl_->receiver.reset();
-    impl_->conn.reset();
+    impl_->disconnect();
     ::close(impl_->wake_fd);
 }
 
@@ -66,14 +75,18 @@ void PolicyListener::wake() {
     [[maybe_unused]] const auto r = ::write(impl_->wake_fd, &one, sizeof one);
 }
 
-std::vector<std::string> PolicyListener::wait(std::chrono::milliseconds timeout) {
-    std::vector<std::string> out;
+ListenerNotifications PolicyListener::wait(std::chrono::milliseconds timeout) {
+    ListenerNotifications out;
+    auto& in = impl_->received;
     try {
         if (!impl_->conn) {
             impl_->conn = std::make_unique<pqxx::connection>(url_);
-            impl_->receiver = std::make_unique<Impl::Receiver>(*impl_->conn, impl_->received);
-            impl_->conn->get_notifs();  // runs the LISTEN
-            out.emplace_back("*");      // whatever was sent while we were away
+            impl_->receiver =
+                std::make_unique<Impl::Receiver>(*impl_->conn, "ctquota_policy", in.policy);
+            impl_->usage_receiver =
+                std::make_unique<Impl::Receiver>(*impl_->conn, "ctquota_usage", in.usage);
+            impl_->conn->get_notifs();     // runs the LISTENs
+            out.policy.emplace_back("*");  // whatever was sent while we were away
         }
         if (impl_->conn->get_notifs() == 0) {  // none buffered yet: wait for one
             impl_->await(timeout);
@@ -82,22 +95,23 @@ std::vector<std::string> PolicyListener::wait(std::chrono::milliseconds timeout)
         // One committed change of many subscribers arrives over several socket
         // reads: take all of it, so that the caller makes one round of it (one
         // kernel transaction instead of dozens).
-        while (!impl_->received.empty() && impl_->received.size() < kMaxBatch) {
-            const auto before = impl_->received.size();
+        while (impl_->pending() > 0 && impl_->pending() < kMaxBatch) {
+            const auto before = impl_->pending();
             impl_->await(kLinger);
             impl_->conn->get_notifs();
-            if (impl_->received.size() == before) {
+            if (impl_->pending() == before) {
                 break;
             }
         }
     } catch (const std::exception& e) {
-        impl_->receiver.reset();
-        impl_->conn.reset();
+        impl_->disconnect();
         Database redactor(url_);
         throw DatabaseError("listening for policy changes: " + redactor.redact(e.what()));
     }
-    out.insert(out.end(), impl_->received.begin(), impl_->received.end());
-    impl_->received.clear();
+    out.policy.insert(out.policy.end(), in.policy.begin(), in.policy.end());
+    out.usage = std::move(in.usage);
+    in.policy.clear();
+    in.usage.clear();
     return out;
 }
 

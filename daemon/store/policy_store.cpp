@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
+#include <unordered_map>
 
 #include "store/sql_util.hpp"
 
@@ -100,6 +101,20 @@ std::vector<PolicySubscriber> PolicyStore::subscribers(const std::vector<core::S
     });
 }
 
+std::vector<core::SubscriberId> PolicyStore::changed_since(const std::string& gateway,
+                                                           std::int64_t since_us) {
+    return in_transaction(db_, "reading the subscribers a flush changed", [&](pqxx::work& txn) {
+        std::vector<core::SubscriberId> ids;
+        for (const auto& r : txn.exec_params("SELECT DISTINCT subscriber_id FROM usage_period "
+                                             "WHERE gateway_id = $1 AND updated_at >= " +
+                                                 ts(2),
+                                             gateway, since_us)) {
+            ids.push_back(r[0].as<core::SubscriberId>());
+        }
+        return ids;
+    });
+}
+
 std::unordered_map<core::SubscriberId, EvaluationInputs> PolicyStore::inputs(
     const std::vector<CycleKey>& keys, core::TimePoint now) {
     return in_transaction(db_, "reading usage for the policy engine", [&](pqxx::work& txn) {
@@ -141,6 +156,52 @@ std::vector<nlohmann::json> webhook_events(const std::vector<PolicyDecision>& de
     return out;
 }
 
+bool same_state(const SubscriberStateRecord& a, const SubscriberStateRecord& b) {
+    return a.state == b.state && a.down_bps == b.down_bps && a.up_bps == b.up_bps;
+}
+
+// What another gateway's engine recorded already (same evaluation of the same
+// sum) is not recorded twice: no second event, no second webhook.
+std::vector<PolicyDecision> not_yet_recorded(pqxx::work& txn,
+                                             const std::vector<PolicyDecision>& decisions) {
+    std::vector<core::SubscriberId> ids;
+    for (const auto& d : decisions) {
+        ids.push_back(d.state.subscriber_id);
+    }
+    std::unordered_map<core::SubscriberId, SubscriberStateRecord> stored;
+    for (auto& r : StateStore::lock_rows(txn, ids)) {
+        stored.emplace(r.subscriber_id, std::move(r));
+    }
+    std::vector<PolicyDecision> out;
+    for (const auto& d : decisions) {
+        auto it = stored.find(d.state.subscriber_id);
+        if (it == stored.end()) {
+            out.push_back(d);
+            continue;
+        }
+        const auto& s = it->second;
+        const bool same_cycle = s.cycle_start == d.state.cycle_start;
+        const bool warned = same_cycle && s.warned_percent >= d.state.warned_percent;
+        if (same_state(s, d.state) && warned) {
+            continue;  // all of it is there
+        }
+        PolicyDecision keep = d;
+        std::erase_if(keep.events, [&](const NewEvent& e) {
+            return (e.kind == "state" && same_state(s, d.state)) ||
+                   (e.kind == "warning" && warned) || (e.kind == "cycle" && same_cycle);
+        });
+        if (same_state(s, d.state)) {  // since when: the first gateway's word
+            keep.state.since = s.since;
+            keep.state.reason = s.reason;
+        }
+        if (same_cycle) {
+            keep.state.warned_percent = std::max(s.warned_percent, d.state.warned_percent);
+        }
+        out.push_back(std::move(keep));
+    }
+    return out;
+}
+
 }  // namespace
 
 // A round's decisions in three set-based statements (states, events, webhook
@@ -151,16 +212,17 @@ std::vector<std::int64_t> PolicyStore::record(const std::vector<PolicyDecision>&
         return {};
     }
     return in_transaction(db_, "recording enforcement decisions", [&](pqxx::work& txn) {
+        const auto todo = not_yet_recorded(txn, decisions);
         std::vector<SubscriberStateRecord> states;
         std::vector<NewEvent> events;
-        for (const auto& d : decisions) {
+        for (const auto& d : todo) {
             states.push_back(d.state);
             events.insert(events.end(), d.events.begin(), d.events.end());
         }
         StateStore::upsert_all(txn, states);
         auto ids = EventStore::insert_all(txn, events);
         if (outbox != nullptr && !ids.empty()) {
-            outbox->enqueue_all(txn, webhook_events(decisions, ids));
+            outbox->enqueue_all(txn, webhook_events(todo, ids));
         }
         return ids;
     });

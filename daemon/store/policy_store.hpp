@@ -2,9 +2,9 @@
 // The policy engine's reads, in batches: who the subscribers are (plan,
 // start, active prefixes) and, for each one's current cycle, the inputs of
 // core::evaluate (usage summed over gateways, override, active top-ups) and
-// nothing else: the engine is the only writer of subscriber_state and keeps
-// it in memory. Writes go through StateStore/EventStore/WebhookOutbox in the
-// engine's own transaction.
+// nothing else: each gateway's engine keeps subscriber_state in memory (the
+// state its kernel holds). Writes go through StateStore/EventStore/
+// WebhookOutbox in the engine's own transaction.
 
 #include <chrono>
 #include <memory>
@@ -55,6 +55,8 @@ class PolicyStore {
 
     // In one transaction: every state row, every event and (when `outbox` is
     // given) each event's webhook deliveries. Returns the events' ids in order.
+    // What the stored row says already (another gateway's engine recorded the
+    // same decision about the same sum) is left out: no second event or webhook.
     std::vector<std::int64_t> record(const std::vector<PolicyDecision>& decisions,
                                      const WebhookOutbox* outbox);
 
@@ -63,6 +65,10 @@ class PolicyStore {
     std::vector<PolicySubscriber> subscribers(const std::vector<core::SubscriberId>& only,
                                               core::TimePoint now);
     // Inputs for each subscriber's cycle (every key gets an entry).
+    // Subscribers whose totals of `gateway` a flush changed at or after
+    // `since_us` (a usage notice too long to list them, core/usage_notice.hpp).
+    std::vector<core::SubscriberId> changed_since(const std::string& gateway,
+                                                  std::int64_t since_us);
     std::unordered_map<core::SubscriberId, EvaluationInputs> inputs(
         const std::vector<CycleKey>& keys, core::TimePoint now);
 
@@ -74,10 +80,15 @@ class PolicyStore {
 
 namespace ctquota::store {
 
-// LISTEN ctquota_policy on a connection of its own: the payloads of the
-// notifications that arrived (a subscriber id, or "*"). Reconnects after a
-// failure; a reconnect returns "*" once, since notifications sent while it
-// was away are lost.
+struct ListenerNotifications {
+    std::vector<std::string> policy;  // ctquota_policy: a subscriber id, or "*"
+    std::vector<std::string> usage;   // ctquota_usage: core/usage_notice.hpp
+};
+
+// LISTEN ctquota_policy and ctquota_usage on a connection of its own: the
+// payloads of the notifications that arrived. Reconnects after a failure; a
+// reconnect returns policy "*" once, since notifications sent while it was
+// away (of either channel) are lost.
 class PolicyListener {
   public:
     explicit PolicyListener(std::string url);
@@ -90,7 +101,7 @@ class PolicyListener {
     // commit comes over several socket reads). Throws
     // DatabaseError when the server cannot be reached (the caller backs off
     // and calls again).
-    std::vector<std::string> wait(std::chrono::milliseconds timeout);
+    ListenerNotifications wait(std::chrono::milliseconds timeout);
     // Ends the current (or next) wait() early; any thread.
     void wake();
 

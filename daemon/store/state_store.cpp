@@ -60,6 +60,22 @@ std::vector<SubscriberStateRecord> StateStore::all() {
     });
 }
 
+std::vector<SubscriberStateRecord> StateStore::lock_rows(
+    pqxx::work& txn, const std::vector<core::SubscriberId>& ids) {
+    // Ordered, so that two gateways locking overlapping sets cannot deadlock.
+    txn.exec_params(
+        "SELECT 1 FROM subscribers WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE",
+        int_array(ids));
+    std::vector<SubscriberStateRecord> out;
+    for (const auto& r : txn.exec_params("SELECT " + columns() +
+                                             " FROM subscriber_state WHERE subscriber_id = "
+                                             "ANY($1::bigint[])",
+                                         int_array(ids))) {
+        out.push_back(record_of(r));
+    }
+    return out;
+}
+
 void StateStore::upsert_all(pqxx::work& txn, const std::vector<SubscriberStateRecord>& states) {
     nlohmann::json rows = nlohmann::json::array();
     std::unordered_set<core::SubscriberId> seen;  // one row each (ON CONFLICT): the last wins

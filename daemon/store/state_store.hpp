@@ -38,6 +38,11 @@ class StateStore {
     // Creates or replaces the row (updated_at = now()). Throws
     // std::invalid_argument for an unknown state or rates past INT64_MAX.
     void upsert(const SubscriberStateRecord& state);
+    // In `txn`: locks the subscribers `ids` (the engines of several gateways
+    // record decisions about the same subscribers, one after the other) and
+    // returns their stored rows.
+    static std::vector<SubscriberStateRecord> lock_rows(pqxx::work& txn,
+                                                        const std::vector<core::SubscriberId>& ids);
     // The same for many rows in the caller's transaction, in one statement;
     // of two rows of one subscriber the later wins.
     static void upsert_all(pqxx::work& txn, const std::vector<SubscriberStateRecord>& states);

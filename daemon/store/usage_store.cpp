@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "core/checkpoint_codec.hpp"
+#include "core/usage_notice.hpp"
 #include "store/sql_util.hpp"
 
 namespace ctquota::store {
@@ -139,6 +140,31 @@ void upsert_periods(pqxx::work& txn, const std::string& gateway,
         int_array(up), int_array(dp), int_array(fu), int_array(fd), int_array(zu), int_array(zd));
 }
 
+// Tells the other gateways which subscribers this flush changed (they
+// re-evaluate them: quotas follow the sum). Delivered at COMMIT, with it.
+void notify_usage(pqxx::work& txn, const std::string& gateway,
+                  const std::vector<core::PeriodUsage>& periods) {
+    std::vector<core::SubscriberId> ids;
+    ids.reserve(periods.size());
+    for (const auto& p : periods) {
+        ids.push_back(p.subscriber);
+    }
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    if (ids.empty()) {
+        return;
+    }
+    const auto payloads = core::encode_usage_notices(gateway, ids);
+    if (payloads.empty()) {  // too many to list: the rows this transaction touched
+        txn.exec_params("SELECT pg_notify('ctquota_usage', $1 || " + micros_of("now()") + "::text)",
+                        core::since_prefix(gateway));
+        return;
+    }
+    txn.exec_params(
+        "SELECT pg_notify('ctquota_usage', p) FROM jsonb_array_elements_text($1::jsonb) p",
+        nlohmann::json(payloads).dump());
+}
+
 }  // namespace
 
 UsageStore::UsageStore(Database& db, std::string gateway_id)
@@ -175,6 +201,7 @@ void UsageStore::flush(const core::FlushBatch& batch) {
             gateway_id_, token, journal_id_ ? std::optional(as_bigint(*journal_id_)) : std::nullopt,
             journal_id_ ? std::optional(as_bigint(batch.journal_position)) : std::nullopt);
         upsert_periods(txn, gateway_id_, batch.usage.periods);
+        notify_usage(txn, gateway_id_, batch.usage.periods);
         upsert(txn, gateway_id_, "usage_hourly", "subscriber_id, hour, gateway_id",
                "s, t, $1, ub, db, up, dp", hours);
         upsert(txn, gateway_id_, "usage_unattributed", "gateway_id, hour", "$1, t, ub, db, up, dp",

@@ -21,16 +21,24 @@ def build_url(base_url, dbname):
 
 class Daemon:
     def __init__(self, lab, poll="1s", flush="250ms", extra_config="", conntrack_extra="",
-                 journal=True, fd_store=True, db_url=None):
+                 journal=True, fd_store=True, db_url=None, gateway_id="gw-test", share_db_of=None,
+                 url_extra=""):
+        """share_db_of: another Daemon whose database this one writes too (a
+        second gateway; that one creates and drops it). url_extra: appended to
+        the libpq URL (e.g. "&application_name=gw2")."""
         self.lab = lab
         self.binary = os.environ.get("CTQUOTA_BIN", "build/ci/daemon/ctquotad")
         base = db_url or os.environ.get("CTQUOTA_TEST_DB_URL")
         if not base:
             raise RuntimeError("CTQUOTA_TEST_DB_URL is not set: run the tests through tests/run.sh")
-        self.dbname = "t_" + uuid.uuid4().hex[:12]
-        sh(["psql", base, "-qc", f'CREATE DATABASE "{self.dbname}"'])
+        self.owns_db = share_db_of is None
+        self.dbname = "t_" + uuid.uuid4().hex[:12] if self.owns_db else share_db_of.dbname
+        if self.owns_db:
+            sh(["psql", base, "-qc", f'CREATE DATABASE "{self.dbname}"'])
         self.base_url = base
         self.url = build_url(base, self.dbname)
+        self.gateway_id = gateway_id
+        self.url_extra = url_extra
         self.dir = tempfile.mkdtemp(prefix="ctquotad-test-")
         self.config = os.path.join(self.dir, "ctquotad.toml")
         self.log_path = os.path.join(self.dir, "ctquotad.log")
@@ -48,9 +56,9 @@ class Daemon:
         journal = f'[journal]\ndir = "{self.journal_dir}"\n{journal_extra}' if self.journal_dir else ""
         with open(self.config, "w") as f:
             f.write(
-                f'[database]\nurl = "{database_url or self.url}"\n'
+                f'[database]\nurl = "{database_url or self.url}{self.url_extra}"\n'
                 f'[conntrack]\npoll_interval = "{self.poll}"\n{conntrack}'
-                f'[accounting]\nflush_interval = "{self.flush}"\ngateway_id = "gw-test"\n'
+                f'[accounting]\nflush_interval = "{self.flush}"\ngateway_id = "{self.gateway_id}"\n'
                 f"{accounting_extra}{journal}{extra_config}"
             )
 
@@ -143,10 +151,11 @@ class Daemon:
     def close(self):
         if self.proc is not None:
             self.stop("KILL")
-        sh(["psql", self.base_url, "-qc", f'ALTER DATABASE "{self.dbname}" ALLOW_CONNECTIONS true'],
-           check=False)
-        sh(["psql", self.base_url, "-qc", f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)'],
-           check=False)
+        if self.owns_db:
+            sh(["psql", self.base_url, "-qc",
+                f'ALTER DATABASE "{self.dbname}" ALLOW_CONNECTIONS true'], check=False)
+            sh(["psql", self.base_url, "-qc",
+                f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)'], check=False)
         if self.fd_store:
             self.fd_store.close()
         sh(["rm", "-rf", self.dir], check=False)

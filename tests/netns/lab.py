@@ -18,13 +18,41 @@ import subprocess
 from nsproc import sh, wait_until
 from topology import NAT_V4, SRV_V4, SRV_V6, Topology
 
-__all__ = ["Lab", "SRV_V4", "SRV_V6", "GW_SRV_V4", "sh", "wait_for", "ip_overhead"]
+__all__ = ["Lab", "LabProcesses", "SRV_V4", "SRV_V6", "GW_SRV_V4", "sh", "wait_for", "ip_overhead"]
 
 GW_SRV_V4 = NAT_V4
 wait_for = wait_until
 
 
-class Lab(Topology):
+class LabProcesses:
+    """Processes a lab starts in its namespaces (Popen), killed by PID on close."""
+
+    def start(self, ns, argv, **kw):
+        """Starts a process in `ns`; it is killed (by PID) when the lab closes."""
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        p = subprocess.Popen(["ip", "netns", "exec", ns] + list(argv), text=True, **kw)
+        self.processes.append(p)
+        return p
+
+    def end_processes(self):
+        for p in self.processes:
+            if p.poll() is None:
+                p.kill()
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+            for stream in (p.stdout, p.stderr):
+                if stream is not None:
+                    stream.close()
+        self.processes = []
+
+    def run(self, ns, argv, check=True, timeout=300, **kw):
+        return self.run_in(ns, argv, check=check, timeout=timeout, **kw)
+
+
+class Lab(LabProcesses, Topology):
     def __init__(self, n_v4=50, n_v6=5, gw_sysctls=None, warm_neighbours=True):
         super().__init__(n_v4, n_v6, gw_sysctls=gw_sysctls, servers=False)
         self.warm_neighbours = warm_neighbours
@@ -44,29 +72,8 @@ class Lab(Topology):
         return False
 
     def close(self):
-        for p in self.processes:
-            if p.poll() is None:
-                p.kill()
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    pass
-            for stream in (p.stdout, p.stderr):
-                if stream is not None:
-                    stream.close()
-        self.processes = []
+        self.end_processes()
         self.destroy()
-
-    def run(self, ns, argv, check=True, timeout=300, **kw):
-        return self.run_in(ns, argv, check=check, timeout=timeout, **kw)
-
-    def start(self, ns, argv, **kw):
-        """Starts a process in `ns`; it is killed (by PID) when the lab closes."""
-        kw.setdefault("stdout", subprocess.PIPE)
-        kw.setdefault("stderr", subprocess.PIPE)
-        p = subprocess.Popen(["ip", "netns", "exec", ns] + list(argv), text=True, **kw)
-        self.processes.append(p)
-        return p
 
     def conntrack_count(self):
         out = self.run(self.gw, ["conntrack", "-C"]).stdout.strip()

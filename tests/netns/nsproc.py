@@ -22,7 +22,7 @@ CTNL = os.path.join(HERE, "ctnl.py")
 TRAFFIC = os.path.join(HERE, "trafficgen.py")
 PYTHON = sys.executable or "python3"
 
-NAME_RE = re.compile(r"^ctq-(\d+)-(\d+)-(sub|gw|srv|db)$")
+NAME_RE = re.compile(r"^ctq-(\d+)-(\d+)-(sub|gw|srv|db|gw[12]|srv[12])$")
 
 _counter = 0
 _counter_lock = threading.Lock()

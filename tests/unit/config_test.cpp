@@ -101,6 +101,8 @@ TEST_CASE("bad configs name the file, the line and the key") {
         {"[database]\nurl = \"x\"\n[journal]\nspill_after_bytes = 1000\n",
          "t.toml:4: journal.spill_after_bytes: expected a size of at least \"64KiB\""},
         {"[database]\nurl = \"x\"\n[journal]\ndir = 5\n", "t.toml:4: journal.dir"},
+        {"[database]\nurl = \"x\"\n[accounting]\ngateway_id = \"a\\nb\"\n",
+         "accounting.gateway_id: at most 255 bytes, no line breaks"},
     };
     for (const auto& r : rows) {
         CAPTURE(r.text);
