@@ -4,8 +4,10 @@ connections to srv1 take gw1, those to srv2 take gw2 (multigw_lab.py).
 Decisions follow the sum (issue 13): a tier crossed by a flush of one
 gateway is enforced by the other within 2 s (its kernel state read back),
 a top-up releases both, each decision is recorded once, and a gateway that
-lost its listening connection re-evaluates everyone when it is back. Totals
-are exact against nftables counters of what the gateways delivered."""
+lost its listening connection re-evaluates everyone when it is back, and
+a database outage for both leaves their kernel states in place while they
+account in memory. Totals are exact against nftables counters of what the
+gateways delivered."""
 
 import json
 import os
@@ -93,7 +95,7 @@ class TwoGateways(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.bpffs = Bpffs()
-        cls.lab = TwoGatewayLab(n_v4=4).__enter__()
+        cls.lab = TwoGatewayLab(n_v4=6).__enter__()
         cls.daemons = []
         try:
             cls._start()
@@ -290,6 +292,42 @@ class TwoGateways(unittest.TestCase):
         self.assertEqual(self.state_events("lost"), ["throttled"])
         per_gw = self.exact("lost", delivered, THROTTLE_TOLERANCE)  # shaped when it ended
         self.assertGreater(int(per_gw.get("gw2", 0)), 900_000, per_gw)
+
+    def test_5_database_outage_both_keep_enforcing_and_converge(self):
+        """The database goes away for both gateways: they keep the states
+        their kernels hold (a throttled and a blocked subscriber), traffic
+        goes on and is accounted in memory, and when the database returns
+        the totals converge exactly."""
+        thr = self.lab.sub_v4[0]  # throttled since test 2
+        blk, src = self.lab.sub_v4[4], self.lab.sub_v4[5]
+        blk_delivered = self.add_subscriber("blk", "prepaid-10g", blk, 0)
+        delivered = self.add_subscriber("out", "home-100g", src)
+        for gw in (self.gw1, self.gw2):
+            wait_for(lambda: gw.blocked(blk), 10, what=f"blk blocked on {gw.ns}")
+            self.assertTrue(gw.throttled(thr), f"thr not throttled on {gw.ns}")
+        db = self.gw1.daemon
+        db.set_database_reachable(False)
+        try:
+            for gw in (self.gw1, self.gw2):
+                wait_for(lambda: gw.metric("ctquota_database_ok") == 0, 15,
+                         what=f"{gw.ns} to notice the outage")
+            dls = [self.download(src, gw, 800_000, 1.5) for gw in (self.gw1, self.gw2)]
+            for dl in dls:
+                dl.proc.wait(timeout=30)
+            self.assertTrue(all(dl.received() > 1_000_000 for dl in dls))
+            for gw in (self.gw1, self.gw2):
+                self.assertTrue(gw.throttled(thr), f"{gw.ns} let thr go during the outage")
+                self.assertTrue(gw.blocked(blk), f"{gw.ns} let blk go during the outage")
+                self.assertFalse(gw.reachable(blk), f"blk got through {gw.ns} during the outage")
+                self.assertEqual(gw.metric("ctquota_database_ok"), 0)
+        finally:
+            db.set_database_reachable(True)
+        per_gw = self.exact("out", delivered)
+        log(f"out: accounted in memory through the outage, per gateway {per_gw}")
+        self.assertEqual(sorted(per_gw), ["gw1", "gw2"])
+        self.exact("blk", blk_delivered)
+        for gw in (self.gw1, self.gw2):
+            self.assertTrue(gw.throttled(thr) and gw.blocked(blk))
 
 
 class _Env:
