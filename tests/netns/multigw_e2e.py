@@ -12,6 +12,7 @@ gateways delivered."""
 import json
 import os
 import sys
+import tempfile
 import time
 import unittest
 
@@ -111,10 +112,15 @@ class TwoGateways(unittest.TestCase):
                         + [(g, d) for g in lab.gws for d in ("sub0", "srv0")]):
             lab.run(ns, ["ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off"])
 
+        # Both daemons' clock offset (test 6 moves both to a new cycle).
+        cls.offset_file = os.path.join(tempfile.gettempdir(), f"{lab.id}-clock-offset")
+        cls.set_clock_offset(0)
+
         def config(name):
             return (f'[api]\nlisten = "127.0.0.1:{API_PORT}"\n[policies]\ndir = "{POLICIES}"\n'
                     f'[enforce]\nsubscriber_interface = "sub0"\n'
-                    f'[drops]\nmode = "required"\npin_dir = "{cls.bpffs.dir}/{name}"\n')
+                    f'[drops]\nmode = "required"\npin_dir = "{cls.bpffs.dir}/{name}"\n'
+                    f'[clock]\noffset_file = "{cls.offset_file}"\n')
         d1 = Daemon(lab.view(lab.gws[0]), poll="500ms", flush="200ms", gateway_id="gw1",
                     extra_config=config("gw1"))
         cls.daemons.append(d1)
@@ -133,12 +139,19 @@ class TwoGateways(unittest.TestCase):
         cls.gw1, cls.gw2 = (Gateway(lab, ns, d, token) for ns, d in zip(lab.gws, (d1, d2)))
 
     @classmethod
+    def set_clock_offset(cls, seconds):
+        with open(cls.offset_file, "w") as f:
+            f.write(f"{seconds}\n")
+
+    @classmethod
     def tearDownClass(cls):
         for d in reversed(cls.daemons):
             d.close()
         cls.lab.destroy()
         sh(["psql", os.environ["CTQUOTA_TEST_DB_URL"], "-qc", f"DROP ROLE IF EXISTS {GW2_ROLE}"],
            check=False)
+        if os.path.exists(getattr(cls, "offset_file", "")):
+            os.remove(cls.offset_file)
         cls.bpffs.close()
 
     # ----------------------------------------------------------- helpers
@@ -328,6 +341,24 @@ class TwoGateways(unittest.TestCase):
         self.exact("blk", blk_delivered)
         for gw in (self.gw1, self.gw2):
             self.assertTrue(gw.throttled(thr) and gw.blocked(blk))
+
+    def test_6_new_cycle_releases_both(self):
+        """Both gateways' clocks move 40 days on: a new cycle for everyone
+        (monthly and 30-day plans), the throttle and the block lifted on both,
+        one "cycle" event per subscriber however many gateways saw it."""
+        thr, blk = self.lab.sub_v4[0], self.lab.sub_v4[4]
+        for gw in (self.gw1, self.gw2):
+            self.assertTrue(gw.throttled(thr) and gw.blocked(blk), gw.ns)
+        self.set_clock_offset(40 * 86400)
+        for gw in (self.gw1, self.gw2):
+            wait_for(lambda: not gw.in_map("throttle_v4", thr) and not gw.blocked(blk)
+                     and gw.reachable(blk, timeout=0.3), 5, what=f"the new cycle on {gw.ns}")
+        for sub_id, states in (("thr", ["throttled", "normal"]), ("blk", ["blocked", "normal"])):
+            self.assertEqual(self.state_events(sub_id), states)
+            cycles = self.gw1.daemon.query(
+                "SELECT count(*) FROM enforcement_events e JOIN subscribers s ON s.id = "
+                f"e.subscriber_id WHERE s.external_id = '{sub_id}' AND e.kind = 'cycle'")
+            self.assertEqual(cycles, [["1"]], sub_id)
 
 
 class _Env:
