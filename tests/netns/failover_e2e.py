@@ -180,6 +180,7 @@ class Failover(unittest.TestCase):
                          "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                          "AND pid <> pg_backend_pid()"]).stdout.strip()
             self.assertGreaterEqual(int(on_new), 3, "flusher, engine, listener at least")
+            self.assertEqual(d.stop("TERM"), 0, d.read_log()[-3000:])  # sanitized: clean too
             return results
 
     def test_1_sync_standby_behind_commit_waits_then_exact(self):

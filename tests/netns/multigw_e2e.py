@@ -360,6 +360,12 @@ class TwoGateways(unittest.TestCase):
                 f"e.subscriber_id WHERE s.external_id = '{sub_id}' AND e.kind = 'cycle'")
             self.assertEqual(cycles, [["1"]], sub_id)
 
+    def test_7_both_exit_cleanly(self):
+        """SIGTERM: both write their last totals and exit 0 (the sanitized
+        build: no leak, no undefined behaviour on these paths)."""
+        for gw in (self.gw1, self.gw2):
+            self.assertEqual(gw.daemon.stop("TERM"), 0, gw.daemon.read_log()[-3000:])
+
 
 class _Env:
     """What drops_e2e.settled() reads: subscriber(sub_id)."""
