@@ -14,7 +14,9 @@ PG_DIR=$(mktemp -d /tmp/ctquota-test-pg.XXXXXX)
 log() { printf '\n==> %s  [%s]\n' "$*" "$(date +%T)"; }
 
 cleanup() {
-    [[ -n ${RELEASE_BUILD:-} ]] && kill "$RELEASE_BUILD" 2>/dev/null
+    if [[ -n ${RELEASE_BUILD:-} ]]; then
+        kill "$RELEASE_BUILD" 2>/dev/null || true  # usually long finished
+    fi
     "$ROOT/deploy/pg-throwaway.sh" stop "$PG_DIR" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT INT TERM
