@@ -1,5 +1,7 @@
 #include "core/accounting.hpp"
 
+#include <algorithm>
+
 namespace ctquota::core {
 
 Attribution attribute(const SubscriberIndex& index, const FlowSample& s, TimePoint at) {
@@ -63,11 +65,13 @@ Applied Accounting::apply(const FlowSample& sample, TimePoint now) {
     }
     const std::optional<DroppedCounters> dropped = drops_.find(sample);
     const LedgerResult r = ledger_.apply(sample, now, dropped ? &*dropped : nullptr);
-    if (dropped && sample.kind == SampleKind::Destroy && r.outcome != LedgerOutcome::Duplicate) {
-        drops_.finish(sample);  // the final credit took them all
-    }
+    const bool final_with_drops =
+        dropped && sample.kind == SampleKind::Destroy && r.outcome != LedgerOutcome::Duplicate;
     if (r.orig_delta.bytes == 0 && r.orig_delta.packets == 0 && r.reply_delta.bytes == 0 &&
         r.reply_delta.packets == 0) {
+        if (final_with_drops) {
+            drops_.finish(sample);  // nothing left to bill: no later drop can matter
+        }
         return Applied{r.outcome, false, {}};
     }
     bool implausible = false;
@@ -84,12 +88,22 @@ Applied Accounting::apply(const FlowSample& sample, TimePoint now) {
                 FlowTag{index_generation_, a.subscriber, static_cast<std::uint8_t>(a.direction)};
         }
     }
+    if (final_with_drops) {
+        parked_.push_back(ParkedFinal{sample, *dropped, r.orig_delta, r.reply_delta, a, at, now});
+    } else {
+        credit(sample, a, at, r.orig_delta, r.reply_delta);
+    }
+    return Applied{r.outcome, true, a};
+}
+
+void Accounting::credit(const FlowSample& sample, const Attribution& a, TimePoint at,
+                        const Counters& orig, const Counters& reply) {
     if (a.subscriber == kUnattributed) {
         ++stats_.unattributed_samples;
-        stats_.unattributed_bytes += r.orig_delta.bytes + r.reply_delta.bytes;
+        stats_.unattributed_bytes += orig.bytes + reply.bytes;
         stats_.last_unattributed = sample.orig;
-        usage_.add_unattributed(at, Usage{r.orig_delta, r.reply_delta});
-        return Applied{r.outcome, true, a};
+        usage_.add_unattributed(at, Usage{orig, reply});
+        return;
     }
     const bool orig_up = a.direction == Direction::OrigIsUpload;
     // The far end: where the subscriber sent to, or who opened the connection toward it.
@@ -97,8 +111,42 @@ Applied Accounting::apply(const FlowSample& sample, TimePoint now) {
     const UsageClass cls = rules_->counts_everything() ? UsageClass::Counted
                                                        : rules_->classify(a.subscriber, remote, at);
     usage_.add(a.subscriber, at, period_of(a.subscriber, at), cls,
-               orig_up ? Usage{r.orig_delta, r.reply_delta} : Usage{r.reply_delta, r.orig_delta});
-    return Applied{r.outcome, true, a};
+               orig_up ? Usage{orig, reply} : Usage{reply, orig});
+}
+
+namespace {
+
+// `delta` less what was dropped of it since: never below zero.
+Counters less_growth(const Counters& delta, const Counters& before, const Counters& now) {
+    const auto cut = [](std::uint64_t d, std::uint64_t b, std::uint64_t n) {
+        const std::uint64_t grown = n > b ? n - b : 0;
+        return d - std::min(d, grown);
+    };
+    return Counters{cut(delta.bytes, before.bytes, now.bytes),
+                    cut(delta.packets, before.packets, now.packets)};
+}
+
+}  // namespace
+
+void Accounting::settle(ParkedFinal& p) {
+    if (const auto now = drops_.find(p.sample)) {
+        const Counters orig = less_growth(p.orig, p.used.orig, now->orig);
+        const Counters reply = less_growth(p.reply, p.used.reply, now->reply);
+        stats_.late_drop_bytes += p.orig.bytes - orig.bytes + p.reply.bytes - reply.bytes;
+        p.orig = orig;
+        p.reply = reply;
+    }
+    drops_.finish(p.sample);
+    credit(p.sample, p.attribution, p.at, p.orig, p.reply);
+}
+
+void Accounting::settle_finals(TimePoint now, bool all) {
+    std::size_t n = 0;
+    while (n < parked_.size() && (all || now - parked_[n].parked_at >= kFinalGrace)) {
+        settle(parked_[n]);
+        ++n;
+    }
+    parked_.erase(parked_.begin(), parked_.begin() + static_cast<std::ptrdiff_t>(n));
 }
 
 std::vector<CheckpointEntry> Accounting::dump_end(std::uint64_t seq, bool complete) {
@@ -110,6 +158,7 @@ std::vector<CheckpointEntry> Accounting::dump_end(std::uint64_t seq, bool comple
 }
 
 FlushBatch Accounting::take(bool checkpoint_snapshot) {
+    settle_finals(TimePoint{}, true);  // a flushed journal position covers their events
     return FlushBatch{usage_.take(), ledger_.take_changes(checkpoint_snapshot), journal_position_};
 }
 

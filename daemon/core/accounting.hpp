@@ -65,7 +65,16 @@ struct AccountingStats {
     FlowTuple last_unattributed;  // an example for the log: whose traffic is nobody's
     std::uint64_t dumps_completed = 0;
     std::uint64_t implausible_times = 0;  // samples whose own time was not used (usage_time)
+    std::uint64_t late_drop_bytes = 0;    // dropped after their flow's DESTROY, not billed
 };
+
+// A DESTROY of a flow the kernel was dropping packets of waits this long
+// before its final delta is billed: a packet counted before the entry died
+// may be dropped just after (in flight on another CPU when ctquotad deleted
+// the entry at a block, a vCPU stalled mid-path), and the kernel's map shows
+// it only then. settle_finals() bills it after a read of the map that came
+// later than this; take() bills whatever still waits.
+inline constexpr std::chrono::milliseconds kFinalGrace{50};
 
 class Accounting {
   public:
@@ -86,6 +95,11 @@ class Accounting {
 
     // Events applied so far came from the journal up to `position`.
     void journal_applied(std::uint64_t position) { journal_position_ = position; }
+    // Bills the finals parked at least kFinalGrace ago (all of them with
+    // `all`), less what the kernel dropped of their flows since their DESTROY.
+    // Call it after a fresh read of the kernel's drops.
+    void settle_finals(TimePoint now, bool all = false);
+    [[nodiscard]] std::size_t parked_finals() const { return parked_.size(); }
     FlushBatch take(bool checkpoint_snapshot);
     // The batch taken last was committed (its checkpoint rows are stored).
     void committed(const FlushBatch& batch) { ledger_.changes_committed(batch.checkpoint); }
@@ -105,7 +119,22 @@ class Accounting {
     [[nodiscard]] std::size_t pending_buckets() const { return usage_.pending_buckets(); }
 
   private:
+    // A final delta held back for drops that come after its DESTROY.
+    struct ParkedFinal {
+        FlowSample sample;
+        DroppedCounters used;  // the drops its final delta took
+        Counters orig;         // its final delta
+        Counters reply;
+        Attribution attribution;
+        TimePoint at;         // when its usage happened
+        TimePoint parked_at;  // when it was applied
+    };
+
     const Period& period_of(SubscriberId subscriber, TimePoint at);
+    // Adds a delta to its subscriber's usage (or to the unattributed).
+    void credit(const FlowSample& sample, const Attribution& a, TimePoint at, const Counters& orig,
+                const Counters& reply);
+    void settle(ParkedFinal& p);
 
     const Clock& clock_;
     FlowLedger ledger_;
@@ -117,6 +146,7 @@ class Accounting {
     // Each subscriber's current period: the rules are asked once per period, not per sample.
     tsl::robin_map<SubscriberId, Period> periods_;
     std::uint64_t journal_position_ = 0;
+    std::vector<ParkedFinal> parked_;  // oldest first
     AccountingStats stats_;
 };
 

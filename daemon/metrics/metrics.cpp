@@ -95,6 +95,10 @@ void Metrics::render_drops(std::ostream& out) const {
     gauge("drop_map_flows", "flows with recorded drops held", drop_map_flows.load());
     counter("drop_read_errors_total", "failed reads or erasures of the kernel's drop map",
             drop_read_errors.load());
+    counter("drop_late_bytes_total",
+            "bytes dropped after their flow's DESTROY, within the grace its final credit waits "
+            "(not billed)",
+            drop_late_bytes.load());
     counter("drop_unapplied_bytes_total",
             "dropped bytes no flow's credit took (the flow ended before the drop): billed",
             drop_unapplied_bytes.load());

@@ -94,6 +94,7 @@ struct Metrics {
     std::atomic<std::uint64_t> drop_map_flows{0};  // flows with drops held now
     std::atomic<std::uint64_t> drop_read_errors{0};
     std::atomic<std::uint64_t> drop_unapplied_bytes{0};  // no flow took them: billed
+    std::atomic<std::uint64_t> drop_late_bytes{0};       // dropped after the DESTROY: not billed
     std::atomic<std::uint64_t> drop_vanished_flows{0};   // evicted before they were used
     // The event journal (runtime/event_journal): events written before they
     // left the socket, write failures, events replayed at start-up, disk use.

@@ -149,6 +149,16 @@ void Accountant::refresh_drops() {
     accounting_.drops().refresh(drop_records_);
 }
 
+// After a fresh read of the drops: the DESTROYs of dropped flows that waited
+// long enough for packets dropped after them are billed.
+void Accountant::settle_finals() {
+    std::lock_guard lock(mu_);
+    if (accounting_.parked_finals() > 0) {
+        accounting_.settle_finals(clock_.now());
+        metrics_.drop_late_bytes = accounting_.stats().late_drop_bytes;
+    }
+}
+
 void Accountant::erase_finished_drops() {
     if (drop_map_ == nullptr) {
         return;
@@ -173,6 +183,7 @@ void Accountant::publish_stats() {
     auto& drops = accounting_.drops();
     metrics_.drop_map_flows = drops.size();
     metrics_.drop_unapplied_bytes = drops.stats().unapplied_bytes;
+    metrics_.drop_late_bytes = accounting_.stats().late_drop_bytes;
     metrics_.drop_vanished_flows = drops.stats().vanished_flows;
     metrics_.sample_times_implausible = accounting_.stats().implausible_times;
 }
@@ -202,6 +213,7 @@ void Accountant::loop() {
         items.clear();
         const bool open = queue_.pop_all(items, std::chrono::milliseconds(200));
         refresh_drops();
+        settle_finals();
         if (!items.empty()) {
             const auto now = clock_.now();
             for (auto& item : items) {

@@ -58,6 +58,7 @@ class Accountant {
     void loop();
     void apply(QueueItem& item, core::TimePoint now);
     void refresh_drops();
+    void settle_finals();
     void erase_finished_drops();
     void publish_stats();
     void log_unattributed();

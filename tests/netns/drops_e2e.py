@@ -122,6 +122,12 @@ def settled(env, sub_id, delivered, close_enough, timeout=30):
         raise AssertionError(f"{e}: billed {last[0]}, delivered {last[1]}") from None
 
 
+def drop_metrics(env):
+    names = ("dropped_bytes_total", "drop_unapplied_bytes_total", "drop_vanished_flows_total",
+             "drop_map_full_total", "drop_read_errors_total")
+    return ", ".join(f"{n} {env.metric('ctquota_' + n) or 0:.0f}" for n in names)
+
+
 class DropsLab:
     def __init__(self, extra_config=""):
         self.bpffs = Bpffs()
@@ -184,10 +190,13 @@ class CutOffAndThrottle(unittest.TestCase):
         wait_for(lambda: dl.received() > 0 and dl.stalled_for(1.0), 20,
                  what="the transfer to stop")
         dl.stop()
-        b, d = settled(env, sub_id, delivered, lambda b, d: b == d)
+        try:
+            b, d = settled(env, sub_id, delivered, lambda b, d: b == d)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; {drop_metrics(env)}") from None
         past = b["up_bytes"] + b["down_bytes"] - quota
         log(f"{sub_id}: billed {b}, delivered {d}; billed past the allowance: {past} B; "
-            f"dropped after conntrack so far: {env.metric('ctquota_dropped_bytes_total'):.0f} B")
+            f"{drop_metrics(env)}")
         self.assertGreaterEqual(past, 0, "blocked before the allowance was used")
         self.assertLessEqual(past, CUTOFF_BOUND)
         self.assertEqual(b, d)

@@ -301,3 +301,55 @@ TEST_CASE("a run restored from a spill and the journal after it credits like one
     CHECK(flushed.checkpoint.removals.size() == 1);  // the stored flow that ended
     CHECK(flushed.journal_position == held.journal_position);
 }
+
+TEST_CASE("a dropped flow's final delta waits for drops that come after its DESTROY") {
+    const core::TimePoint t0{sys_days{2026y / 12 / 7} + 10h};
+    core::ManualClock clock(t0);
+    core::Accounting acc(clock);
+    acc.set_index(std::make_shared<core::SubscriberIndex>(std::vector{bind(1, "100.64.1.1/32")}));
+    const auto f = flow(1, "100.64.1.1", 1000);
+    const auto kernel = [&](core::Counters orig, core::Counters reply) {
+        acc.drops().refresh({core::DropRecord{core::DropTable::key_of(f), {orig, reply}}});
+    };
+
+    SUBCASE("billed after the grace, less the packets dropped meanwhile") {
+        kernel({52, 1}, {});  // the kernel quota dropped an ACK before the block
+        acc.apply(destroy(f, 1000, 10, 5000, 10), t0);
+        CHECK(acc.parked_finals() == 1);
+        acc.settle_finals(t0 + 10ms);
+        CHECK(acc.parked_finals() == 1);  // still within the grace
+        // In flight when the entry was deleted: dropped after the DESTROY.
+        kernel({104, 2}, {1500, 1});
+        acc.settle_finals(t0 + core::kFinalGrace);
+        CHECK(acc.parked_finals() == 0);
+        CHECK(acc.stats().late_drop_bytes == 52 + 1500);
+        const auto batch = acc.take(false);
+        CHECK(total_of(batch.usage, 1) == core::Usage{{1000 - 104, 8}, {5000 - 1500, 9}});
+        CHECK(acc.drops().take_erasures() == std::vector{core::DropTable::key_of(f)});
+    }
+    SUBCASE("a flush bills what still waits, with the drops known then") {
+        kernel({52, 1}, {});
+        acc.apply(destroy(f, 1000, 10, 5000, 10), t0);
+        const auto batch = acc.take(false);
+        CHECK(acc.parked_finals() == 0);
+        CHECK(total_of(batch.usage, 1) == core::Usage{{1000 - 52, 9}, {5000, 10}});
+    }
+    SUBCASE("later drops beyond the final delta bill nothing, never less than nothing") {
+        acc.dump_begin(1);
+        acc.apply(poll(f, 900, 9, 5000, 10), t0);  // credited 900 up before the DESTROY
+        acc.dump_end(1, true);
+        kernel({0, 0}, {1, 1});  // a drop in the reply direction only: the flow is watched
+        // Final delta: 100 B up; down was credited in full before its drop (never taken back).
+        acc.apply(destroy(f, 1000, 10, 5000, 10), t0);
+        kernel({400, 4}, {1, 1});
+        acc.settle_finals(t0 + 1s);
+        const auto batch = acc.take(false);
+        CHECK(total_of(batch.usage, 1) == core::Usage{{900, 9}, {5000, 10}});
+        CHECK(acc.stats().late_drop_bytes == 100);
+    }
+    SUBCASE("a flow without drops is billed at once") {
+        acc.apply(destroy(f, 1000, 10, 5000, 10), t0);
+        CHECK(acc.parked_finals() == 0);
+        CHECK(total_of(acc.take(false).usage, 1) == core::Usage{{1000, 10}, {5000, 10}});
+    }
+}
