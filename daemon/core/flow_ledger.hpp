@@ -129,8 +129,13 @@ class FlowLedger {
     [[nodiscard]] std::vector<FlowKey> tombstone_keys() const;
 
     // Sizes the table for this many flows up front (e.g. nf_conntrack_max), so it
-    // never rehashes a million entries in the middle of a burst.
-    void reserve(std::size_t flows) { entries_.reserve(flows); }
+    // never rehashes a million entries in the middle of a burst; and each
+    // tombstone generation for half as many (64 bytes a key: a burst of short
+    // flows larger than that grows it once, a smaller one not at all).
+    void reserve(std::size_t flows) {
+        entries_.reserve(flows);
+        unseen_.reserve(flows / 2);
+    }
 
     [[nodiscard]] std::size_t live_flows() const { return entries_.size() - dead_ - lost_; }
     [[nodiscard]] std::size_t tombstones() const { return dead_ + unseen_.size(); }

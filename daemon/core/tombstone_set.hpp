@@ -37,6 +37,13 @@ class TombstoneSet {
     // At the end of dump `seq`.
     void rotate(std::uint64_t seq, TimePoint now);
 
+    // Room for `keys` in each generation, so a burst of short flows does not
+    // grow (and fault in) a table key by key.
+    void reserve(std::size_t keys) {
+        younger_.keys.reserve(keys);
+        older_.keys.reserve(keys);
+    }
+
     [[nodiscard]] std::size_t size() const { return younger_.keys.size() + older_.keys.size(); }
     void append_keys(std::vector<FlowKey>& out) const;
 
