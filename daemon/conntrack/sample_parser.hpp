@@ -1,6 +1,6 @@
 #pragma once
 // Converts ctnetlink messages into core::FlowSample at the edge: nothing past
-// this file sees libnetfilter_conntrack types.
+// this file sees netlink attributes.
 
 #include <linux/netlink.h>
 
@@ -8,14 +8,10 @@
 
 #include "core/flow.hpp"
 
-struct nf_conntrack;
-
 namespace ctquota::conntrack {
 
 // nullopt for messages that are not conntrack entries of IPv4/IPv6 (expectations, other
-// families) or that lack the original tuple; the caller counts them.
-std::optional<core::FlowSample> sample_from_conntrack(const nf_conntrack* ct,
-                                                      core::SampleKind kind);
+// families), that lack a tuple, or that hold a malformed attribute; the caller counts them.
 std::optional<core::FlowSample> sample_from_message(const nlmsghdr* nlh, core::SampleKind kind);
 
 }  // namespace ctquota::conntrack

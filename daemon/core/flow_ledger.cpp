@@ -31,10 +31,6 @@ Counters grow(Counters& credited, const Counters& now) {
 
 const DroppedCounters kNoDrops{};
 
-// Tombstones must outlive every dump that may have started before the
-// DESTROY: the one running and the next.
-constexpr std::uint64_t kTombstoneDumps = 2;
-
 // How each sample kind names the cases that credit() tells apart.
 struct Outcomes {
     LedgerOutcome unseen;    // no entry yet: full counters
@@ -89,6 +85,12 @@ FlowLedger::Entry* FlowLedger::credit(const FlowKey& key, const FlowSample& s,
     const bool destroy = s.kind == SampleKind::Destroy;
     const Outcomes& outcomes = destroy ? kDestroyOutcomes : kPollOutcomes;
     auto [it, inserted] = entries_.try_emplace(key);
+    if (inserted && unseen_.size() != 0 && unseen_.contains(key)) {
+        entries_.erase(it);  // a flow whose DESTROY came first: a tombstone without entry
+        ++(destroy ? stats_.duplicates : stats_.stale);
+        r.outcome = outcomes.absorbed;
+        return nullptr;
+    }
     Entry& e = it.value();
     if (inserted && !removed_keys_.empty() && removed_keys_.erase(key) != 0) {
         e.stored = true;  // the row of a flow with the same key is still stored
@@ -147,9 +149,35 @@ LedgerResult FlowLedger::apply_poll(const FlowKey& key, const FlowSample& s,
     return r;
 }
 
+bool FlowLedger::destroy_unseen(const FlowKey& key, const FlowSample& s, TimePoint now,
+                                const DroppedCounters* dropped, LedgerResult& r) {
+    // One hash for every lookup; an empty table is not probed at all (it is
+    // reserved for nf_conntrack_max live flows: each probe is a cache miss).
+    const std::size_t hash = FlowKeyHash{}(key);
+    if ((!entries_.empty() && entries_.find(key, hash) != entries_.end()) ||
+        (!removed_keys_.empty() && removed_keys_.contains(key))) {
+        return false;
+    }
+    if (unseen_.contains(key, hash)) {
+        ++stats_.duplicates;
+        r.outcome = LedgerOutcome::Duplicate;
+        return true;
+    }
+    // Nothing was credited yet: what was delivered, as credit() gives a new entry.
+    const DroppedCounters& d = dropped != nullptr ? *dropped : kNoDrops;
+    r.outcome = LedgerOutcome::FinalUnseen;
+    r.orig_delta = delivered(s.orig_counters, d.orig, Counters{});
+    r.reply_delta = delivered(s.reply_counters, d.reply, Counters{});
+    unseen_.insert(key, last_started_dump_, now);
+    return true;
+}
+
 LedgerResult FlowLedger::apply_destroy(const FlowKey& key, const FlowSample& s, TimePoint now,
                                        const DroppedCounters* dropped) {
     LedgerResult r;
+    if (destroy_unseen(key, s, now, dropped, r)) {
+        return r;
+    }
     Entry* e = credit(key, s, dropped, r);
     if (e == nullptr) {
         return r;
@@ -214,7 +242,8 @@ bool FlowLedger::sweep(const FlowKey& key, Entry& e, std::uint64_t seq, bool com
 
 std::vector<CheckpointEntry> FlowLedger::dump_end(std::uint64_t seq, bool complete, TimePoint now) {
     std::vector<CheckpointEntry> lost;
-    for (auto it = entries_.begin(); it != entries_.end();) {
+    // begin() of an empty table still walks every bucket to find none.
+    for (auto it = entries_.empty() ? entries_.end() : entries_.begin(); it != entries_.end();) {
         if (sweep(it->first, it.value(), seq, complete, now, lost)) {
             if (!lives_.empty()) {
                 lives_.erase(it->first);
@@ -224,6 +253,7 @@ std::vector<CheckpointEntry> FlowLedger::dump_end(std::uint64_t seq, bool comple
             ++it;
         }
     }
+    unseen_.rotate(seq, now);
     return lost;
 }
 
@@ -339,7 +369,11 @@ void FlowLedger::restore_pending(const CheckpointChanges& changes,
         mark_dirty(u.key, e);
     }
     for (const auto& key : tombstones) {
-        auto [it, inserted] = entries_.try_emplace(key);
+        auto it = entries_.find(key);
+        if (it == entries_.end()) {
+            unseen_.insert(key, last_started_dump_, now);
+            continue;
+        }
         Entry& e = it.value();
         if (e.state != State::Dead) {
             e.state = State::Dead;
@@ -364,8 +398,9 @@ void FlowLedger::restore_pending(const CheckpointChanges& changes,
 
 std::vector<FlowKey> FlowLedger::tombstone_keys() const {
     std::vector<FlowKey> keys;
-    keys.reserve(dead_);
-    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+    keys.reserve(dead_ + unseen_.size());
+    unseen_.append_keys(keys);
+    for (auto it = dead_ == 0 ? entries_.end() : entries_.begin(); it != entries_.end(); ++it) {
         if (it->second.state == State::Dead) {
             keys.push_back(it->first);
         }

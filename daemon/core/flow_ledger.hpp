@@ -6,8 +6,9 @@
 //
 // A connection whose DESTROY arrives before any dump saw it is credited in
 // full and kept only as a tombstone (to drop a resent DESTROY or a dump that
-// raced it), swept two dumps later and never checkpointed: short flows cost
-// ledger memory briefly and no checkpoint traffic.
+// raced it): its key alone, in a TombstoneSet beside the table, forgotten
+// after two dumps and kTombstoneTtl and never checkpointed: short flows cost
+// a key briefly and no checkpoint traffic.
 //
 // With the kernel's drops (DropTable) a flow is credited what was delivered:
 // per direction, its counters less what was dropped after conntrack counted
@@ -24,6 +25,7 @@
 #include "core/clock.hpp"
 #include "core/drop_table.hpp"
 #include "core/flow.hpp"
+#include "core/tombstone_set.hpp"
 
 namespace ctquota::core {
 
@@ -86,6 +88,9 @@ class FlowLedger {
     // resent by reliable delivery, or a dump sample that raced it, must still
     // find it however short the poll interval is.
     static constexpr std::chrono::seconds kTombstoneTtl{10};
+    // ...and at least this many dump boundaries: every dump that may have
+    // started before the DESTROY (the one running and the next) must end first.
+    static constexpr std::uint64_t kTombstoneDumps = 2;
     // What was credited for a flow declared lost is kept this long, so that a
     // DESTROY (or a dump) that shows up later credits only the rest.
     static constexpr std::chrono::hours kLostMemory{1};
@@ -124,11 +129,16 @@ class FlowLedger {
     [[nodiscard]] std::vector<FlowKey> tombstone_keys() const;
 
     // Sizes the table for this many flows up front (e.g. nf_conntrack_max), so it
-    // never rehashes a million entries in the middle of a burst.
-    void reserve(std::size_t flows) { entries_.reserve(flows); }
+    // never rehashes a million entries in the middle of a burst; and each
+    // tombstone generation for half as many (64 bytes a key: a burst of short
+    // flows larger than that grows it once, a smaller one not at all).
+    void reserve(std::size_t flows) {
+        entries_.reserve(flows);
+        unseen_.reserve(flows / 2);
+    }
 
     [[nodiscard]] std::size_t live_flows() const { return entries_.size() - dead_ - lost_; }
-    [[nodiscard]] std::size_t tombstones() const { return dead_; }
+    [[nodiscard]] std::size_t tombstones() const { return dead_ + unseen_.size(); }
     [[nodiscard]] std::size_t lost_remembered() const { return lost_; }
     [[nodiscard]] const LedgerStats& stats() const { return stats_; }
     // Bookkeeping that waits for the next checkpoint; bounded by the flows in
@@ -139,9 +149,10 @@ class FlowLedger {
 
   private:
     // Live: in the kernel's table as far as we know, checkpointed.
-    // Dead: a tombstone; the flow's DESTROY was credited, and any later sample
-    // for it (a resent event, a dump that raced the event) is dropped; swept
-    // after two dumps and kTombstoneTtl.
+    // Dead: a tombstone of a flow that had an entry; the flow's DESTROY was
+    // credited, and any later sample for it (a resent event, a dump that raced
+    // the event) is dropped; swept after two dumps and kTombstoneTtl. (Flows
+    // that never had an entry are tombstoned in unseen_ instead.)
     // Lost: declared lost; not checkpointed; a later sample credits only what
     // exceeds the counters below; swept after kLostMemory.
     enum class State : std::uint8_t { Live, Dead, Lost };
@@ -173,6 +184,11 @@ class FlowLedger {
     LedgerResult apply_poll(const FlowKey& key, const FlowSample& s, const DroppedCounters* d);
     LedgerResult apply_destroy(const FlowKey& key, const FlowSample& s, TimePoint now,
                                const DroppedCounters* d);
+    // A DESTROY of a flow that has no entry: credited in full (or dropped as a
+    // resend) with its key kept in unseen_ only; false when an entry is due
+    // after all (the flow has one, or a stored row of its key awaits removal).
+    bool destroy_unseen(const FlowKey& key, const FlowSample& s, TimePoint now,
+                        const DroppedCounters* d, LedgerResult& r);
     DropLife* life_of(const FlowKey& key, const Entry& e, bool inserted, bool has_drops);
     // A Lost entry that hears of its flow again is counted as recovered.
     void leave_lost(Entry& e);
@@ -200,6 +216,8 @@ class FlowLedger {
                                     std::allocator<std::pair<FlowKey, Entry>>, true>;
     EntryMap entries_;
     tsl::robin_map<FlowKey, DropLife, FlowKeyHash> lives_;  // flows with drops only
+    // Tombstones of flows whose DESTROY came before any dump saw them.
+    TombstoneSet unseen_{kTombstoneDumps, kTombstoneTtl};
     std::size_t dead_ = 0;
     std::size_t lost_ = 0;
     // Keys of dirty entries, and of entries erased since they became dirty
