@@ -79,6 +79,14 @@ class Lab(LabProcesses, Topology):
         out = self.run(self.gw, ["conntrack", "-C"]).stdout.strip()
         return int(out or 0)
 
+    def conntrack_dumped(self):
+        """Entries a dump of the gateway's table shows. A dump also ends the
+        entries that expired (as the kernel's garbage collector would, whose
+        interval grows up to 60 s on a machine with long-lived entries), so
+        their DESTROYs go out now."""
+        out = self.run(self.gw, ["conntrack", "-L"], check=False).stdout
+        return len(out.splitlines())
+
     def _settle(self):
         addresses = self.sub_v4 + self.sub_v6 if self.warm_neighbours else self.sub_v4[:1]
         script = "".join(f"ping -q -c1 -W2 -I {a} {SRV_V6 if ':' in a else SRV_V4} >/dev/null || exit 1\n"
