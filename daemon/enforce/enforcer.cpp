@@ -136,7 +136,7 @@ SubscriberDelta Enforcer::Impl::plan_target(const SubscriberTarget& t, Subscribe
     if (allocated && classid && !want.tc_class) {
         used_classids.erase(*classid);
     }
-    return diff_items(t.id, have, want);
+    return diff_items(t.id, have, want, t.kernel_quota_fresh);
 }
 
 nlohmann::json Enforcer::Impl::plan_updates(ReconcileReport& report) {

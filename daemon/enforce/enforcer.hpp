@@ -45,6 +45,10 @@ struct SubscriberTarget {  // desired kernel state of one subscriber
     core::DesiredState state;            // Normal entries are simply absent from the kernel
     std::string plan;                    // picks the always-allowed destinations when blocked
     std::optional<std::uint64_t> kernel_quota_bytes;  // Normal/Throttled near a block tier
+    // The quota's counter starts from zero (a new lease epoch: the object is
+    // created again). Otherwise a changed kernel_quota_bytes is a new limit
+    // for the object in place, and the bytes it counted stay counted.
+    bool kernel_quota_fresh = false;
     core::CountedDirections counts = core::CountedDirections::Both;
 };
 

@@ -32,6 +32,8 @@ PolicyEngine::PolicyEngine(const PoliciesConfig& config, const std::string& data
       outbox_(outbox),
       db_(database_url),
       store_(db_),
+      leases_(db_),
+      lease_settings_{config.lease_min_bytes, config.lease_slice_time, config.lease_ttl},
       listener_(std::make_unique<store::PolicyListener>(database_url)) {
     unlimited_.name = "";
     unlimited_.description = "no plan: unlimited";
@@ -323,6 +325,7 @@ bool PolicyEngine::kernel_needs_rebuild() {
             return false;
         }
         enforcer_->forget_kernel();
+        rebase_slices();
     } catch (const enforce::EnforceError& e) {  // e.g. the interface is gone: next second
         damage += (damage.empty() ? "" : "; ") + std::string("cannot rebuild yet: ") + e.what();
         if (damage != kernel_damage_) {

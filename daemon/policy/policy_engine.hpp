@@ -30,6 +30,7 @@
 #include "policy/policy_config.hpp"
 #include "runtime/accountant.hpp"
 #include "runtime/offset_clock.hpp"
+#include "store/lease_store.hpp"
 #include "store/policy_store.hpp"
 
 namespace ctquota::policy {
@@ -62,9 +63,27 @@ class PolicyEngine {
     void on_subscribers_changed(std::function<void()> fn) { subscribers_changed_ = std::move(fn); }
 
   private:
+    // A subscriber whose kernel quota is a slice leased to this gateway
+    // (core/quota_lease.hpp, store/lease_store.hpp). The kernel counts this
+    // gateway's bytes from `base` (its own counted bytes when the counter
+    // started at zero), so the quota is ceiling - base + the crossing slack.
     struct Armed {
-        std::optional<std::uint64_t> allowance;
-        std::uint64_t bytes = 0;
+        core::TimePoint cycle_start{};
+        std::uint64_t base = 0;
+        std::uint64_t ceiling = 0;     // leased: this gateway's counted bytes may reach this
+        std::uint64_t bytes = 0;       // the kernel quota
+        std::uint64_t counted = 0;     // this gateway's counted bytes at the last settle
+        core::TimePoint counted_at{};  // when `counted` last grew
+        std::uint64_t rate = 0;        // bytes/s on this gateway, smoothed
+        bool growing = false;  // counted_at was a growth: the rate is measured from it
+        std::optional<std::uint64_t> counted_at_grant;
+        bool fresh = true;    // the kernel counter must start from zero (not applied yet)
+        bool denied = false;  // said once
+    };
+    struct Evaluated {
+        core::SubscriberId id = 0;
+        core::Evaluation e;
+        bool state_changed = false;
     };
 
     void loop();
@@ -97,16 +116,25 @@ class PolicyEngine {
     std::vector<store::CycleKey> current_cycles(
         std::span<const core::SubscriberId> ids, core::TimePoint now,
         std::unordered_map<core::SubscriberId, core::Cycle>& cycles) const;
-    void evaluate_one(const store::PolicySubscriber& s, const core::Cycle& cycle,
-                      store::EvaluationInputs& in, core::TimePoint now,
-                      std::vector<store::PolicyDecision>& decisions,
-                      std::vector<enforce::SubscriberTarget>& targets);
+    Evaluated evaluate_one(const store::PolicySubscriber& s, const core::Cycle& cycle,
+                           store::EvaluationInputs& in, core::TimePoint now,
+                           std::vector<store::PolicyDecision>& decisions);
+    // Settles this gateway's leases for the evaluated subscribers whose kernel
+    // quota is armed (one transaction, throws DatabaseError): what armed_
+    // should become for each (nullopt: not armed), applied after recording.
+    std::unordered_map<core::SubscriberId, std::optional<Armed>> lease_slices(
+        const std::vector<Evaluated>& done,
+        const std::unordered_map<core::SubscriberId, core::Cycle>& cycles, core::TimePoint now);
+    bool leasable(const core::Plan& plan, const core::Evaluation& e) const;
+    Armed next_armed(const store::LeaseOutcome& o, core::TimePoint cycle_start,
+                     core::TimePoint now) const;
+    void count_lease(const store::LeaseOutcome& o, Armed& a, const std::string& who);
+    // After the kernel state was lost: the rebuilt quotas count from zero again.
+    void rebase_slices();
     std::vector<enforce::SubscriberTarget> reconcile_targets();
     std::size_t apply_to_kernel(const std::vector<enforce::SubscriberTarget>& targets, bool full);
     void schedule(core::SubscriberId id, core::TimePoint when);
     std::vector<core::SubscriberId> take_due(core::TimePoint now);
-    std::optional<std::uint64_t> arm(core::SubscriberId id, const core::Plan& plan,
-                                     const core::Evaluation& e);
     enforce::SubscriberTarget target_of(const store::PolicySubscriber& s,
                                         const core::DesiredState& state);
     const core::Plan& plan_of(const store::PolicySubscriber& s) const;
@@ -120,6 +148,8 @@ class PolicyEngine {
     const store::WebhookOutbox* outbox_;
     store::Database db_;
     store::PolicyStore store_;
+    store::LeaseStore leases_;
+    core::LeaseSettings lease_settings_;
     std::unique_ptr<store::PolicyListener> listener_;
     std::function<void()> subscribers_changed_;
     std::string gateway_id_;

@@ -1,0 +1,167 @@
+// PolicyEngine, part three: quota slices. Every subscriber whose kernel quota
+// is armed holds a lease on part of its allowance (core/quota_lease.hpp); the
+// round's leases are settled in one transaction (store/lease_store.hpp) and
+// the kernel quota is armed with what this gateway was granted. With the
+// database gone the round fails before anything is applied: the kernel keeps
+// the slices it holds, and a slice used up stays a drop until a grant.
+#include <spdlog/spdlog.h>
+
+#include <limits>
+
+#include "policy/policy_engine.hpp"
+
+namespace ctquota::policy {
+namespace {
+
+// Billing counts what the gateway delivered (drops/): a kernel quota holding
+// exactly the bytes leased would stop delivery just short of them, the block
+// tier would never be reached, and the subscriber would sit with every packet
+// dropped but not blocked (its portal unreachable). With this much more the
+// last packets cross the allowance (any packet up to this size; TCP
+// retransmits smaller ones after a loss), the block follows at the next
+// flush, and each gateway bills past its ceiling by at most this much.
+constexpr std::uint64_t kCrossingSlack = 32 * 1024;
+
+bool kernel_can_count(const core::Plan& plan) {
+    // The kernel's quota counts every byte: exact only when the plan counts every byte.
+    return plan.free_windows.empty() && plan.zero_rated.empty();
+}
+
+std::uint64_t add_sat(std::uint64_t a, std::uint64_t b) {
+    return a > std::numeric_limits<std::uint64_t>::max() - b
+               ? std::numeric_limits<std::uint64_t>::max()
+               : a + b;
+}
+
+}  // namespace
+
+bool PolicyEngine::leasable(const core::Plan& plan, const core::Evaluation& e) const {
+    const std::uint64_t below = enforcer_ ? enforcer_->config().arm_quota_below_bytes : 0;
+    return enforcer_ && kernel_can_count(plan) && e.state.kind != core::StateKind::Blocked &&
+           e.bytes_until_block && (below == 0 || *e.bytes_until_block < below);
+}
+
+std::unordered_map<core::SubscriberId, std::optional<PolicyEngine::Armed>>
+PolicyEngine::lease_slices(const std::vector<Evaluated>& done,
+                           const std::unordered_map<core::SubscriberId, core::Cycle>& cycles,
+                           core::TimePoint now) {
+    std::unordered_map<core::SubscriberId, std::optional<Armed>> out;
+    std::vector<store::LeaseAsk> asks;
+    for (const auto& ev : done) {
+        out[ev.id] = std::nullopt;
+        const auto& plan = plan_of(subscribers_.at(ev.id));
+        if (!leasable(plan, ev.e)) {
+            continue;
+        }
+        store::LeaseAsk ask;
+        ask.id = ev.id;
+        ask.cycle_start = cycles.at(ev.id).start;
+        ask.counts = plan.counts;
+        ask.block_limit = add_sat(ev.e.counted_bytes, *ev.e.bytes_until_block);
+        if (auto it = armed_.find(ev.id); it != armed_.end()) {
+            ask.rate_bytes_per_second = it->second.rate;
+            if (it->second.cycle_start == ask.cycle_start) {
+                ask.counted_at_last_settle = it->second.counted;
+                ask.counted_at_last_grant = it->second.counted_at_grant;
+            }
+        }
+        asks.push_back(ask);
+    }
+    if (asks.empty()) {
+        return out;
+    }
+    const auto batch = leases_.settle(gateway_id_, asks, lease_settings_, now);
+    if (batch.expired > 0) {
+        metrics_.leases_expired += batch.expired;
+        spdlog::info("leases: {} expired slices deleted (a gateway stopped renewing)",
+                     batch.expired);
+    }
+    for (std::size_t i = 0; i < asks.size(); ++i) {
+        const auto& o = batch.outcomes.at(i);
+        auto a = next_armed(o, asks[i].cycle_start, now);
+        count_lease(o, a, subscribers_.at(o.id).external_id);
+        out[o.id] = a;
+    }
+    return out;
+}
+
+PolicyEngine::Armed PolicyEngine::next_armed(const store::LeaseOutcome& o,
+                                             core::TimePoint cycle_start,
+                                             core::TimePoint now) const {
+    Armed a;
+    const auto it = armed_.find(o.id);
+    if (it != armed_.end() && it->second.cycle_start == cycle_start) {
+        a = it->second;
+        // The rate between two flushes that brought bytes: the first growth
+        // after a quiet spell says nothing about it (no rate yet: the slice
+        // is a share of what is left, core::slice_bytes).
+        if (o.own_counted > a.counted && now > a.counted_at) {
+            const double seconds = std::chrono::duration<double>(now - a.counted_at).count();
+            const auto recent =
+                static_cast<std::uint64_t>(static_cast<double>(o.own_counted - a.counted) / seconds);
+            if (a.growing) {
+                a.rate = a.rate == 0 ? recent : (a.rate + recent) / 2;
+            }
+            a.growing = true;
+            a.counted_at = now;
+        } else if (o.own_counted == a.counted && a.growing &&
+                   now - a.counted_at > 2 * lease_settings_.slice_time) {
+            a.growing = false;  // quiet: the next growth starts a new estimate
+            a.rate = 0;
+        }
+    } else {  // a new epoch: the kernel counter starts from zero at this gateway's count
+        a.cycle_start = cycle_start;
+        a.base = o.own_counted;
+        a.counted_at = now;
+        a.fresh = true;
+    }
+    a.counted = o.own_counted;
+    a.ceiling = o.decision.ceiling;
+    if (o.decision.action != core::LeaseAction::Keep &&
+        o.decision.action != core::LeaseAction::Idle) {
+        a.counted_at_grant = o.own_counted;
+    }
+    a.bytes = add_sat(a.ceiling > a.base ? a.ceiling - a.base : 0, kCrossingSlack);
+    return a;
+}
+
+void PolicyEngine::count_lease(const store::LeaseOutcome& o, Armed& a, const std::string& who) {
+    using core::LeaseAction;
+    const auto& d = o.decision;
+    const bool was_denied = a.denied;
+    a.denied = d.action == LeaseAction::Denied;
+    switch (d.action) {
+        case LeaseAction::Keep:
+        case LeaseAction::Idle:
+            return;
+        case LeaseAction::Grant:
+            ++metrics_.leases_granted;
+            break;
+        case LeaseAction::Renew:
+            ++metrics_.leases_renewed;
+            break;
+        case LeaseAction::Denied:
+            ++metrics_.leases_denied;
+            break;
+        case LeaseAction::Lapse:
+            ++metrics_.leases_lapsed;
+            break;
+    }
+    if (a.denied && !was_denied) {
+        spdlog::info("subscriber {}: no more quota to lease here (counted {} B, ceiling {} B)", who,
+                     o.own_counted, d.ceiling);
+    } else {
+        spdlog::debug("subscriber {}: lease {}: ceiling {} B (counted {} B, {} B/s), kernel {} B",
+                      who, core::to_string(d.action), d.ceiling, o.own_counted, a.rate, a.bytes);
+    }
+}
+
+void PolicyEngine::rebase_slices() {
+    for (auto& [id, a] : armed_) {
+        a.base = a.counted;
+        a.bytes = add_sat(a.ceiling > a.base ? a.ceiling - a.base : 0, kCrossingSlack);
+        a.fresh = true;
+    }
+}
+
+}  // namespace ctquota::policy
