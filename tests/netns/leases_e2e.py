@@ -30,9 +30,7 @@ class Leases(TwoGateways):
     @classmethod
     def _start(cls):
         lab = cls.lab
-        for ns, dev in ([(lab.sub, "eth1"), (lab.sub, "eth2")] + [(s, "eth0") for s in lab.srvs]
-                        + [(g, d) for g in lab.gws for d in ("sub0", "srv0")]):
-            lab.run(ns, ["ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off"])
+        cls.one_packet_per_segment()
 
         def config(name):
             return (f'[api]\nlisten = "127.0.0.1:{API_PORT}"\n'

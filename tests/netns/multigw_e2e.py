@@ -105,12 +105,17 @@ class TwoGateways(unittest.TestCase):
             raise
 
     @classmethod
-    def _start(cls):
+    def one_packet_per_segment(cls):
+        """Everywhere, as the ground truth counts them."""
         lab = cls.lab
-        # One packet per segment everywhere, as the ground truth counts them.
         for ns, dev in ([(lab.sub, "eth1"), (lab.sub, "eth2")] + [(s, "eth0") for s in lab.srvs]
                         + [(g, d) for g in lab.gws for d in ("sub0", "srv0")]):
             lab.run(ns, ["ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off"])
+
+    @classmethod
+    def _start(cls):
+        lab = cls.lab
+        cls.one_packet_per_segment()
 
         # Both daemons' clock offset (test 6 moves both to a new cycle).
         cls.offset_file = os.path.join(tempfile.gettempdir(), f"{lab.id}-clock-offset")
