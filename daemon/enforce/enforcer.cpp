@@ -332,6 +332,19 @@ void Enforcer::forget_kernel() {
     impl_->allowed_installed.clear();
 }
 
+std::optional<std::uint64_t> Enforcer::quota_used(core::SubscriberId id) {
+    const auto listed = impl_->nft.list_quota(config_.table, quota_name(id));
+    if (!listed || !listed->contains("nftables")) {
+        return std::nullopt;
+    }
+    for (const auto& item : listed->at("nftables")) {
+        if (item.contains("quota")) {
+            return item["quota"].value("used", std::uint64_t{0});
+        }
+    }
+    return std::nullopt;
+}
+
 std::vector<Flowtable> Enforcer::flowtables() {
     return parse_flowtables(impl_->nft.text_command("list flowtables"));
 }

@@ -104,6 +104,9 @@ class Enforcer {
     ReconcileReport apply(const std::vector<SubscriberTarget>& changes);
     ReconcileReport remove(const std::vector<core::SubscriberId>& ids);
     KernelState read_back();  // what the kernel has now, parsed
+    // What one subscriber's kernel quota has counted (one object listed, no
+    // set elements); nullopt when it has none. Throws EnforceError.
+    std::optional<std::uint64_t> quota_used(core::SubscriberId id);
     // Cheap (two chain listings and a qdisc dump, no set elements): empty
     // while the table's skeleton and the HTB root are in place, else what
     // is missing (nft flush ruleset, the table deleted, the root qdisc

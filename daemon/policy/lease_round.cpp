@@ -33,6 +33,12 @@ std::uint64_t add_sat(std::uint64_t a, std::uint64_t b) {
                : a + b;
 }
 
+// The kernel counts this gateway's bytes from `base`: it may pass up to the
+// ceiling, plus what it counted that billing did not, plus the slack.
+std::uint64_t kernel_bytes(std::uint64_t ceiling, std::uint64_t base, std::uint64_t unbilled) {
+    return add_sat(add_sat(ceiling > base ? ceiling - base : 0, unbilled), kCrossingSlack);
+}
+
 }  // namespace
 
 bool PolicyEngine::leasable(const core::Plan& plan, const core::Evaluation& e) const {
@@ -80,6 +86,13 @@ PolicyEngine::lease_slices(const std::vector<Evaluated>& done,
         const auto& o = batch.outcomes.at(i);
         auto a = next_armed(o, asks[i].cycle_start, now);
         count_lease(o, a, subscribers_.at(o.id).external_id);
+        resync_unbilled(o.id, a, now);
+        // Stopped (denied, or short of its ceiling): no traffic, no flush to
+        // wake the engine, so look again when a lease elsewhere may have
+        // expired or the kernel's count can be trusted.
+        if (o.decision.action == core::LeaseAction::Denied || a.ceiling > a.counted) {
+            check_soon(o.id, now + lease_settings_.slice_time / 2);
+        }
         out[o.id] = a;
     }
     return out;
@@ -97,8 +110,8 @@ PolicyEngine::Armed PolicyEngine::next_armed(const store::LeaseOutcome& o,
         // is a share of what is left, core::slice_bytes).
         if (o.own_counted > a.counted && now > a.counted_at) {
             const double seconds = std::chrono::duration<double>(now - a.counted_at).count();
-            const auto recent =
-                static_cast<std::uint64_t>(static_cast<double>(o.own_counted - a.counted) / seconds);
+            const auto recent = static_cast<std::uint64_t>(
+                static_cast<double>(o.own_counted - a.counted) / seconds);
             if (a.growing) {
                 a.rate = a.rate == 0 ? recent : (a.rate + recent) / 2;
             }
@@ -121,7 +134,7 @@ PolicyEngine::Armed PolicyEngine::next_armed(const store::LeaseOutcome& o,
         o.decision.action != core::LeaseAction::Idle) {
         a.counted_at_grant = o.own_counted;
     }
-    a.bytes = add_sat(a.ceiling > a.base ? a.ceiling - a.base : 0, kCrossingSlack);
+    a.bytes = kernel_bytes(a.ceiling, a.base, a.unbilled);
     return a;
 }
 
@@ -156,10 +169,43 @@ void PolicyEngine::count_lease(const store::LeaseOutcome& o, Armed& a, const std
     }
 }
 
+// Only once the gateway has seen no new bytes of its own for half a slice time
+// (at least a poll + flush interval, README): what the kernel counted then and
+// billing did not is not traffic still on its way to the database.
+void PolicyEngine::resync_unbilled(core::SubscriberId id, Armed& a, core::TimePoint now) {
+    const std::uint64_t billed = a.counted > a.base ? a.counted - a.base : 0;
+    if (a.fresh || a.ceiling <= a.counted || now - a.counted_at < lease_settings_.slice_time / 2) {
+        return;  // not short of its ceiling, or not quiet long enough to tell
+    }
+    std::optional<std::uint64_t> used;
+    try {
+        used = enforcer_->quota_used(id);
+    } catch (const enforce::EnforceError& e) {
+        spdlog::warn("leases: cannot read subscriber {}'s kernel quota: {}", id, e.what());
+        return;
+    }
+    if (!used || *used < a.bytes - kCrossingSlack || *used <= billed + a.unbilled) {
+        return;  // the kernel is not exhausted, or billing saw all it counted
+    }
+    a.unbilled = *used - billed;
+    a.bytes = kernel_bytes(a.ceiling, a.base, a.unbilled);
+    spdlog::info(
+        "subscriber {}: the kernel counted {} B that billing did not (dropped after the "
+        "quota); kernel quota now {} B",
+        id, a.unbilled, a.bytes);
+}
+
+void PolicyEngine::check_soon(core::SubscriberId id, core::TimePoint when) {
+    if (auto it = check_of_.find(id); it == check_of_.end() || when < it->second) {
+        schedule(id, when);  // its evaluation schedules its next check again
+    }
+}
+
 void PolicyEngine::rebase_slices() {
     for (auto& [id, a] : armed_) {
         a.base = a.counted;
-        a.bytes = add_sat(a.ceiling > a.base ? a.ceiling - a.base : 0, kCrossingSlack);
+        a.unbilled = 0;
+        a.bytes = kernel_bytes(a.ceiling, a.base, a.unbilled);
         a.fresh = true;
     }
 }

@@ -75,7 +75,11 @@ class PolicyEngine {
         std::uint64_t counted = 0;     // this gateway's counted bytes at the last settle
         core::TimePoint counted_at{};  // when `counted` last grew
         std::uint64_t rate = 0;        // bytes/s on this gateway, smoothed
-        bool growing = false;  // counted_at was a growth: the rate is measured from it
+        bool growing = false;          // counted_at was a growth: the rate is measured from it
+        // Bytes the kernel counted that billing never will (dropped after the
+        // quota rule, e.g. at a full receive queue): the kernel gets them back,
+        // or it would stop short of the ceiling and the block tier.
+        std::uint64_t unbilled = 0;
         std::optional<std::uint64_t> counted_at_grant;
         bool fresh = true;    // the kernel counter must start from zero (not applied yet)
         bool denied = false;  // said once
@@ -129,11 +133,15 @@ class PolicyEngine {
     Armed next_armed(const store::LeaseOutcome& o, core::TimePoint cycle_start,
                      core::TimePoint now) const;
     void count_lease(const store::LeaseOutcome& o, Armed& a, const std::string& who);
+    // A gateway stopped short of its ceiling: gives the kernel back what it
+    // counted but billing did not (read from the kernel's quota object).
+    void resync_unbilled(core::SubscriberId id, Armed& a, core::TimePoint now);
     // After the kernel state was lost: the rebuilt quotas count from zero again.
     void rebase_slices();
     std::vector<enforce::SubscriberTarget> reconcile_targets();
     std::size_t apply_to_kernel(const std::vector<enforce::SubscriberTarget>& targets, bool full);
     void schedule(core::SubscriberId id, core::TimePoint when);
+    void check_soon(core::SubscriberId id, core::TimePoint when);  // earlier than scheduled only
     std::vector<core::SubscriberId> take_due(core::TimePoint now);
     enforce::SubscriberTarget target_of(const store::PolicySubscriber& s,
                                         const core::DesiredState& state);
