@@ -38,6 +38,16 @@ std::size_t sharing_gateways(const LeaseRequest& r) {
                                                       [](const auto& g) { return g.ceiling; }));
 }
 
+// Room by the others' live ceilings only (their usage where they hold none):
+// what they pass past a ceiling (the crossing slack) shrinks nobody's lease.
+std::uint64_t room_by_leases(const LeaseRequest& r) {
+    std::uint64_t others = 0;
+    for (const auto& g : r.others) {
+        others = add_sat(others, g.ceiling.value_or(g.counted_bytes));
+    }
+    return sub_floor(r.block_limit, add_sat(others, r.own.counted_bytes));
+}
+
 }  // namespace
 
 const char* to_string(LeaseAction a) {
@@ -76,23 +86,32 @@ LeaseDecision decide_lease(const LeaseSettings& s, const LeaseRequest& r) {
         slice_bytes(s, r.rate_bytes_per_second, sub_floor(r.block_limit, counted_total(r)),
                     sharing_gateways(r), r.gateways_alive);
     const auto& own = r.own;
+    const auto room = sub_floor(r.block_limit, add_sat(committed(r.others), own.counted_bytes));
+    const TimePoint expires = r.now + s.ttl;
+    if (const auto fits = room_by_leases(r);
+        own.ceiling && *own.ceiling > add_sat(own.counted_bytes, fits)) {
+        // The allowance fell under what was leased (a smaller override, a
+        // top-up expired or withdrawn): the lease shrinks to what is left.
+        if (fits == 0) {
+            return LeaseDecision{LeaseAction::Denied, own.counted_bytes, {}};
+        }
+        return LeaseDecision{LeaseAction::Renew, own.counted_bytes + fits, expires};
+    }
     if (own.ceiling) {
         const bool low = sub_floor(*own.ceiling, own.counted_bytes) < slice / 2;
         const bool expiring = r.own_expires - r.now < s.ttl / 2;
+        if (!low && !r.active && expiring) {
+            return LeaseDecision{LeaseAction::Lapse, own.counted_bytes, {}};
+        }
         if (!low && !expiring) {
             return LeaseDecision{LeaseAction::Keep, *own.ceiling, r.own_expires};
-        }
-        if (!low && !r.active) {
-            return LeaseDecision{LeaseAction::Lapse, own.counted_bytes, {}};
         }
     }
     if (!own.ceiling && !r.grew) {
         return LeaseDecision{LeaseAction::Idle, own.counted_bytes, {}};
     }
-    const auto room = sub_floor(r.block_limit, add_sat(committed(r.others), own.counted_bytes));
     const auto held = std::max(own.ceiling.value_or(0), own.counted_bytes);
     const auto ceiling = std::max(held, add_sat(own.counted_bytes, std::min(slice, room)));
-    const TimePoint expires = r.now + s.ttl;
     if (ceiling <= own.counted_bytes) {
         return LeaseDecision{LeaseAction::Denied, own.counted_bytes, {}};
     }

@@ -55,7 +55,7 @@ struct LeaseRequest {
 enum class LeaseAction : std::uint8_t {
     Keep,    // the live lease is enough and not about to expire: nothing written
     Grant,   // a new lease (none was live)
-    Renew,   // more bytes, or the same lease for longer
+    Renew,   // more bytes, or the same lease for longer (or fewer: the allowance fell)
     Denied,  // more was wanted and nothing is left: the live lease (if any) is extended
     Lapse,   // idle near expiry: given back, ceiling = what it counted
     Idle,    // no lease and no new traffic here: none asked, ceiling = what it counted

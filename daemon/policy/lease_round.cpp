@@ -6,6 +6,7 @@
 // the slices it holds, and a slice used up stays a drop until a grant.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "policy/policy_engine.hpp"
@@ -69,6 +70,7 @@ PolicyEngine::lease_slices(const std::vector<Evaluated>& done,
             if (it->second.cycle_start == ask.cycle_start) {
                 ask.counted_at_last_settle = it->second.counted;
                 ask.counted_at_last_grant = it->second.counted_at_grant;
+                ask.refused_before = it->second.denied;
             }
         }
         asks.push_back(ask);
@@ -187,6 +189,9 @@ void PolicyEngine::resync_unbilled(core::SubscriberId id, Armed& a, core::TimePo
     if (!used || *used < a.bytes - kCrossingSlack || *used <= billed + a.unbilled) {
         return;  // the kernel is not exhausted, or billing saw all it counted
     }
+    // The kernel passes nothing while exhausted, so after a quiet spell all it
+    // counted and billing did not was dropped (downstream, or by the quota
+    // itself): it may pass ceiling - counted + the slack more, no further.
     a.unbilled = *used - billed;
     a.bytes = kernel_bytes(a.ceiling, a.base, a.unbilled);
     spdlog::info(

@@ -86,6 +86,7 @@ core::LeaseRequest request_of(const LeaseAsk& ask, const std::string& gateway,
                            });
     const auto own = r.own.counted_bytes;
     r.grew = ask.counted_at_last_settle ? own > *ask.counted_at_last_settle : untouched;
+    r.grew = r.grew || ask.refused_before;
     r.active = ask.counted_at_last_grant ? own > *ask.counted_at_last_grant : r.grew;
     return r;
 }

@@ -28,6 +28,9 @@ struct LeaseAsk {
     // (nullopt: unknown, e.g. after a restart).
     std::optional<std::uint64_t> counted_at_last_settle;
     std::optional<std::uint64_t> counted_at_last_grant;
+    // Its last ask was refused: it still wants more (its traffic is dropped,
+    // so no growth will say so) and asks again.
+    bool refused_before = false;
 };
 
 struct LeaseOutcome {

@@ -62,16 +62,6 @@ class Leases(TwoGateways):
             f"l.gateway_id = '{gateway}' AND l.expires_at > now()")
         return (int(rows[0][0]), float(rows[0][1]), int(rows[0][2])) if rows else None
 
-    def dump_leases(self, sub_id):
-        """What a failed wait leaves to read: the leases, usage and lease log lines."""
-        log(f"{sub_id}: leases {self.gw1.daemon.query('SELECT * FROM quota_lease')}, usage "
-            f"{self.gw1.daemon.query('SELECT gateway_id, up_bytes, down_bytes FROM usage_period')}"
-            f", billed {self.billed(sub_id)}")
-        for gw in (self.gw1, self.gw2):
-            lines = [ln for ln in gw.daemon.read_log().splitlines() if "lease" in ln
-                     or "quota" in ln or sub_id in ln]
-            log(f"{gw.ns}: " + "\n".join(lines[-60:]))
-
     def lease_metrics(self, gw):
         return {k: int(gw.metric(f"ctquota_leases_{k}_total") or 0)
                 for k in ("granted", "renewed", "denied", "expired", "lapsed")}
@@ -147,7 +137,11 @@ class Leases(TwoGateways):
         expired_before = self.lease_metrics(self.gw1)["expired"]
         dl1 = self.download(src, self.gw1, 3_000_000, 60)
         # gw1 goes on within what gw2 does not hold...
-        wait_for(lambda: dl1.received() > 2_000_000, 10, what="gw1's download to go on")
+        try:
+            wait_for(lambda: dl1.received() > 2_000_000, 10, what="gw1's download to go on")
+        except TimeoutError:
+            self.dump_leases("kill")
+            raise
         wait_for(lambda: self.gw1.blocked(src), 60, what="gw1 to block")
         dl1.stop()
         blocked_at = self.event_at("kill", "blocked")

@@ -122,10 +122,15 @@ class TwoGateways(unittest.TestCase):
         cls.set_clock_offset(0)
 
         def config(name):
+            # Quota slices as README advises (twice the poll + flush interval);
+            # a slice a probe leased on the gateway not carrying the download
+            # is given back within lease_ttl.
             return (f'[api]\nlisten = "127.0.0.1:{API_PORT}"\n[policies]\ndir = "{POLICIES}"\n'
+                    f'lease_slice_time = "2s"\nlease_ttl = "4s"\n'
                     f'[enforce]\nsubscriber_interface = "sub0"\n'
                     f'[drops]\nmode = "required"\npin_dir = "{cls.bpffs.dir}/{name}"\n'
-                    f'[clock]\noffset_file = "{cls.offset_file}"\n')
+                    f'[clock]\noffset_file = "{cls.offset_file}"\n'
+                    f'[log]\nlevel = "{os.environ.get("CTQUOTA_TEST_LOG_LEVEL", "info")}"\n')
         d1 = Daemon(lab.view(lab.gws[0]), poll="500ms", flush="200ms", gateway_id="gw1",
                     extra_config=config("gw1"))
         cls.daemons.append(d1)
@@ -203,6 +208,16 @@ class TwoGateways(unittest.TestCase):
             f"AND e.to_state = '{to_state}' ORDER BY e.id DESC LIMIT 1")
         return float(rows[0][0]) if rows else None
 
+    def dump_leases(self, sub_id):
+        """What a failed wait leaves to read: the leases, usage and lease log lines."""
+        log(f"{sub_id}: leases {self.gw1.daemon.query('SELECT * FROM quota_lease')}, usage "
+            f"{self.gw1.daemon.query('SELECT gateway_id, up_bytes, down_bytes FROM usage_period')}"
+            f", billed {self.billed(sub_id)}")
+        for gw in (self.gw1, self.gw2):
+            lines = [ln for ln in gw.daemon.read_log().splitlines() if "lease" in ln
+                     or "quota" in ln or sub_id in ln]
+            log(f"{gw.ns}: " + "\n".join(lines[-60:]))
+
     def exact(self, sub_id, delivered, tolerance=0.0):
         """Billed = delivered (with `tolerance`: as drops_e2e allows a download
         cut while shaped, whose queue drops the attribution may miss a packet of)."""
@@ -265,8 +280,12 @@ class TwoGateways(unittest.TestCase):
         delivered = self.add_subscriber("pre", "prepaid-10g", src, quota)
         self.assertTrue(self.gw1.reachable(src) and self.gw2.reachable(src))
         dl = self.download(src, self.gw1, 1_000_000, 30)
-        seen = wait_for(lambda: time.time() if self.gw2.blocked(src) else None, 20,
-                        what="gw2's kernel to block")
+        try:
+            seen = wait_for(lambda: time.time() if self.gw2.blocked(src) else None, 20,
+                            what="gw2's kernel to block")
+        except TimeoutError:
+            self.dump_leases("pre")
+            raise
         blocked_at = wait_for(lambda: self.event_at("pre", "blocked"), 5, what="the event")
         log(f"pre: blocked on gw2 {seen - blocked_at:.2f} s after the crossing was recorded")
         self.assertLess(seen - blocked_at, 2.0)

@@ -9,6 +9,7 @@ namespace {
 
 constexpr std::uint64_t KiB = 1024;
 constexpr std::uint64_t MiB = 1024 * KiB;
+constexpr std::uint64_t GiB = 1024 * MiB;
 const TimePoint kNow = TimePoint{} + 1'700'000'000s;
 
 LeaseRequest request(std::uint64_t block_limit, std::uint64_t own_counted,
@@ -166,10 +167,11 @@ TEST_CASE("leases: renewal when the slice runs low, keep while it does not") {
     }
 }
 
-TEST_CASE("leases: a live lease is never shrunk, and is extended when nothing more is left") {
+TEST_CASE(
+    "leases: a live lease is not shrunk by the others, and is extended when nothing more is left") {
     const LeaseSettings s;
     auto r = request(10 * MiB, 4 * MiB, 4 * MiB + 10 * KiB);  // low: 10 KiB unused
-    r.others = {{5 * MiB, 6 * MiB}};                          // holds the rest
+    r.others = {{5 * MiB, 6 * MiB - 10 * KiB}};               // holds the rest
     r.rate_bytes_per_second = MiB;
     const auto d = decide_lease(s, r);
     CHECK(d.action == LeaseAction::Denied);
@@ -198,4 +200,19 @@ TEST_CASE("leases: a gateway without new traffic of its own asks for nothing") {
     CHECK_FALSE(d.holds_lease());
     r.grew = true;  // its flush brought bytes: now it asks
     CHECK(decide_lease(s, r).action == LeaseAction::Grant);
+}
+
+TEST_CASE("leases: an allowance that fell under the lease shrinks it to what is left") {
+    const LeaseSettings s;
+    auto r = request(2 * MiB, 100 * KiB, 10 * GiB);  // 10 GB leased, then an override of 2 MiB
+    r.others = {{200 * KiB, 500 * KiB}};
+    const auto d = decide_lease(s, r);
+    CHECK(d.action == LeaseAction::Renew);
+    CHECK(d.ceiling == 2 * MiB - 500 * KiB);
+    CHECK(committed_after(r, d) == 2 * MiB);
+    r.block_limit = 500 * KiB;  // less than the others hold: nothing here
+    const auto none = decide_lease(s, r);
+    CHECK(none.action == LeaseAction::Denied);
+    CHECK(none.ceiling == 100 * KiB);
+    CHECK_FALSE(none.holds_lease());
 }
