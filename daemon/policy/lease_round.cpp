@@ -88,11 +88,13 @@ PolicyEngine::lease_slices(const std::vector<Evaluated>& done,
         const auto& o = batch.outcomes.at(i);
         auto a = next_armed(o, asks[i].cycle_start, now);
         count_lease(o, a, subscribers_.at(o.id).external_id);
-        resync_unbilled(o.id, a, now);
-        // Stopped (denied, or short of its ceiling): no traffic, no flush to
-        // wake the engine, so look again when a lease elsewhere may have
-        // expired or the kernel's count can be trusted.
-        if (o.decision.action == core::LeaseAction::Denied || a.ceiling > a.counted) {
+        const bool resynced = resync_unbilled(o.id, a, now);
+        // Stopped (denied, given back, short of its ceiling, its kernel just
+        // given back what billing missed): no traffic, no flush to wake the
+        // engine, so look again when a lease elsewhere may have expired or
+        // the kernel's count can be trusted.
+        if (o.decision.action == core::LeaseAction::Denied ||
+            o.decision.action == core::LeaseAction::Lapse || a.ceiling > a.counted || resynced) {
             check_soon(o.id, now + lease_settings_.slice_time / 2);
         }
         out[o.id] = a;
@@ -136,7 +138,11 @@ PolicyEngine::Armed PolicyEngine::next_armed(const store::LeaseOutcome& o,
         o.decision.action != core::LeaseAction::Idle) {
         a.counted_at_grant = o.own_counted;
     }
+    const auto before = a.bytes;
     a.bytes = kernel_bytes(a.ceiling, a.base, a.unbilled);
+    if (a.bytes > before) {
+        a.raised_at = now;
+    }
     return a;
 }
 
@@ -174,30 +180,35 @@ void PolicyEngine::count_lease(const store::LeaseOutcome& o, Armed& a, const std
 // Only once the gateway has seen no new bytes of its own for half a slice time
 // (at least a poll + flush interval, README): what the kernel counted then and
 // billing did not is not traffic still on its way to the database.
-void PolicyEngine::resync_unbilled(core::SubscriberId id, Armed& a, core::TimePoint now) {
+bool PolicyEngine::resync_unbilled(core::SubscriberId id, Armed& a, core::TimePoint now) {
     const std::uint64_t billed = a.counted > a.base ? a.counted - a.base : 0;
-    if (a.fresh || a.ceiling <= a.counted || now - a.counted_at < lease_settings_.slice_time / 2) {
-        return;  // not short of its ceiling, or not quiet long enough to tell
+    // Quiet for a whole slice time since its last bytes AND since its kernel
+    // quota last grew: traffic let through by a raise shows in the database
+    // only a poll + flush interval later.
+    if (a.fresh || now - std::max(a.counted_at, a.raised_at) < lease_settings_.slice_time) {
+        return false;
     }
     std::optional<std::uint64_t> used;
     try {
         used = enforcer_->quota_used(id);
     } catch (const enforce::EnforceError& e) {
         spdlog::warn("leases: cannot read subscriber {}'s kernel quota: {}", id, e.what());
-        return;
+        return false;
     }
     if (!used || *used < a.bytes - kCrossingSlack || *used <= billed + a.unbilled) {
-        return;  // the kernel is not exhausted, or billing saw all it counted
+        return false;  // the kernel is not exhausted, or billing saw all it counted
     }
     // The kernel passes nothing while exhausted, so after a quiet spell all it
     // counted and billing did not was dropped (downstream, or by the quota
     // itself): it may pass ceiling - counted + the slack more, no further.
     a.unbilled = *used - billed;
     a.bytes = kernel_bytes(a.ceiling, a.base, a.unbilled);
+    a.raised_at = now;
     spdlog::info(
         "subscriber {}: the kernel counted {} B that billing did not (dropped after the "
         "quota); kernel quota now {} B",
         id, a.unbilled, a.bytes);
+    return true;
 }
 
 void PolicyEngine::check_soon(core::SubscriberId id, core::TimePoint when) {

@@ -80,6 +80,7 @@ class PolicyEngine {
         // quota rule, e.g. at a full receive queue): the kernel gets them back,
         // or it would stop short of the ceiling and the block tier.
         std::uint64_t unbilled = 0;
+        core::TimePoint raised_at{};  // when `bytes` last grew
         std::optional<std::uint64_t> counted_at_grant;
         bool fresh = true;    // the kernel counter must start from zero (not applied yet)
         bool denied = false;  // said once
@@ -133,9 +134,10 @@ class PolicyEngine {
     Armed next_armed(const store::LeaseOutcome& o, core::TimePoint cycle_start,
                      core::TimePoint now) const;
     void count_lease(const store::LeaseOutcome& o, Armed& a, const std::string& who);
-    // A gateway stopped short of its ceiling: gives the kernel back what it
-    // counted but billing did not (read from the kernel's quota object).
-    void resync_unbilled(core::SubscriberId id, Armed& a, core::TimePoint now);
+    // A quiet gateway whose kernel quota is exhausted: gives the kernel back
+    // what it counted but billing did not (read from the quota object); true
+    // when it did.
+    bool resync_unbilled(core::SubscriberId id, Armed& a, core::TimePoint now);
     // After the kernel state was lost: the rebuilt quotas count from zero again.
     void rebase_slices();
     std::vector<enforce::SubscriberTarget> reconcile_targets();
