@@ -419,6 +419,7 @@ const std::map<std::string, Keys>& schema() {
         {"policies",
          {{"dir", assign<&Config::policies, &P::dir, as_string>},
           {"reconcile_interval", assign<&Config::policies, &P::reconcile_interval, as_duration>},
+          {"leases", assign<&Config::policies, &P::leases, as_bool>},
           {"lease_ttl", assign<&Config::policies, &P::lease_ttl, as_duration_from<1>>},
           {"lease_slice_time",
            assign<&Config::policies, &P::lease_slice_time, as_duration_from<1>>},

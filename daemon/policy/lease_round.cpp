@@ -78,6 +78,24 @@ PolicyEngine::lease_slices(const std::vector<Evaluated>& done,
     if (asks.empty()) {
         return out;
     }
+    if (!config_.leases) {  // all that is left, armed once per allowance (counted from zero)
+        for (const auto& ev : done) {
+            if (!out.count(ev.id) || std::none_of(asks.begin(), asks.end(),
+                                                  [&](const auto& a) { return a.id == ev.id; })) {
+                continue;
+            }
+            if (auto it = armed_.find(ev.id);
+                it != armed_.end() && it->second.allowance == ev.e.allowance_bytes) {
+                out[ev.id] = it->second;
+                continue;
+            }
+            Armed a;
+            a.allowance = ev.e.allowance_bytes;
+            a.bytes = add_sat(*ev.e.bytes_until_block, kCrossingSlack);
+            out[ev.id] = a;
+        }
+        return out;
+    }
     const auto batch = leases_.settle(gateway_id_, asks, lease_settings_, now);
     if (batch.expired > 0) {
         metrics_.leases_expired += batch.expired;

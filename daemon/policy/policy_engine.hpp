@@ -80,7 +80,8 @@ class PolicyEngine {
         // quota rule, e.g. at a full receive queue): the kernel gets them back,
         // or it would stop short of the ceiling and the block tier.
         std::uint64_t unbilled = 0;
-        core::TimePoint raised_at{};  // when `bytes` last grew
+        core::TimePoint raised_at{};             // when `bytes` last grew
+        std::optional<std::uint64_t> allowance;  // leases off: armed once per allowance
         std::optional<std::uint64_t> counted_at_grant;
         bool fresh = true;    // the kernel counter must start from zero (not applied yet)
         bool denied = false;  // said once

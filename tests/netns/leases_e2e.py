@@ -34,7 +34,7 @@ class Leases(TwoGateways):
 
         def config(name):
             return (f'[api]\nlisten = "127.0.0.1:{API_PORT}"\n'
-                    f'[policies]\ndir = "{POLICIES}"\nlease_ttl = "{LEASE_TTL}s"\n'
+                    f'[policies]\ndir = "{POLICIES}"\nleases = true\nlease_ttl = "{LEASE_TTL}s"\n'
                     f'lease_slice_time = "2s"\n'
                     f'[enforce]\nsubscriber_interface = "sub0"\n'
                     f'[drops]\nmode = "required"\npin_dir = "{cls.bpffs.dir}/{name}"\n'
