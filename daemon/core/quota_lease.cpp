@@ -124,4 +124,13 @@ LeaseDecision decide_lease(const LeaseSettings& s, const LeaseRequest& r) {
     return LeaseDecision{action, ceiling, expires};
 }
 
+std::uint64_t epoch_quota_bytes(std::uint64_t ceiling, std::uint64_t base, std::uint64_t slack) {
+    const auto limit = add_sat(ceiling, slack);
+    return limit > add_sat(base, 1) ? limit - base : 1;
+}
+
+std::uint64_t armed_ceiling(std::uint64_t last, const LeaseDecision& d) {
+    return d.holds_lease() ? d.ceiling : std::min(last, d.ceiling);
+}
+
 }  // namespace ctquota::core

@@ -82,4 +82,15 @@ std::uint64_t slice_bytes(const LeaseSettings& s, std::uint64_t rate_bytes_per_s
 
 LeaseDecision decide_lease(const LeaseSettings& s, const LeaseRequest& r);
 
+// The gateway's kernel quota in an epoch (its counter started at zero when
+// the gateway had counted `base`): up to `ceiling` plus `slack`, less `base`
+// (an epoch after a used-up one starts past the ceiling it had: the slack is
+// spent), at least 1 byte (nft then drops every packet).
+std::uint64_t epoch_quota_bytes(std::uint64_t ceiling, std::uint64_t base, std::uint64_t slack);
+
+// The ceiling armed after decision `d` in an epoch armed at `last`: a lease's,
+// else never above `last` (it would follow the bytes the slack let through,
+// a slack more with every flush while another gateway holds the rest).
+std::uint64_t armed_ceiling(std::uint64_t last, const LeaseDecision& d);
+
 }  // namespace ctquota::core

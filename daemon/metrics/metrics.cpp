@@ -180,6 +180,9 @@ std::string Metrics::render_prometheus() const {
             leases_expired.load());
     counter("leases_lapsed_total", "quota slices given back by this gateway (subscriber idle)",
             leases_lapsed.load());
+    counter("lease_epochs_total",
+            "kernel quotas restarted from zero (used up before a raise, or short of the ceiling)",
+            lease_epochs.load());
     out << "# TYPE ctquota_leases_held gauge\nctquota_leases_held " << leases_held.load() << "\n";
     counter("webhooks_delivered_total", "webhook deliveries answered 2xx",
             webhooks_delivered.load());

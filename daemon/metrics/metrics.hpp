@@ -85,6 +85,8 @@ struct Metrics {
     std::atomic<std::uint64_t> leases_denied{0};
     std::atomic<std::uint64_t> leases_expired{0};
     std::atomic<std::uint64_t> leases_lapsed{0};
+    // kernel quotas restarted from zero (used up before a raise, or short of the ceiling)
+    std::atomic<std::uint64_t> lease_epochs{0};
     std::atomic<std::uint64_t> leases_held{0};  // gauge: subscribers with a leased kernel slice
     std::atomic<std::uint64_t> flowtables{0};   // in the ruleset: their flows bypass enforcement
     std::atomic<std::uint64_t> flowtables_uncounted{0};  // without `counter`: bytes never billed

@@ -34,10 +34,8 @@ std::uint64_t add_sat(std::uint64_t a, std::uint64_t b) {
                : a + b;
 }
 
-// The kernel counts this gateway's bytes from `base`: it may pass up to the
-// ceiling, plus what it counted that billing did not, plus the slack.
-std::uint64_t kernel_bytes(std::uint64_t ceiling, std::uint64_t base, std::uint64_t unbilled) {
-    return add_sat(add_sat(ceiling > base ? ceiling - base : 0, unbilled), kCrossingSlack);
+std::uint64_t kernel_bytes(std::uint64_t ceiling, std::uint64_t base) {
+    return core::epoch_quota_bytes(ceiling, base, kCrossingSlack);
 }
 
 }  // namespace
@@ -106,13 +104,12 @@ PolicyEngine::lease_slices(const std::vector<Evaluated>& done,
         const auto& o = batch.outcomes.at(i);
         auto a = next_armed(o, asks[i].cycle_start, now);
         count_lease(o, a, subscribers_.at(o.id).external_id);
-        const bool resynced = resync_unbilled(o.id, a, now);
-        // Stopped (denied, given back, short of its ceiling, its kernel just
-        // given back what billing missed): no traffic, no flush to wake the
-        // engine, so look again when a lease elsewhere may have expired or
-        // the kernel's count can be trusted.
+        const bool restarted = settle_epoch(o.id, a, now);
+        // Stopped (denied, given back, short of its ceiling, a new epoch just
+        // started): no traffic, no flush to wake the engine, so look again
+        // when a lease elsewhere may have expired or billing has caught up.
         if (o.decision.action == core::LeaseAction::Denied ||
-            o.decision.action == core::LeaseAction::Lapse || a.ceiling > a.counted || resynced) {
+            o.decision.action == core::LeaseAction::Lapse || a.ceiling > a.counted || restarted) {
             check_soon(o.id, now + lease_settings_.slice_time / 2);
         }
         out[o.id] = a;
@@ -144,20 +141,22 @@ PolicyEngine::Armed PolicyEngine::next_armed(const store::LeaseOutcome& o,
             a.growing = false;  // quiet: the next growth starts a new estimate
             a.rate = 0;
         }
+        a.ceiling = core::armed_ceiling(a.ceiling, o.decision);
     } else {  // a new epoch: the kernel counter starts from zero at this gateway's count
         a.cycle_start = cycle_start;
         a.base = o.own_counted;
         a.counted_at = now;
         a.fresh = true;
+        a.ceiling = o.decision.ceiling;
     }
     a.counted = o.own_counted;
-    a.ceiling = o.decision.ceiling;
     if (o.decision.action != core::LeaseAction::Keep &&
         o.decision.action != core::LeaseAction::Idle) {
         a.counted_at_grant = o.own_counted;
     }
     const auto before = a.bytes;
-    a.bytes = kernel_bytes(a.ceiling, a.base, a.unbilled);
+    a.bytes = kernel_bytes(a.ceiling, a.base);
+    a.peak = a.fresh ? a.bytes : std::max(a.peak, a.bytes);
     if (a.bytes > before) {
         a.raised_at = now;
     }
@@ -195,37 +194,64 @@ void PolicyEngine::count_lease(const store::LeaseOutcome& o, Armed& a, const std
     }
 }
 
-// Only once the gateway has seen no new bytes of its own for half a slice time
-// (at least a poll + flush interval, README): what the kernel counted then and
-// billing did not is not traffic still on its way to the database.
-bool PolicyEngine::resync_unbilled(core::SubscriberId id, Armed& a, core::TimePoint now) {
-    const std::uint64_t billed = a.counted > a.base ? a.counted - a.base : 0;
-    // Quiet for a whole slice time since its last bytes AND since its kernel
-    // quota last grew: traffic let through by a raise shows in the database
-    // only a poll + flush interval later.
-    if (a.fresh || now - std::max(a.counted_at, a.raised_at) < lease_settings_.slice_time) {
-        return false;
+bool PolicyEngine::settle_epoch(core::SubscriberId id, Armed& a, core::TimePoint now) {
+    const auto it = armed_.find(id);
+    if (a.fresh || it == armed_.end() || it->second.fresh) {
+        return false;  // a new epoch anyway
     }
-    std::optional<std::uint64_t> used;
     try {
-        used = enforcer_->quota_used(id);
+        if (a.bytes > it->second.bytes) {
+            if (exhausted(id, it->second.bytes)) {
+                raise_exhausted(id, a, it->second.peak);
+            }
+            return false;
+        }
+        return restart_short_epoch(id, a, now);
     } catch (const enforce::EnforceError& e) {
         spdlog::warn("leases: cannot read subscriber {}'s kernel quota: {}", id, e.what());
         return false;
     }
-    if (!used || *used < a.bytes - kCrossingSlack || *used <= billed + a.unbilled) {
-        return false;  // the kernel is not exhausted, or billing saw all it counted
+}
+
+bool PolicyEngine::exhausted(core::SubscriberId id, std::uint64_t limit) {
+    const auto used = enforcer_->quota_used(id);  // capped at the limit by the kernel
+    return used && *used >= limit;
+}
+
+// Nothing passes a used-up quota, so this epoch billed at most the highest
+// limit it had (a lower one, e.g. a lease given back, may come after more
+// passed): the next one passes at most what the ceiling grew by past that.
+// Short of the ceiling after all, a quiet spell restarts it from billing.
+void PolicyEngine::raise_exhausted(core::SubscriberId id, Armed& a, std::uint64_t peak) {
+    a.base = add_sat(a.base, peak);
+    a.bytes = kernel_bytes(a.ceiling, a.base);
+    a.peak = a.bytes;
+    a.fresh = true;
+    ++metrics_.lease_epochs;
+    spdlog::debug("subscriber {}: kernel quota used up before its raise: a new one of {} B", id,
+                  a.bytes);
+}
+
+// Only once the gateway has seen no new bytes of its own for a whole slice
+// time since they last grew and since its quota last grew (at least twice a
+// poll + flush interval, README): nothing passes a used-up quota, so by then
+// billing has all that this epoch delivered.
+bool PolicyEngine::restart_short_epoch(core::SubscriberId id, Armed& a, core::TimePoint now) {
+    if (a.counted >= a.ceiling ||
+        now - std::max(a.counted_at, a.raised_at) < lease_settings_.slice_time ||
+        !exhausted(id, a.bytes)) {
+        return false;
     }
-    // The kernel passes nothing while exhausted, so after a quiet spell all it
-    // counted and billing did not was dropped (downstream, or by the quota
-    // itself): it may pass ceiling - counted + the slack more, no further.
-    a.unbilled = *used - billed;
-    a.bytes = kernel_bytes(a.ceiling, a.base, a.unbilled);
+    a.base = a.counted;
+    a.bytes = kernel_bytes(a.ceiling, a.base);
+    a.peak = a.bytes;
+    a.fresh = true;
     a.raised_at = now;
+    ++metrics_.lease_epochs;
     spdlog::info(
-        "subscriber {}: the kernel counted {} B that billing did not (dropped after the "
-        "quota); kernel quota now {} B",
-        id, a.unbilled, a.bytes);
+        "subscriber {}: kernel quota used up {} B short of its ceiling (it counted packets "
+        "dropped after it); a new one of {} B from what billing counted",
+        id, a.ceiling - a.counted, a.bytes);
     return true;
 }
 
@@ -238,8 +264,8 @@ void PolicyEngine::check_soon(core::SubscriberId id, core::TimePoint when) {
 void PolicyEngine::rebase_slices() {
     for (auto& [id, a] : armed_) {
         a.base = a.counted;
-        a.unbilled = 0;
-        a.bytes = kernel_bytes(a.ceiling, a.base, a.unbilled);
+        a.bytes = kernel_bytes(a.ceiling, a.base);
+        a.peak = a.bytes;
         a.fresh = true;
     }
 }

@@ -64,26 +64,23 @@ class PolicyEngine {
 
   private:
     // A subscriber whose kernel quota is a slice leased to this gateway
-    // (core/quota_lease.hpp, store/lease_store.hpp). The kernel counts this
-    // gateway's bytes from `base` (its own counted bytes when the counter
-    // started at zero), so the quota is ceiling - base + the crossing slack.
+    // (core/quota_lease.hpp, store/lease_store.hpp). The kernel's counter
+    // started at zero when this gateway's counted bytes were `base` (an
+    // epoch), so the quota is ceiling - base + the crossing slack.
     struct Armed {
         core::TimePoint cycle_start{};
         std::uint64_t base = 0;
         std::uint64_t ceiling = 0;     // leased: this gateway's counted bytes may reach this
         std::uint64_t bytes = 0;       // the kernel quota
+        std::uint64_t peak = 0;        // the highest it was this epoch: what it may have passed
         std::uint64_t counted = 0;     // this gateway's counted bytes at the last settle
         core::TimePoint counted_at{};  // when `counted` last grew
         std::uint64_t rate = 0;        // bytes/s on this gateway, smoothed
         bool growing = false;          // counted_at was a growth: the rate is measured from it
-        // Bytes the kernel counted that billing never will (dropped after the
-        // quota rule, e.g. at a full receive queue): the kernel gets them back,
-        // or it would stop short of the ceiling and the block tier.
-        std::uint64_t unbilled = 0;
-        core::TimePoint raised_at{};             // when `bytes` last grew
+        core::TimePoint raised_at{};   // when `bytes` last grew
         std::optional<std::uint64_t> allowance;  // leases off: armed once per allowance
         std::optional<std::uint64_t> counted_at_grant;
-        bool fresh = true;    // the kernel counter must start from zero (not applied yet)
+        bool fresh = true;    // a new epoch: the kernel counter starts from zero (not applied yet)
         bool denied = false;  // said once
     };
     struct Evaluated {
@@ -135,10 +132,19 @@ class PolicyEngine {
     Armed next_armed(const store::LeaseOutcome& o, core::TimePoint cycle_start,
                      core::TimePoint now) const;
     void count_lease(const store::LeaseOutcome& o, Armed& a, const std::string& who);
-    // A quiet gateway whose kernel quota is exhausted: gives the kernel back
-    // what it counted but billing did not (read from the quota object); true
-    // when it did.
-    bool resync_unbilled(core::SubscriberId id, Armed& a, core::TimePoint now);
+    // After next_armed: a new epoch where the kernel's count cannot be
+    // raised or trusted (below); true when the gateway was short of its ceiling.
+    bool settle_epoch(core::SubscriberId id, Armed& a, core::TimePoint now);
+    // The kernel quota (its limit `limit`) is used up (nft counts the packets it drops
+    // too, and lists what it counted capped at the limit). Throws EnforceError.
+    bool exhausted(core::SubscriberId id, std::uint64_t limit);
+    // A raise of a used-up quota in place would be eaten by what it dropped
+    // meanwhile: a new epoch instead, passing exactly the raise.
+    void raise_exhausted(core::SubscriberId id, Armed& a, std::uint64_t peak);
+    // A quiet gateway whose kernel quota is used up short of its ceiling (it
+    // counted what was dropped after it, which billing never sees): a new
+    // epoch from what billing counted; true when it started one.
+    bool restart_short_epoch(core::SubscriberId id, Armed& a, core::TimePoint now);
     // After the kernel state was lost: the rebuilt quotas count from zero again.
     void rebase_slices();
     std::vector<enforce::SubscriberTarget> reconcile_targets();

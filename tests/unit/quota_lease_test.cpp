@@ -216,3 +216,52 @@ TEST_CASE("leases: an allowance that fell under the lease shrinks it to what is 
     CHECK(none.ceiling == 100 * KiB);
     CHECK_FALSE(none.holds_lease());
 }
+
+TEST_CASE("leases: a kernel quota epoch holds the ceiling plus the slack less its base") {
+    constexpr std::uint64_t slack = 32 * KiB;
+    CHECK(epoch_quota_bytes(10 * MiB, 2 * MiB, slack) == 8 * MiB + slack);
+    CHECK(epoch_quota_bytes(2 * MiB, 2 * MiB, slack) == slack);      // no lease: just the slack
+    CHECK(epoch_quota_bytes(2 * MiB, 2 * MiB + slack, slack) == 1);  // the slack spent: drop all
+    CHECK(epoch_quota_bytes(2 * MiB, 3 * MiB, slack) == 1);
+    CHECK(epoch_quota_bytes(UINT64_MAX, 0, slack) == UINT64_MAX);
+}
+
+TEST_CASE("leases: a raise of a used-up quota in a new epoch passes exactly the raise") {
+    // Epoch 1 from base 1 MiB with a ceiling of 4 MiB ran out: it passed at
+    // most its limit. Epoch 2 starts past it, so that the gateway's total
+    // stays within the new ceiling plus one slack, whatever epoch 1 dropped.
+    constexpr std::uint64_t slack = 32 * KiB;
+    const std::uint64_t base = 1 * MiB, old_ceiling = 4 * MiB, new_ceiling = 6 * MiB;
+    const auto limit = epoch_quota_bytes(old_ceiling, base, slack);
+    const auto next_base = base + limit;
+    CHECK(epoch_quota_bytes(new_ceiling, next_base, slack) == new_ceiling - old_ceiling);
+    CHECK(base + limit + epoch_quota_bytes(new_ceiling, next_base, slack) == new_ceiling + slack);
+    // A renewal in place later in epoch 2 raises it by the ceiling's growth.
+    CHECK(epoch_quota_bytes(7 * MiB, next_base, slack) == 7 * MiB - old_ceiling);
+}
+
+TEST_CASE("leases: a gateway without a lease never raises its ceiling") {
+    // Refused while another gateway holds the rest: each flush shows the
+    // slack's bytes; its armed ceiling stays, so its kernel passes one slack.
+    constexpr std::uint64_t slack = 32 * KiB;
+    const LeaseSettings s;
+    std::uint64_t counted = 5 * MiB, ceiling = counted;
+    const std::uint64_t base = counted;
+    for (int flush = 0; flush < 10; ++flush) {
+        auto r = request(10 * MiB, counted);
+        r.others = {{1 * MiB, 10 * MiB - 5 * MiB}};  // holds all the rest
+        const auto d = decide_lease(s, r);
+        REQUIRE(d.action == LeaseAction::Denied);
+        CHECK(d.ceiling == counted);  // what it counted (the decision alone would follow it)
+        ceiling = armed_ceiling(ceiling, d);
+        counted = base + epoch_quota_bytes(ceiling, base, slack);  // it passed all it could
+    }
+    CHECK(ceiling == 5 * MiB);
+    CHECK(counted == 5 * MiB + slack);
+    // A lease (granted, renewed, even shrunk) is armed as decided.
+    CHECK(armed_ceiling(5 * MiB, LeaseDecision{LeaseAction::Grant, 7 * MiB, kNow + 30s}) ==
+          7 * MiB);
+    CHECK(armed_ceiling(5 * MiB, LeaseDecision{LeaseAction::Renew, 4 * MiB, kNow + 30s}) ==
+          4 * MiB);
+    CHECK(armed_ceiling(5 * MiB, LeaseDecision{LeaseAction::Lapse, 6 * MiB, {}}) == 5 * MiB);
+}
