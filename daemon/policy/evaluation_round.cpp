@@ -139,6 +139,7 @@ std::size_t PolicyEngine::evaluate(const std::vector<core::SubscriberId>& ids,
     for (const auto& t : targets) {  // the kernel counts from zero now
         if (auto it = armed_.find(t.id); it != armed_.end()) {
             it->second.fresh = false;
+            settle_peak(t.id, it->second);
         }
     }
     publish_counts();

@@ -69,6 +69,7 @@ PolicyEngine::lease_slices(const std::vector<Evaluated>& done,
                 ask.counted_at_last_settle = it->second.counted;
                 ask.counted_at_last_grant = it->second.counted_at_grant;
                 ask.refused_before = it->second.denied;
+                ask.stalled_lately = now < it->second.stalled_until;
             }
         }
         asks.push_back(ask);
@@ -94,6 +95,10 @@ PolicyEngine::lease_slices(const std::vector<Evaluated>& done,
         }
         return out;
     }
+    const auto flushed = [&] {  // before the settle reads the counted bytes
+        std::lock_guard lock(mu_);
+        return flush_ok_since_;
+    }();
     const auto batch = leases_.settle(gateway_id_, asks, lease_settings_, now);
     if (batch.expired > 0) {
         metrics_.leases_expired += batch.expired;
@@ -104,12 +109,13 @@ PolicyEngine::lease_slices(const std::vector<Evaluated>& done,
         const auto& o = batch.outcomes.at(i);
         auto a = next_armed(o, asks[i].cycle_start, now);
         count_lease(o, a, subscribers_.at(o.id).external_id);
-        const bool restarted = settle_epoch(o.id, a, now);
+        const bool restarted = settle_epoch(o.id, a, now, flushed);
         // Stopped (denied, given back, short of its ceiling, a new epoch just
         // started): no traffic, no flush to wake the engine, so look again
         // when a lease elsewhere may have expired or billing has caught up.
         if (o.decision.action == core::LeaseAction::Denied ||
-            o.decision.action == core::LeaseAction::Lapse || a.ceiling > a.counted || restarted) {
+            o.decision.action == core::LeaseAction::Lapse || a.ceiling > a.counted || restarted ||
+            may_be_short(a)) {
             check_soon(o.id, now + lease_settings_.slice_time / 2);
         }
         out[o.id] = a;
@@ -157,6 +163,9 @@ PolicyEngine::Armed PolicyEngine::next_armed(const store::LeaseOutcome& o,
     const auto before = a.bytes;
     a.bytes = kernel_bytes(a.ceiling, a.base);
     a.peak = a.fresh ? a.bytes : std::max(a.peak, a.bytes);
+    if (a.bytes != before) {
+        a.used_up_seen.reset();
+    }
     if (a.bytes > before) {
         a.raised_at = now;
     }
@@ -194,7 +203,8 @@ void PolicyEngine::count_lease(const store::LeaseOutcome& o, Armed& a, const std
     }
 }
 
-bool PolicyEngine::settle_epoch(core::SubscriberId id, Armed& a, core::TimePoint now) {
+bool PolicyEngine::settle_epoch(core::SubscriberId id, Armed& a, core::TimePoint now,
+                                std::chrono::steady_clock::time_point flushed) {
     const auto it = armed_.find(id);
     if (a.fresh || it == armed_.end() || it->second.fresh) {
         return false;  // a new epoch anyway
@@ -202,11 +212,11 @@ bool PolicyEngine::settle_epoch(core::SubscriberId id, Armed& a, core::TimePoint
     try {
         if (a.bytes > it->second.bytes) {
             if (exhausted(id, it->second.bytes)) {
-                raise_exhausted(id, a, it->second.peak);
+                raise_exhausted(id, a, it->second.peak, now);
             }
             return false;
         }
-        return restart_short_epoch(id, a, now);
+        return restart_short_epoch(id, a, now, flushed);
     } catch (const enforce::EnforceError& e) {
         spdlog::warn("leases: cannot read subscriber {}'s kernel quota: {}", id, e.what());
         return false;
@@ -222,37 +232,73 @@ bool PolicyEngine::exhausted(core::SubscriberId id, std::uint64_t limit) {
 // limit it had (a lower one, e.g. a lease given back, may come after more
 // passed): the next one passes at most what the ceiling grew by past that.
 // Short of the ceiling after all, a quiet spell restarts it from billing.
-void PolicyEngine::raise_exhausted(core::SubscriberId id, Armed& a, std::uint64_t peak) {
+void PolicyEngine::raise_exhausted(core::SubscriberId id, Armed& a, std::uint64_t peak,
+                                   core::TimePoint now) {
     a.base = add_sat(a.base, peak);
     a.bytes = kernel_bytes(a.ceiling, a.base);
     a.peak = a.bytes;
     a.fresh = true;
+    a.stalled_until = now + lease_settings_.ttl;
+    a.used_up_seen.reset();
     ++metrics_.lease_epochs;
     spdlog::debug("subscriber {}: kernel quota used up before its raise: a new one of {} B", id,
                   a.bytes);
 }
 
-// Only once the gateway has seen no new bytes of its own for a whole slice
-// time since they last grew and since its quota last grew (at least twice a
-// poll + flush interval, README): nothing passes a used-up quota, so by then
-// billing has all that this epoch delivered.
-bool PolicyEngine::restart_short_epoch(core::SubscriberId id, Armed& a, core::TimePoint now) {
-    if (a.counted >= a.ceiling ||
-        now - std::max(a.counted_at, a.raised_at) < lease_settings_.slice_time ||
-        !exhausted(id, a.bytes)) {
+// Billing may still grow to the ceiling plus the slack, and this epoch saw
+// traffic or started past billing: its kernel quota may have run out short.
+bool PolicyEngine::may_be_short(const Armed& a) {
+    return a.counted != a.base && a.counted < add_sat(a.ceiling, kCrossingSlack);
+}
+
+// Only once a flush that began half a slice time (at least a poll + flush
+// interval, README) after the quota was first seen used up at its present
+// limit has been stored: nothing passes it meanwhile, so billing has all that
+// this epoch delivered. Without this a gateway whose quota ran out short
+// would pass nothing, show no traffic, ask for nothing.
+bool PolicyEngine::restart_short_epoch(core::SubscriberId id, Armed& a, core::TimePoint now,
+                                       std::chrono::steady_clock::time_point flushed) {
+    if (!may_be_short(a) ||
+        now - std::max(a.counted_at, a.raised_at) < lease_settings_.slice_time / 2) {
+        return false;  // or traffic still flows: not worth a look at the kernel yet
+    }
+    if (!exhausted(id, a.bytes)) {
+        a.used_up_seen.reset();
         return false;
     }
+    if (!a.used_up_seen) {
+        a.used_up_seen = std::chrono::steady_clock::now();  // looked at again (check_soon)
+    }
+    if (flushed < *a.used_up_seen + lease_settings_.slice_time / 2) {
+        return false;
+    }
+    a.used_up_seen.reset();
     a.base = a.counted;
     a.bytes = kernel_bytes(a.ceiling, a.base);
     a.peak = a.bytes;
     a.fresh = true;
     a.raised_at = now;
+    a.stalled_until = now + lease_settings_.ttl;
     ++metrics_.lease_epochs;
     spdlog::info(
-        "subscriber {}: kernel quota used up {} B short of its ceiling (it counted packets "
-        "dropped after it); a new one of {} B from what billing counted",
-        id, a.ceiling - a.counted, a.bytes);
+        "subscriber {}: kernel quota used up with {} B counted of a {} B ceiling (it counted "
+        "packets dropped after it, or its epoch started past billing); a new one of {} B from "
+        "what billing counted",
+        id, a.counted, a.ceiling, a.bytes);
     return true;
+}
+
+void PolicyEngine::settle_peak(core::SubscriberId id, Armed& a) {
+    if (!config_.leases || a.peak <= a.bytes) {
+        return;
+    }
+    try {
+        if (!exhausted(id, a.bytes)) {  // what passed so far is less than the limit
+            a.peak = a.bytes;
+        }
+    } catch (const enforce::EnforceError& e) {
+        spdlog::warn("leases: cannot read subscriber {}'s kernel quota: {}", id, e.what());
+    }
 }
 
 void PolicyEngine::check_soon(core::SubscriberId id, core::TimePoint when) {

@@ -80,9 +80,14 @@ void PolicyEngine::stop() {
     }
 }
 
-void PolicyEngine::usage_changed(const std::vector<core::SubscriberId>& ids) {
+void PolicyEngine::usage_changed(const std::vector<core::SubscriberId>& ids,
+                                 std::chrono::steady_clock::time_point began) {
     std::lock_guard lock(mu_);
-    if (usage_dirty_.empty() && !ids.empty()) {
+    flush_ok_since_ = std::max(flush_ok_since_, began);
+    if (ids.empty()) {
+        return;  // nothing to evaluate: no wake-up
+    }
+    if (usage_dirty_.empty()) {
         usage_dirty_since_ = std::chrono::steady_clock::now();
     }
     usage_dirty_.insert(ids.begin(), ids.end());

@@ -51,8 +51,10 @@ class PolicyEngine {
     void start();
     void stop();
 
-    // From the flusher, after a commit: these subscribers' usage changed.
-    void usage_changed(const std::vector<core::SubscriberId>& ids);
+    // From the flusher, after a flush that began at `began` committed these
+    // subscribers' changed usage (or found nothing to write: none).
+    void usage_changed(const std::vector<core::SubscriberId>& ids,
+                       std::chrono::steady_clock::time_point began);
     // Before start_up(): this gateway's own usage notices (NOTIFY ctquota_usage)
     // are ignored, usage_changed() told the engine already; every other
     // gateway's flush makes it re-evaluate the subscribers that flush changed.
@@ -70,14 +72,18 @@ class PolicyEngine {
     struct Armed {
         core::TimePoint cycle_start{};
         std::uint64_t base = 0;
-        std::uint64_t ceiling = 0;     // leased: this gateway's counted bytes may reach this
-        std::uint64_t bytes = 0;       // the kernel quota
-        std::uint64_t peak = 0;        // the highest it was this epoch: what it may have passed
-        std::uint64_t counted = 0;     // this gateway's counted bytes at the last settle
-        core::TimePoint counted_at{};  // when `counted` last grew
-        std::uint64_t rate = 0;        // bytes/s on this gateway, smoothed
-        bool growing = false;          // counted_at was a growth: the rate is measured from it
-        core::TimePoint raised_at{};   // when `bytes` last grew
+        std::uint64_t ceiling = 0;        // leased: this gateway's counted bytes may reach this
+        std::uint64_t bytes = 0;          // the kernel quota
+        std::uint64_t peak = 0;           // the highest it was this epoch: what it may have passed
+        std::uint64_t counted = 0;        // this gateway's counted bytes at the last settle
+        core::TimePoint counted_at{};     // when `counted` last grew
+        std::uint64_t rate = 0;           // bytes/s on this gateway, smoothed
+        bool growing = false;             // counted_at was a growth: the rate is measured from it
+        core::TimePoint raised_at{};      // when `bytes` last grew
+        core::TimePoint stalled_until{};  // a used-up quota was replaced: its lease stays a ttl
+        // When the quota was first seen used up at this limit (nothing has
+        // passed it since): billing has all it passed a poll + flush later.
+        std::optional<std::chrono::steady_clock::time_point> used_up_seen;
         std::optional<std::uint64_t> allowance;  // leases off: armed once per allowance
         std::optional<std::uint64_t> counted_at_grant;
         bool fresh = true;    // a new epoch: the kernel counter starts from zero (not applied yet)
@@ -134,17 +140,23 @@ class PolicyEngine {
     void count_lease(const store::LeaseOutcome& o, Armed& a, const std::string& who);
     // After next_armed: a new epoch where the kernel's count cannot be
     // raised or trusted (below); true when the gateway was short of its ceiling.
-    bool settle_epoch(core::SubscriberId id, Armed& a, core::TimePoint now);
+    bool settle_epoch(core::SubscriberId id, Armed& a, core::TimePoint now,
+                      std::chrono::steady_clock::time_point flushed);
     // The kernel quota (its limit `limit`) is used up (nft counts the packets it drops
     // too, and lists what it counted capped at the limit). Throws EnforceError.
     bool exhausted(core::SubscriberId id, std::uint64_t limit);
     // A raise of a used-up quota in place would be eaten by what it dropped
     // meanwhile: a new epoch instead, passing exactly the raise.
-    void raise_exhausted(core::SubscriberId id, Armed& a, std::uint64_t peak);
+    void raise_exhausted(core::SubscriberId id, Armed& a, std::uint64_t peak, core::TimePoint now);
     // A quiet gateway whose kernel quota is used up short of its ceiling (it
     // counted what was dropped after it, which billing never sees): a new
     // epoch from what billing counted; true when it started one.
-    bool restart_short_epoch(core::SubscriberId id, Armed& a, core::TimePoint now);
+    bool restart_short_epoch(core::SubscriberId id, Armed& a, core::TimePoint now,
+                             std::chrono::steady_clock::time_point flushed);
+    static bool may_be_short(const Armed& a);
+    // After a limit lowered in place under the epoch's peak (a lease given
+    // back or shrunk) was applied: not used up, it is the peak again.
+    void settle_peak(core::SubscriberId id, Armed& a);
     // After the kernel state was lost: the rebuilt quotas count from zero again.
     void rebase_slices();
     std::vector<enforce::SubscriberTarget> reconcile_targets();
@@ -186,6 +198,9 @@ class PolicyEngine {
     std::mutex mu_;  // guards the hand-offs below
     std::set<core::SubscriberId> usage_dirty_;
     std::chrono::steady_clock::time_point usage_dirty_since_{};  // first flush not evaluated
+    // When the last flush of this gateway began that succeeded (or found
+    // nothing to write): billing has what was counted before it.
+    std::chrono::steady_clock::time_point flush_ok_since_{};
     bool reload_requested_ = false;
     bool stopping_ = false;
     std::thread thread_;

@@ -88,6 +88,7 @@ core::LeaseRequest request_of(const LeaseAsk& ask, const std::string& gateway,
     r.grew = ask.counted_at_last_settle ? own > *ask.counted_at_last_settle : untouched;
     r.grew = r.grew || ask.refused_before;
     r.active = ask.counted_at_last_grant ? own > *ask.counted_at_last_grant : r.grew;
+    r.active = r.active || ask.stalled_lately;
     return r;
 }
 

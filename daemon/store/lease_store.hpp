@@ -31,6 +31,10 @@ struct LeaseAsk {
     // Its last ask was refused: it still wants more (its traffic is dropped,
     // so no growth will say so) and asks again.
     bool refused_before = false;
+    // Its kernel dropped the subscriber's traffic until lately (its quota had
+    // run out): an idle lease is kept, as TCP comes back only after its
+    // retransmission back-off, which may be longer than half a lease.
+    bool stalled_lately = false;
 };
 
 struct LeaseOutcome {
