@@ -9,6 +9,7 @@ a database outage for both leaves their kernel states in place while they
 account in memory. Totals are exact against nftables counters of what the
 gateways delivered."""
 
+import contextlib
 import json
 import os
 import sys
@@ -122,8 +123,8 @@ class TwoGateways(unittest.TestCase):
         cls.set_clock_offset(0)
 
         def config(name):
-            # Quota slices (off here, netns_leases turns them on) as README
-            # advises: twice the poll + flush interval.
+            # Quota slices (on by default) as README advises: a slice time of
+            # twice the poll + flush interval.
             return (f'[api]\nlisten = "127.0.0.1:{API_PORT}"\n[policies]\ndir = "{POLICIES}"\n'
                     f'lease_slice_time = "2s"\nlease_ttl = "4s"\n'
                     f'[enforce]\nsubscriber_interface = "sub0"\n'
@@ -206,6 +207,19 @@ class TwoGateways(unittest.TestCase):
             f"ON s.id = e.subscriber_id WHERE s.external_id = '{sub_id}' AND e.kind = 'state' "
             f"AND e.to_state = '{to_state}' ORDER BY e.id DESC LIMIT 1")
         return float(rows[0][0]) if rows else None
+
+    @contextlib.contextmanager
+    def database_down(self):
+        """Both gateways' database unreachable (both noticed) within the block."""
+        db = self.gw1.daemon
+        db.set_database_reachable(False)
+        try:
+            for gw in (self.gw1, self.gw2):
+                wait_for(lambda: gw.metric("ctquota_database_ok") == 0, 15,
+                         what=f"{gw.ns} to notice the outage")
+            yield
+        finally:
+            db.set_database_reachable(True)
 
     def dump_leases(self, sub_id):
         """What a failed wait leaves to read: the leases, usage and lease log lines."""
@@ -297,6 +311,12 @@ class TwoGateways(unittest.TestCase):
         self.exact("pre", delivered)
         if os.environ.get("CTQUOTA_TEST_LOG_LEVEL") == "debug":
             self.dump_leases("pre")
+        # Quota slices (README "Several gateways"): at most 2 x 32 KiB past
+        # the allowance (2 x 64 KiB asserted, as netns_leases does).
+        over = self.billed("pre")["counted_bytes"] - quota
+        log(f"pre: billed {over} B past the allowance")
+        self.assertGreaterEqual(over, 0)
+        self.assertLessEqual(over, 2 * 64 * 1024)
 
         code, body = self.gw2.api("POST", "/api/v1/subscribers/pre/topups", {"bytes": 50_000_000})
         self.assertEqual(code, 201, body)
@@ -345,12 +365,7 @@ class TwoGateways(unittest.TestCase):
         for gw in (self.gw1, self.gw2):
             wait_for(lambda: gw.blocked(blk), 10, what=f"blk blocked on {gw.ns}")
             self.assertTrue(gw.throttled(thr), f"thr not throttled on {gw.ns}")
-        db = self.gw1.daemon
-        db.set_database_reachable(False)
-        try:
-            for gw in (self.gw1, self.gw2):
-                wait_for(lambda: gw.metric("ctquota_database_ok") == 0, 15,
-                         what=f"{gw.ns} to notice the outage")
+        with self.database_down():
             dls = [self.download(src, gw, 800_000, 1.5) for gw in (self.gw1, self.gw2)]
             for dl in dls:
                 dl.proc.wait(timeout=30)
@@ -360,8 +375,6 @@ class TwoGateways(unittest.TestCase):
                 self.assertTrue(gw.blocked(blk), f"{gw.ns} let blk go during the outage")
                 self.assertFalse(gw.reachable(blk), f"blk got through {gw.ns} during the outage")
                 self.assertEqual(gw.metric("ctquota_database_ok"), 0)
-        finally:
-            db.set_database_reachable(True)
         per_gw = self.exact("out", delivered)
         log(f"out: accounted in memory through the outage, per gateway {per_gw}")
         self.assertEqual(sorted(per_gw), ["gw1", "gw2"])
