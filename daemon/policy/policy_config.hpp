@@ -17,9 +17,9 @@ struct PoliciesConfig {
     // Quota slices (core/quota_lease.hpp): a slice is lease_slice_time at the
     // gateway's recent rate, at least lease_min_bytes; a lease not renewed
     // within lease_ttl is free for the other gateways.
-    // Off: each gateway arms its kernel quota with all that is left (the
-    // behaviour before leases; exact for a single gateway).
-    bool leases = false;
+    // Off: each gateway arms its kernel quota with all that is left (exact
+    // for a single gateway; several pass each other's unflushed traffic).
+    bool leases = true;
     std::chrono::nanoseconds lease_ttl = 30s;
     std::chrono::nanoseconds lease_slice_time = 20s;
     std::uint64_t lease_min_bytes = 64 * 1024;
