@@ -122,6 +122,12 @@ std::uint64_t as_segment_bytes(const std::string& src, const toml::node& n,
     return as_bytes_in<64ull << 10, 1ull << 30>(src, n, key, "a size in \"64KiB\"..\"1GiB\"");
 }
 
+// Below a few packets a slice would be renewed for every one; past 1 GiB the
+// bound on billing past the allowance (gateways x slice) means nothing.
+std::uint64_t as_lease_bytes(const std::string& src, const toml::node& n, const std::string& key) {
+    return as_bytes_in<16ull << 10, 1ull << 30>(src, n, key, "a size in \"16KiB\"..\"1GiB\"");
+}
+
 std::uint64_t as_spill_bytes(const std::string& src, const toml::node& n, const std::string& key) {
     return as_bytes_in<64ull << 10, UINT64_MAX>(src, n, key, "a size of at least \"64KiB\"");
 }
@@ -412,7 +418,12 @@ const std::map<std::string, Keys>& schema() {
         {"subscribers", subscriber_keys()},
         {"policies",
          {{"dir", assign<&Config::policies, &P::dir, as_string>},
-          {"reconcile_interval", assign<&Config::policies, &P::reconcile_interval, as_duration>}}},
+          {"reconcile_interval", assign<&Config::policies, &P::reconcile_interval, as_duration>},
+          {"leases", assign<&Config::policies, &P::leases, as_bool>},
+          {"lease_ttl", assign<&Config::policies, &P::lease_ttl, as_duration_from<1>>},
+          {"lease_slice_time",
+           assign<&Config::policies, &P::lease_slice_time, as_duration_from<1>>},
+          {"lease_min_bytes", assign<&Config::policies, &P::lease_min_bytes, as_lease_bytes>}}},
         {"clock",
          {{"offset_file", assign<&Config::clock, &Config::Clock::offset_file, as_string>}}},
         {"enforce", enforce_keys()},

@@ -415,7 +415,8 @@ int run_daemon(const Config& config) {
     if (!start_policy_engine(engine)) {
         return 0;
     }
-    flusher.on_flushed([&engine](const auto& ids) { engine.usage_changed(ids); });
+    flusher.on_flushed(
+        [&engine](const auto& ids, auto began) { engine.usage_changed(ids, began); });
     engine.on_subscribers_changed([&flusher] { flusher.index_changed(); });
     metrics.database_ok = true;
     const auto journaled = readers->go_live();

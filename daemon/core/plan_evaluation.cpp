@@ -90,10 +90,8 @@ std::optional<StateKind> state_from_string(std::string_view text) {
     return std::nullopt;
 }
 
-std::uint64_t counted_bytes(const Plan& plan, const CycleUsage& u) {
-    const auto down = counted_direction(plan, u.down_bytes, u.free_down_bytes, u.zero_down_bytes);
-    const auto up = counted_direction(plan, u.up_bytes, u.free_up_bytes, u.zero_up_bytes);
-    switch (plan.counts) {
+std::uint64_t counted_of(CountedDirections counts, std::uint64_t up, std::uint64_t down) {
+    switch (counts) {
         case CountedDirections::Down:
             return down;
         case CountedDirections::Up:
@@ -102,6 +100,12 @@ std::uint64_t counted_bytes(const Plan& plan, const CycleUsage& u) {
             break;
     }
     return add_sat(down, up);
+}
+
+std::uint64_t counted_bytes(const Plan& plan, const CycleUsage& u) {
+    const auto down = counted_direction(plan, u.down_bytes, u.free_down_bytes, u.zero_down_bytes);
+    const auto up = counted_direction(plan, u.up_bytes, u.free_up_bytes, u.zero_up_bytes);
+    return counted_of(plan.counts, up, down);
 }
 
 std::uint64_t percent_of(std::uint64_t allowance, unsigned percent) {

@@ -76,6 +76,9 @@ Evaluation evaluate(const EvaluationInput& input);
 
 // The parts of evaluate(), for callers that need one number.
 std::uint64_t counted_bytes(const Plan& plan, const CycleUsage& usage);
+// The plan's directions of (up, down), saturating: counted bytes when nothing
+// is free or zero-rated (e.g. one gateway's row for a kernel-armed plan).
+std::uint64_t counted_of(CountedDirections counts, std::uint64_t up, std::uint64_t down);
 // floor(allowance * percent / 100), saturating at UINT64_MAX.
 std::uint64_t percent_of(std::uint64_t allowance, unsigned percent);
 // Sum of the top-ups active at now (created_at <= now < expires_at), saturating.

@@ -136,7 +136,7 @@ SubscriberDelta Enforcer::Impl::plan_target(const SubscriberTarget& t, Subscribe
     if (allocated && classid && !want.tc_class) {
         used_classids.erase(*classid);
     }
-    return diff_items(t.id, have, want);
+    return diff_items(t.id, have, want, t.kernel_quota_fresh);
 }
 
 nlohmann::json Enforcer::Impl::plan_updates(ReconcileReport& report) {
@@ -330,6 +330,19 @@ void Enforcer::forget_kernel() {
     impl_->installed.clear();
     impl_->used_classids.clear();
     impl_->allowed_installed.clear();
+}
+
+std::optional<std::uint64_t> Enforcer::quota_used(core::SubscriberId id) {
+    const auto listed = impl_->nft.list_quota(config_.table, quota_name(id));
+    if (!listed || !listed->contains("nftables")) {
+        return std::nullopt;
+    }
+    for (const auto& item : listed->at("nftables")) {
+        if (item.contains("quota")) {
+            return item["quota"].value("used", std::uint64_t{0});
+        }
+    }
+    return std::nullopt;
 }
 
 std::vector<Flowtable> Enforcer::flowtables() {

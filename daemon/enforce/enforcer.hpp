@@ -45,6 +45,10 @@ struct SubscriberTarget {  // desired kernel state of one subscriber
     core::DesiredState state;            // Normal entries are simply absent from the kernel
     std::string plan;                    // picks the always-allowed destinations when blocked
     std::optional<std::uint64_t> kernel_quota_bytes;  // Normal/Throttled near a block tier
+    // The quota's counter starts from zero (a new lease epoch: the object is
+    // created again). Otherwise a changed kernel_quota_bytes is a new limit
+    // for the object in place, and the bytes it counted stay counted.
+    bool kernel_quota_fresh = false;
     core::CountedDirections counts = core::CountedDirections::Both;
 };
 
@@ -100,6 +104,9 @@ class Enforcer {
     ReconcileReport apply(const std::vector<SubscriberTarget>& changes);
     ReconcileReport remove(const std::vector<core::SubscriberId>& ids);
     KernelState read_back();  // what the kernel has now, parsed
+    // What one subscriber's kernel quota has counted (one object listed, no
+    // set elements); nullopt when it has none. Throws EnforceError.
+    std::optional<std::uint64_t> quota_used(core::SubscriberId id);
     // Cheap (two chain listings and a qdisc dump, no set elements): empty
     // while the table's skeleton and the HTB root are in place, else what
     // is missing (nft flush ruleset, the table deleted, the root qdisc

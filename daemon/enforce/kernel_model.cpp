@@ -187,7 +187,7 @@ SubscriberItems desired_items(const SubscriberTarget& t, const ModelContext& ctx
 }
 
 SubscriberDelta diff_items(core::SubscriberId id, const SubscriberItems& have,
-                           const SubscriberItems& want) {
+                           const SubscriberItems& want, bool fresh_quota) {
     SubscriberDelta d;
     d.id = id;
     // Objects whose definition changed are deleted and re-added (the kernel
@@ -210,11 +210,16 @@ SubscriberDelta diff_items(core::SubscriberId id, const SubscriberItems& have,
             d.add_limits.push_back(l);
         }
     }
-    if (have.quota && (!want.quota || !(*want.quota == *have.quota))) {
+    // `add quota` naming an existing object sets its limit and keeps its
+    // counter: a lease renewal raises the limit without forgetting the bytes.
+    const bool quota_in_place =
+        have.quota && want.quota && have.quota->name == want.quota->name && !fresh_quota;
+    if (have.quota && !quota_in_place &&
+        (!want.quota || !(*want.quota == *have.quota) || fresh_quota)) {
         d.del_objects.push_back(ObjectRef{true, have.quota->name});
         replaced.insert(have.quota->name);
     }
-    if (want.quota && (!have.quota || !(*want.quota == *have.quota))) {
+    if (want.quota && (!have.quota || !(*want.quota == *have.quota) || fresh_quota)) {
         d.add_quotas.push_back(*want.quota);
     }
     for (const auto& e : have.elements) {

@@ -118,8 +118,10 @@ struct SubscriberDelta {
     }
 };
 
+// A quota object whose limit changed is updated in place (nft keeps what it
+// counted), unless `fresh_quota`: then it is created again, counting from zero.
 SubscriberDelta diff_items(core::SubscriberId id, const SubscriberItems& have,
-                           const SubscriberItems& want);
+                           const SubscriberItems& want, bool fresh_quota = false);
 
 // Drops prefixes contained in another one of the list (nft rejects overlaps).
 std::vector<core::Prefix> without_nested(std::vector<core::Prefix> prefixes);

@@ -69,6 +69,12 @@ std::optional<nlohmann::json> NftSession::list_chain(const std::string& table,
                 "chain inet " + table + " " + chain);
 }
 
+std::optional<nlohmann::json> NftSession::list_quota(const std::string& table,
+                                                     const std::string& name) {
+    return list({{"quota", {{"family", "inet"}, {"table", table}, {"name", name}}}},
+                "quota inet " + table + " " + name);
+}
+
 std::optional<nlohmann::json> NftSession::list(const nlohmann::json& object,
                                                const std::string& what) {
     const nlohmann::json cmd = {{"nftables", {{{"list", object}}}}};

@@ -27,6 +27,8 @@ class NftSession {
     // `list chain inet <table> <chain>` (its rules, no set elements: cheap);
     // nullopt when the table or the chain does not exist.
     std::optional<nlohmann::json> list_chain(const std::string& table, const std::string& chain);
+    // `list quota inet <table> <name>`; nullopt when it does not exist.
+    std::optional<nlohmann::json> list_quota(const std::string& table, const std::string& name);
 
     // A command in nft's own syntax, answered in nft's text (for what the
     // JSON output leaves out); throws EnforceError when it fails.

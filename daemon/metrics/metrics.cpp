@@ -169,6 +169,21 @@ std::string Metrics::render_prometheus() const {
     counter("kernel_repairs_total",
             "rebuilds of the nftables table / HTB tree after they were flushed or deleted",
             kernel_repairs.load());
+    counter("leases_granted_total", "quota slices leased to this gateway (none was live)",
+            leases_granted.load());
+    counter("leases_renewed_total", "quota slices renewed: more bytes or a later expiry",
+            leases_renewed.load());
+    counter("leases_denied_total", "quota slice asks refused: nothing left to lease",
+            leases_denied.load());
+    counter("leases_expired_total",
+            "expired quota slices deleted (a gateway that stopped renewing)",
+            leases_expired.load());
+    counter("leases_lapsed_total", "quota slices given back by this gateway (subscriber idle)",
+            leases_lapsed.load());
+    counter("lease_epochs_total",
+            "kernel quotas restarted from zero (used up before a raise, or short of the ceiling)",
+            lease_epochs.load());
+    out << "# TYPE ctquota_leases_held gauge\nctquota_leases_held " << leases_held.load() << "\n";
     counter("webhooks_delivered_total", "webhook deliveries answered 2xx",
             webhooks_delivered.load());
     counter("webhook_failures_total", "webhook delivery attempts that failed (retried)",

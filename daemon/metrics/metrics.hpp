@@ -77,7 +77,18 @@ struct Metrics {
     std::atomic<std::uint64_t> enforcement_changes{0};  // state changes applied to the kernel
     std::atomic<std::uint64_t> enforcement_errors{0};
     std::atomic<std::uint64_t> kernel_repairs{0};  // rebuilds after the kernel state was lost
-    std::atomic<std::uint64_t> flowtables{0};      // in the ruleset: their flows bypass enforcement
+    // Quota slices (core/quota_lease.hpp): new leases, renewals (more bytes or
+    // longer), asks refused for lack of allowance, leases found expired (a
+    // gateway gone) and deleted, leases given back by an idle gateway.
+    std::atomic<std::uint64_t> leases_granted{0};
+    std::atomic<std::uint64_t> leases_renewed{0};
+    std::atomic<std::uint64_t> leases_denied{0};
+    std::atomic<std::uint64_t> leases_expired{0};
+    std::atomic<std::uint64_t> leases_lapsed{0};
+    // kernel quotas restarted from zero (used up before a raise, or short of the ceiling)
+    std::atomic<std::uint64_t> lease_epochs{0};
+    std::atomic<std::uint64_t> leases_held{0};  // gauge: subscribers with a leased kernel slice
+    std::atomic<std::uint64_t> flowtables{0};   // in the ruleset: their flows bypass enforcement
     std::atomic<std::uint64_t> flowtables_uncounted{0};  // without `counter`: bytes never billed
     std::atomic<std::uint64_t> subscribers_throttled{0};
     std::atomic<std::uint64_t> subscribers_blocked{0};

@@ -14,41 +14,7 @@ namespace {
 
 constexpr std::size_t kChunk = 5000;
 
-// Billing counts what the gateway delivered (drops/): a kernel quota holding
-// exactly the bytes left would stop delivery just short of the allowance,
-// the block tier would never be reached, and the subscriber would sit with
-// every packet dropped but not blocked (its portal unreachable). With this
-// much more the last packets cross the allowance (any packet up to this
-// size; TCP retransmits smaller ones after a loss), the block follows at the
-// next flush, and billing passes the allowance by at most this much.
-constexpr std::uint64_t kCrossingSlack = 32 * 1024;
-
-bool kernel_can_count(const core::Plan& plan) {
-    // The kernel's quota counts every byte: exact only when the plan counts every byte.
-    return plan.free_windows.empty() && plan.zero_rated.empty();
-}
-
 }  // namespace
-
-std::optional<std::uint64_t> PolicyEngine::arm(core::SubscriberId id, const core::Plan& plan,
-                                               const core::Evaluation& e) {
-    const std::uint64_t below = enforcer_ ? enforcer_->config().arm_quota_below_bytes : 0;
-    if (!enforcer_ || !kernel_can_count(plan) || e.state.kind == core::StateKind::Blocked ||
-        !e.bytes_until_block || (below > 0 && *e.bytes_until_block >= below)) {
-        armed_.erase(id);
-        return std::nullopt;
-    }
-    // Armed once per allowance: the kernel counts from the moment it was armed,
-    // so re-arming with every flush would forget what it counted meanwhile.
-    if (auto it = armed_.find(id);
-        it != armed_.end() && it->second.allowance == e.allowance_bytes) {
-        return it->second.bytes;
-    }
-    const std::uint64_t left = *e.bytes_until_block;
-    const std::uint64_t bytes = left > UINT64_MAX - kCrossingSlack ? left : left + kCrossingSlack;
-    armed_[id] = Armed{e.allowance_bytes, bytes};
-    return bytes;
-}
 
 enforce::SubscriberTarget PolicyEngine::target_of(const store::PolicySubscriber& s,
                                                   const core::DesiredState& state) {
@@ -60,6 +26,7 @@ enforce::SubscriberTarget PolicyEngine::target_of(const store::PolicySubscriber&
     t.counts = plan_of(s).counts;
     if (auto it = armed_.find(s.id); it != armed_.end()) {
         t.kernel_quota_bytes = it->second.bytes;
+        t.kernel_quota_fresh = it->second.fresh;
     }
     return t;
 }
@@ -80,10 +47,10 @@ std::vector<store::CycleKey> PolicyEngine::current_cycles(
     return keys;
 }
 
-void PolicyEngine::evaluate_one(const store::PolicySubscriber& s, const core::Cycle& cycle,
-                                store::EvaluationInputs& in, core::TimePoint now,
-                                std::vector<store::PolicyDecision>& decisions,
-                                std::vector<enforce::SubscriberTarget>& targets) {
+PolicyEngine::Evaluated PolicyEngine::evaluate_one(const store::PolicySubscriber& s,
+                                                   const core::Cycle& cycle,
+                                                   store::EvaluationInputs& in, core::TimePoint now,
+                                                   std::vector<store::PolicyDecision>& decisions) {
     const core::Plan& plan = plan_of(s);
     core::EvaluationInput input;
     input.plan = &plan;
@@ -92,18 +59,15 @@ void PolicyEngine::evaluate_one(const store::PolicySubscriber& s, const core::Cy
     input.quota_override = in.quota_override;
     input.topups = std::move(in.topups);
     input.now = now;
-    const core::Evaluation e = core::evaluate(input);
+    Evaluated out{s.id, core::evaluate(input), false};
+    const core::Evaluation& e = out.e;
     ++metrics_.policy_evaluations;
     std::optional<store::SubscriberStateRecord> prev;
     if (auto st = states_.find(s.id); st != states_.end()) {
         prev = st->second;
     }
     Decision d = decide(s, e, cycle, prev, now);
-    const auto armed_before = armed_.count(s.id) ? std::optional(armed_[s.id].bytes) : std::nullopt;
-    const auto armed_now = arm(s.id, plan, e);
-    if (d.state_changed || armed_before != armed_now) {
-        targets.push_back(target_of(s, e.state));
-    }
+    out.state_changed = d.state_changed;
     if (d.state_changed) {
         spdlog::info("subscriber {}: {} -> {} ({})", s.external_id, prev ? prev->state : "normal",
                      core::to_string(e.state.kind), e.reason);
@@ -112,6 +76,7 @@ void PolicyEngine::evaluate_one(const store::PolicySubscriber& s, const core::Cy
         decisions.push_back(std::move(*d.record));
     }
     schedule(s.id, e.next_check);
+    return out;
 }
 
 // Everybody who is not plainly normal: what a full read-back must find in the kernel.
@@ -137,20 +102,46 @@ std::size_t PolicyEngine::evaluate(const std::vector<core::SubscriberId>& ids,
         const auto keys = current_cycles(chunk, now, cycles);
         auto inputs = store_.inputs(keys, now);
         std::vector<store::PolicyDecision> decisions;
+        std::vector<Evaluated> done;
         for (const auto& key : keys) {
-            evaluate_one(subscribers_.at(key.id), cycles.at(key.id), inputs[key.id], now, decisions,
-                         targets);
+            done.push_back(evaluate_one(subscribers_.at(key.id), cycles.at(key.id), inputs[key.id],
+                                        now, decisions));
         }
+        auto armed = lease_slices(done, cycles, now);  // throws: as below
         store_.record(decisions, outbox_);  // throws: nothing applied, the caller retries
         for (auto& d : decisions) {
             const auto id = d.state.subscriber_id;
             states_.insert_or_assign(id, std::move(d.state));
         }
+        for (const auto& ev : done) {
+            const auto it = armed_.find(ev.id);
+            const bool was_armed = it != armed_.end();
+            const std::uint64_t before = was_armed ? it->second.bytes : 0;
+            auto& next = armed.at(ev.id);
+            const bool fresh = next && next->fresh;
+            const std::uint64_t after = next ? next->bytes : 0;
+            const bool quota_changed = was_armed != next.has_value() || before != after;
+            if (next) {
+                armed_.insert_or_assign(ev.id, std::move(*next));
+            } else {
+                armed_.erase(ev.id);
+            }
+            if (ev.state_changed || quota_changed || fresh) {
+                targets.push_back(target_of(subscribers_.at(ev.id), ev.e.state));
+            }
+        }
     }
+    metrics_.leases_held = armed_.size();
     if (full_reconcile) {
         targets = reconcile_targets();
     }
     const auto changed = apply_to_kernel(targets, full_reconcile);
+    for (const auto& t : targets) {  // the kernel counts from zero now
+        if (auto it = armed_.find(t.id); it != armed_.end()) {
+            it->second.fresh = false;
+            settle_peak(t.id, it->second);
+        }
+    }
     publish_counts();
     return changed;
 }

@@ -32,6 +32,8 @@ PolicyEngine::PolicyEngine(const PoliciesConfig& config, const std::string& data
       outbox_(outbox),
       db_(database_url),
       store_(db_),
+      leases_(db_),
+      lease_settings_{config.lease_min_bytes, config.lease_slice_time, config.lease_ttl},
       listener_(std::make_unique<store::PolicyListener>(database_url)) {
     unlimited_.name = "";
     unlimited_.description = "no plan: unlimited";
@@ -78,9 +80,14 @@ void PolicyEngine::stop() {
     }
 }
 
-void PolicyEngine::usage_changed(const std::vector<core::SubscriberId>& ids) {
+void PolicyEngine::usage_changed(const std::vector<core::SubscriberId>& ids,
+                                 std::chrono::steady_clock::time_point began) {
     std::lock_guard lock(mu_);
-    if (usage_dirty_.empty() && !ids.empty()) {
+    flush_ok_since_ = std::max(flush_ok_since_, began);
+    if (ids.empty()) {
+        return;  // nothing to evaluate: no wake-up
+    }
+    if (usage_dirty_.empty()) {
         usage_dirty_since_ = std::chrono::steady_clock::now();
     }
     usage_dirty_.insert(ids.begin(), ids.end());
@@ -323,6 +330,7 @@ bool PolicyEngine::kernel_needs_rebuild() {
             return false;
         }
         enforcer_->forget_kernel();
+        rebase_slices();
     } catch (const enforce::EnforceError& e) {  // e.g. the interface is gone: next second
         damage += (damage.empty() ? "" : "; ") + std::string("cannot rebuild yet: ") + e.what();
         if (damage != kernel_damage_) {

@@ -77,7 +77,8 @@ bool Flusher::settle_in_doubt() {
     }
     spdlog::warn("the flush in doubt {}", *committed ? "had committed" : "had not committed");
     if (*committed) {
-        flushed(*in_doubt_, std::chrono::steady_clock::now());
+        // When it was taken is not kept: it tells the engine nothing new.
+        flushed(*in_doubt_, std::chrono::steady_clock::now(), {});
     } else {
         accountant_.give_back(*in_doubt_);
     }
@@ -91,11 +92,14 @@ bool Flusher::flush_once() {
     }
     std::vector<core::FlowKey> tombstones;  // with the batch when it may have to be spilled
     const bool may_spill = spill_due();
+    const auto started = std::chrono::steady_clock::now();
     const auto batch = accountant_.take(want_snapshot(), may_spill ? &tombstones : nullptr);
     if (batch.empty()) {
+        if (on_flushed_) {
+            on_flushed_({}, started);  // all counted before `started` is stored
+        }
         return true;
     }
-    const auto started = std::chrono::steady_clock::now();
     try {
         usage_store_.flush(batch);
     } catch (const std::exception& e) {
@@ -116,12 +120,12 @@ bool Flusher::flush_once() {
                       batch.usage.periods.size(), e.what());
         return false;
     }
-    flushed(batch, started);
+    flushed(batch, started, started);
     return true;
 }
 
-void Flusher::flushed(const core::FlushBatch& batch,
-                      std::chrono::steady_clock::time_point started) {
+void Flusher::flushed(const core::FlushBatch& batch, std::chrono::steady_clock::time_point started,
+                      std::chrono::steady_clock::time_point taken) {
     accountant_.committed(batch);
     if (journal_ != nullptr) {
         journal_->drop_spill();  // this flush carried all of it
@@ -143,7 +147,7 @@ void Flusher::flushed(const core::FlushBatch& batch,
         for (const auto& p : batch.usage.periods) {
             changed.push_back(p.subscriber);
         }
-        on_flushed_(changed);
+        on_flushed_(changed, taken);
     }
 }
 

@@ -33,7 +33,11 @@ class Flusher {
     // flusher's spills name its token.
     store::StoredFlush load_stored_flush() { return usage_store_.load_stored_flush(); }
     // Called after each committed flush with the subscribers whose usage it changed.
-    void on_flushed(std::function<void(const std::vector<core::SubscriberId>&)> fn) {
+    // After each flush that committed (with the subscribers it changed) or
+    // found nothing to write (none), with the time it began.
+    void on_flushed(std::function<void(const std::vector<core::SubscriberId>&,
+                                       std::chrono::steady_clock::time_point)>
+                        fn) {
         on_flushed_ = std::move(fn);
     }
     // Bindings changed (the policy engine heard it): reload the index now,
@@ -56,7 +60,9 @@ class Flusher {
     // A batch whose COMMIT is in doubt: dropped once the database says it
     // committed, given back once it says it did not; false while it cannot tell.
     bool settle_in_doubt();
-    void flushed(const core::FlushBatch& batch, std::chrono::steady_clock::time_point started);
+    // `taken`: when the batch was taken (all counted before it is in it).
+    void flushed(const core::FlushBatch& batch, std::chrono::steady_clock::time_point started,
+                 std::chrono::steady_clock::time_point taken);
     bool want_snapshot() const;
     [[nodiscard]] bool spill_due() const;
     void spill(const core::FlushBatch& batch, std::vector<core::FlowKey> tombstones);
@@ -70,7 +76,9 @@ class Flusher {
     metrics::Metrics& metrics_;
     EventJournal* journal_ = nullptr;
     std::uint64_t spill_after_bytes_ = 0;
-    std::function<void(const std::vector<core::SubscriberId>&)> on_flushed_;
+    std::function<void(const std::vector<core::SubscriberId>&,
+                       std::chrono::steady_clock::time_point)>
+        on_flushed_;
     std::string bindings_fingerprint_;
     bool first_flush_ = true;
     std::optional<core::FlushBatch> in_doubt_;

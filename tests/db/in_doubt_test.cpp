@@ -159,6 +159,15 @@ TEST_CASE("a flush whose COMMIT answer is lost is held until resolved, never cou
     runtime::AccountingConfig config;
     config.gateway_id = "gw-doubt";
     runtime::Flusher flusher(config, clock, db, accountant, metrics);
+    // What the policy engine is told: a batch resolved after its answer was
+    // lost says nothing of when it was taken (leases wait for a flush that
+    // began after a quota ran out); the empty flush after it does.
+    std::mutex calls_mu;
+    std::vector<bool> calls_with_time;
+    flusher.on_flushed([&](const auto&, std::chrono::steady_clock::time_point taken) {
+        std::lock_guard lock(calls_mu);
+        calls_with_time.push_back(taken != std::chrono::steady_clock::time_point{});
+    });
 
     // One short flow nobody owns: its bytes land in usage_unattributed.
     accountant.start();
@@ -190,4 +199,8 @@ TEST_CASE("a flush whose COMMIT answer is lost is held until resolved, never cou
     CHECK(scratch.scalar("SELECT coalesce(sum(up_bytes), 0) FROM usage_unattributed") == 1234);
     CHECK(scratch.scalar("SELECT coalesce(sum(down_bytes), 0) FROM usage_unattributed") == 4321);
     CHECK(scratch.scalar("SELECT coalesce(sum(up_packets), 0) FROM usage_unattributed") == 3);
+    std::lock_guard lock(calls_mu);
+    REQUIRE(calls_with_time.size() >= 2);
+    CHECK_FALSE(calls_with_time.front());  // the batch in doubt, resolved as committed
+    CHECK(calls_with_time.back());         // the empty flush that ended it
 }

@@ -232,6 +232,31 @@ TEST_CASE("diff: nothing, rate change, throttle to block") {
     CHECK(diff_items(7, blocked, {}).nft_commands() == 4);  // blocked_v4/v6, active_v4/v6
 }
 
+TEST_CASE("diff: a renewed lease raises the quota in place, a fresh one re-creates it") {
+    ModelContext ctx{false, 0, nullptr};
+    const auto small =
+        desired_items(target(core::StateKind::Normal, {}, 100'000), ctx, std::nullopt);
+    const auto more =
+        desired_items(target(core::StateKind::Normal, {}, 900'000), ctx, std::nullopt);
+    auto d = diff_items(7, small, more);  // renewal: the kernel keeps what it counted
+    CHECK(d.del_objects.empty());
+    REQUIRE(d.add_quotas.size() == 1);
+    CHECK(d.add_quotas[0].bytes == 900'000);
+    CHECK(d.del_elements.empty());
+    CHECK(d.add_elements.empty());
+    CHECK(diff_items(7, more, small).del_objects.empty());  // a shrink (a lapse) too
+
+    d = diff_items(7, small, more, true);  // a new epoch: counted from zero again
+    CHECK(d.del_objects == std::vector<ObjectRef>{ObjectRef{true, "q_7"}});
+    CHECK(d.add_quotas.size() == 1);
+    CHECK(d.del_elements.size() == 4);  // quota_up/down v4/v6 name it: re-added with it
+    CHECK(d.add_elements.size() == 4);
+    d = diff_items(7, small, small, true);  // same limit, fresh counter
+    CHECK(d.del_objects.size() == 1);
+    CHECK(d.add_quotas.size() == 1);
+    CHECK(diff_items(7, small, small).empty());
+}
+
 TEST_CASE("class ids as nft and tc print them") {
     CHECK(classid_text(0x2001a) == "2:1a");
     CHECK(parse_classid("2:1a") == 0x2001au);

@@ -5,6 +5,7 @@ fd store (fdstore.py), as deploy/ctquotad.service runs it."""
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import uuid
@@ -158,4 +159,9 @@ class Daemon:
                 f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)'], check=False)
         if self.fd_store:
             self.fd_store.close()
+        keep = os.environ.get("CTQ_KEEP_LOGS_DIR")  # debugging: the daemon's log outlives the test
+        if keep and os.path.exists(self.log_path):
+            os.makedirs(keep, exist_ok=True)
+            shutil.copy(self.log_path, os.path.join(
+                keep, f"{self.gateway_id}-{os.path.basename(self.dir)}.log"))
         sh(["rm", "-rf", self.dir], check=False)

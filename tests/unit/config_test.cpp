@@ -39,6 +39,16 @@ TEST_CASE("defaults apply to keys left out") {
     CHECK(c.conntrack.poll_interval == 10s);
     CHECK(c.accounting.flush_interval == 1s);
     CHECK_FALSE(c.accounting.gateway_id.empty());
+    CHECK(c.policies.lease_ttl == 30s);
+    CHECK(c.policies.lease_slice_time == 20s);
+    CHECK(c.policies.lease_min_bytes == 64u * 1024);
+    const auto leases = parse_config(
+        "[database]\nurl = \"x\"\n[policies]\nlease_ttl = \"6s\"\nlease_slice_time = \"2s\"\n"
+        "lease_min_bytes = \"128KiB\"\n",
+        "t.toml");
+    CHECK(leases.policies.lease_ttl == 6s);
+    CHECK(leases.policies.lease_slice_time == 2s);
+    CHECK(leases.policies.lease_min_bytes == 128u * 1024);
 }
 
 TEST_CASE("bad configs name the file, the line and the key") {
@@ -101,6 +111,10 @@ TEST_CASE("bad configs name the file, the line and the key") {
         {"[database]\nurl = \"x\"\n[journal]\nspill_after_bytes = 1000\n",
          "t.toml:4: journal.spill_after_bytes: expected a size of at least \"64KiB\""},
         {"[database]\nurl = \"x\"\n[journal]\ndir = 5\n", "t.toml:4: journal.dir"},
+        {"[database]\nurl = \"x\"\n[policies]\nlease_min_bytes = \"1KiB\"\n",
+         "t.toml:4: policies.lease_min_bytes: expected a size in \"16KiB\"..\"1GiB\""},
+        {"[database]\nurl = \"x\"\n[policies]\nlease_ttl = \"100ms\"\n",
+         "t.toml:4: policies.lease_ttl: expected at least \"1s\""},
         {"[database]\nurl = \"x\"\n[accounting]\ngateway_id = \"a\\nb\"\n",
          "accounting.gateway_id: at most 255 bytes, no line breaks"},
     };
