@@ -65,12 +65,20 @@ class Delivered:
 
     def __init__(self, lab, address, name):
         self.lab, self.name = lab, name
+        self.down = self._table(lab.sub, "input", self.down_match(address))
+        self.up = self._table(lab.gw, "postrouting", self.up_match(address))
+
+    @staticmethod
+    def down_match(address):
         fam = "ip6" if ":" in address else "ip"
         # The gateway's own neighbour discovery probes are not forwarded traffic.
         nd = ("icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, "
               "nd-redirect } return\n  " if fam == "ip6" else "")
-        self.down = self._table(lab.sub, "input", f"{nd}{fam} daddr {address}")
-        self.up = self._table(lab.gw, "postrouting", f'iifname "sub0" {fam} saddr {address}')
+        return f"{nd}{fam} daddr {address}"
+
+    @staticmethod
+    def up_match(address):
+        return f'iifname "sub0" {"ip6" if ":" in address else "ip"} saddr {address}'
 
     def _table(self, ns, hook, match):
         self.lab.run(ns, ["nft", "-f", "-"], input=(

@@ -220,7 +220,42 @@ class Leases(TwoGateways):
         self.assertLessEqual(over, BOUND)
         self.assertEqual(self.state_events("dbo"), ["blocked"])
 
-    def test_5_both_exit_cleanly(self):
+    def test_5_dual_stack_cut_off_across_both(self):
+        """A prepaid subscriber with an IPv4 address and an IPv6 prefix:
+        IPv4 through gw1, IPv6 through both. Both families hit each
+        gateway's one kernel quota (one slice), the cut-off stays within the
+        bound in billed bytes, both families block on both gateways."""
+        v4, v6, prefix = self.lab.sub_v4[4], self.lab.sub_v6[0], self.lab.sub_v6_prefix[0]
+        quota = 16_000_000
+        self.both_carrying_traffic()
+        delivered = self.add_subscriber("ds", "prepaid-10g", v4, quota, v6=(v6, prefix))
+        paths = [(v4, self.gw1), (v6, self.gw2), (v6, self.gw1)]
+        for src, gw in paths:  # a little each first: both gateways lease (as in test 1)
+            self.download(src, gw, 2_000_000, 0.5).proc.wait(timeout=30)
+        wait_for(lambda: self.lease("ds", "gw1") and self.lease("ds", "gw2"), 10,
+                 what="a lease on each gateway")
+        dls = [self.download(src, gw, FAST, 60) for src, gw in paths]
+        try:
+            wait_for(lambda: all(gw.blocked(v4) and gw.blocked(prefix)
+                                 for gw in (self.gw1, self.gw2)), 60,
+                     what="ds blocked on both gateways, both families")
+        except TimeoutError:
+            self.dump_leases("ds")
+            raise
+        for dl in dls:
+            dl.stop()
+        self.exact("ds", delivered)
+        over = self.billed("ds")["counted_bytes"] - quota
+        log(f"ds: billed {over} B past the allowance; received {[dl.received() for dl in dls]}")
+        self.assertTrue(all(dl.received() > 200_000 for dl in dls))  # each path carried it
+        self.assertGreaterEqual(over, 0)
+        self.assertLessEqual(over, BOUND)
+        self.assertEqual(self.state_events("ds"), ["blocked"])
+        for gw in (self.gw1, self.gw2):
+            self.assertFalse(gw.reachable(v6), f"IPv6 got through {gw.ns}")
+            self.assertFalse(gw.reachable(v4), f"IPv4 got through {gw.ns}")
+
+    def test_6_both_exit_cleanly(self):
         for gw in (self.gw1, self.gw2):
             self.assertEqual(gw.daemon.stop("TERM"), 0, gw.daemon.read_log()[-3000:])
 

@@ -42,9 +42,8 @@ class Delivered(drops_e2e.Delivered):
 
     def __init__(self, lab, address, name):
         self.lab, self.name = lab, name
-        self.down = self._table(lab.sub, "input", f"ip daddr {address}")
-        self.ups = [self._table(gw, "postrouting", f'iifname "sub0" ip saddr {address}')
-                    for gw in lab.gws]
+        self.down = self._table(lab.sub, "input", self.down_match(address))
+        self.ups = [self._table(gw, "postrouting", self.up_match(address)) for gw in lab.gws]
 
     def totals(self):
         up = [self._read(ns) for ns in self.ups]
@@ -53,12 +52,27 @@ class Delivered(drops_e2e.Delivered):
                 "up_packets": sum(p for _, p in up), "down_packets": dp}
 
 
+class DualStackDelivered:
+    """The sum of what was delivered for a subscriber's addresses."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def totals(self):
+        sums = {}
+        for part in self.parts:
+            for k, v in part.totals().items():
+                sums[k] = sums.get(k, 0) + v
+        return sums
+
+
 class Gateway:
     """One gateway's daemon, API and kernel state."""
 
     def __init__(self, lab, gw, daemon, token):
         self.lab, self.ns, self.daemon, self.token = lab, gw, daemon, token
         self.server = lab.server_of[gw]
+        self.server_v6 = lab.server_v6_of.get(gw)
 
     def api(self, method, path, body=None):
         argv = ["curl", "-s", "-X", method, "-H", f"Authorization: Bearer {self.token}",
@@ -82,14 +96,19 @@ class Gateway:
         return self.in_map("throttle_v4", address) and THROTTLE_CLASS in classes
 
     def blocked(self, address):
-        return self.in_map("blocked_v4", address)
+        """`address`: an IPv4 address or an IPv6 prefix as bound."""
+        return self.in_map("blocked_v6" if ":" in address else "blocked_v4", address)
+
+    def server_for(self, src):
+        return self.server_v6 if ":" in src else self.server
 
     def reachable(self, src, timeout=0.5):
         script = ("import socket,sys\n"
-                  "s=socket.socket()\n"
+                  f"s=socket.socket({'socket.AF_INET6' if ':' in src else ''})\n"
                   f"s.settimeout({timeout})\n"
                   f"s.bind(({src!r},0))\n"
-                  f"try:\n s.connect(({self.server!r},{TCP_PORT}))\nexcept OSError:\n sys.exit(1)\n")
+                  f"try:\n s.connect(({self.server_for(src)!r},{TCP_PORT}))\n"
+                  "except OSError:\n sys.exit(1)\n")
         return self.lab.run(self.lab.sub, ["python3", "-c", script], check=False).returncode == 0
 
 
@@ -97,7 +116,7 @@ class TwoGateways(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.bpffs = Bpffs()
-        cls.lab = TwoGatewayLab(n_v4=6).__enter__()
+        cls.lab = TwoGatewayLab(n_v4=6, n_v6=1).__enter__()
         cls.daemons = []
         try:
             cls._start()
@@ -165,9 +184,11 @@ class TwoGateways(unittest.TestCase):
         cls.bpffs.close()
 
     # ----------------------------------------------------------- helpers
-    def add_subscriber(self, sub_id, plan, address, quota=None):
+    def add_subscriber(self, sub_id, plan, address, quota=None, v6=None):
+        """`v6`: (an address on the subscriber's loopback, its bound /64) as well."""
+        bound = [address + "/32"] + ([v6[1]] if v6 else [])
         code, body = self.gw1.api("POST", "/api/v1/subscribers",
-                                  {"id": sub_id, "plan": plan, "addresses": [address + "/32"]})
+                                  {"id": sub_id, "plan": plan, "addresses": bound})
         self.assertEqual(code, 201, body)
         if quota is not None:
             code, body = self.gw1.api("PUT", f"/api/v1/subscribers/{sub_id}/quota",
@@ -177,7 +198,10 @@ class TwoGateways(unittest.TestCase):
         for gw in (self.gw1, self.gw2):
             wait_for(lambda: self.subscriber_known(gw, address), 10,
                      what=f"{address} in {gw.ns}'s index")
-        delivered = Delivered(self.lab, address, f"ctq_gt_{sub_id.replace('-', '_')}")
+        name = f"ctq_gt_{sub_id.replace('-', '_')}"
+        delivered = Delivered(self.lab, address, name)
+        if v6:
+            delivered = DualStackDelivered([delivered, Delivered(self.lab, v6[0], name + "_6")])
         return delivered
 
     def subscriber_known(self, gw, address):
@@ -185,7 +209,7 @@ class TwoGateways(unittest.TestCase):
         return (gw.metric("ctquota_subscriber_bindings") or 0) >= bound
 
     def download(self, src, gw, rate, seconds):
-        dl = Download(self.lab, src, gw.server, rate, seconds)
+        dl = Download(self.lab, src, gw.server_for(src), rate, seconds)
         self.addCleanup(dl.stop)
         return dl
 
