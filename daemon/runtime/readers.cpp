@@ -31,6 +31,9 @@ Readers::Readers(const ConntrackConfig& config, SampleQueue& queue, metrics::Met
       journal_(journal),
       events_(config.event_buffer_bytes, adopt_fd) {
     metrics_.event_buffer_bytes = events_.buffer_bytes();
+    if (journal_ != nullptr) {
+        events_.land_in(journal_->landing_area(conntrack::EventLanding::bytes_needed()));
+    }
     if (events_.buffer_bytes() < config.event_buffer_bytes) {
         spdlog::warn(
             "event socket buffer is {} bytes, less than the {} asked for (rmem_max caps it; run as "
