@@ -91,6 +91,11 @@ T as_int_in(const std::string& src, const toml::node& n, const std::string& key,
     return static_cast<T>(n.as_integer()->get());
 }
 
+std::uint64_t as_event_rate(const std::string& src, const toml::node& n, const std::string& key) {
+    return as_int_in<0, 100'000'000, std::uint64_t>(src, n, key,
+                                                    "events a second in 0..100000000 (0 = off)");
+}
+
 int as_hook_priority(const std::string& src, const toml::node& n, const std::string& key) {
     return as_int_in<-400, 400, int>(src, n, key, "an integer in -400..400 (filter = 0)");
 }
@@ -184,6 +189,8 @@ Keys conntrack_keys() {
         {"queue_samples", assign<section, &C::queue_samples, as_bytes>},
         {"reliable_events", assign<section, &C::reliable_events, as_bool>},
         {"enable_accounting_sysctl", assign<section, &C::enable_accounting_sysctl, as_bool>},
+        {"dump_defer_events_per_s", assign<section, &C::dump_defer_events_per_s, as_event_rate>},
+        {"dump_defer_max", assign<section, &C::dump_defer_max, as_duration>},
     };
 }
 

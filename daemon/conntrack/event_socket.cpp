@@ -129,14 +129,22 @@ std::uint64_t EventSocket::grow(std::uint64_t max) {
     return set_buffer(std::min(max, granted_ * 2));
 }
 
+void EventSocket::land_in(std::span<std::byte> area) {
+    landing_ = std::make_unique<EventLanding>(area);
+}
+
 ReadStatus EventSocket::read(std::vector<core::FlowSample>& out, int timeout_ms,
                              const Persist& persist) {
+    if (persist && !landing_) {
+        throw std::logic_error("EventSocket::read with persist needs land_in first");
+    }
+    const bool landed = persist && landing_->landed() > 0;
     pollfd pfd{fd(), POLLIN, 0};
-    const int ready = ::poll(&pfd, 1, timeout_ms);
+    const int ready = landed ? 1 : ::poll(&pfd, 1, timeout_ms);
     if (ready == 0 || (ready < 0 && errno == EINTR)) {
         return dropped_since_last_read() ? ReadStatus::Overrun : ReadStatus::Timeout;
     }
-    const ReadStatus status = persist ? read_peeking(out, persist) : read_batch(out);
+    const ReadStatus status = persist ? read_landed(out, persist) : read_batch(out);
     if (status == ReadStatus::Ok && dropped_since_last_read()) {
         return ReadStatus::Overrun;
     }
@@ -171,30 +179,23 @@ ReadStatus EventSocket::read_batch(std::vector<core::FlowSample>& out) {
     return ReadStatus::Ok;
 }
 
-// Peek, persist, consume: one datagram at a time (a peek sees only the first).
-ReadStatus EventSocket::read_peeking(std::vector<core::FlowSample>& out, const Persist& persist) {
-    for (unsigned i = 0; i < kBatch; ++i) {
-        ssize_t n =
-            recv(fd(), storage_.data(), storage_.size(), MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
-        if (n > static_cast<ssize_t>(storage_.size())) {
-            storage_.resize(static_cast<std::size_t>(n));  // larger than any event seen so far
-            n = recv(fd(), storage_.data(), storage_.size(), MSG_PEEK | MSG_DONTWAIT);
+// Land a batch, persist its events, release it. What is still landed (a
+// refused persist, or a killed process's batch) goes first, without a new read.
+ReadStatus EventSocket::read_landed(std::vector<core::FlowSample>& out, const Persist& persist) {
+    if (landing_->landed() == 0 && landing_->receive(fd()) < 0) {
+        last_errno_ = errno;
+        if (errno == EAGAIN || errno == EINTR) {
+            return ReadStatus::Timeout;
         }
-        if (n < 0) {
-            last_errno_ = errno;
-            if (errno == EAGAIN || errno == EINTR) {
-                return i > 0 ? ReadStatus::Ok : ReadStatus::Timeout;
-            }
-            return errno == ENOBUFS ? ReadStatus::Overrun : ReadStatus::Error;
-        }
-        const std::size_t first = out.size();
-        parse(storage_.data(), static_cast<std::size_t>(n), out);
-        if (out.size() > first && !persist(std::span(out).subspan(first))) {
-            out.resize(first);
-            return ReadStatus::Held;
-        }
-        recv(fd(), nullptr, 0, MSG_DONTWAIT);  // consume it: it is persisted now
+        return errno == ENOBUFS ? ReadStatus::Overrun : ReadStatus::Error;
     }
+    const std::size_t first = out.size();
+    landing_->for_each([&](const void* data, std::size_t len) { parse(data, len, out); });
+    if (out.size() > first && !persist(std::span(out).subspan(first))) {
+        out.resize(first);
+        return ReadStatus::Held;
+    }
+    landing_->release();  // persisted now
     return ReadStatus::Ok;
 }
 

@@ -3,17 +3,20 @@
 // (SO_RCVBUFFORCE, checked against what the kernel granted) and reports
 // overruns instead of hiding them, so the caller can count them and resync.
 //
-// With a `persist` step, read() takes each event out of the socket only once
-// persist (the journal) has it: the datagram is peeked, parsed and handed to
-// persist, then consumed, so at every moment an event is in the socket or
-// persisted (or, for an instant, both). The socket itself may outlive the
-// process (a service manager's fd store); see runtime/fd_store.hpp.
+// With a `persist` step, read() lands a batch of datagrams in an area that
+// outlives the process (EventLanding, mapped from a file by the caller),
+// parses them and hands their events to persist (the journal) before the
+// slots are reused, so at every moment an event is in the socket, landed or
+// persisted. The socket itself may outlive the process (a service manager's
+// fd store); see runtime/fd_store.hpp.
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <span>
 #include <vector>
 
+#include "conntrack/event_landing.hpp"
 #include "core/flow.hpp"
 
 struct mnl_socket;
@@ -47,9 +50,16 @@ class EventSocket {
     EventSocket(const EventSocket&) = delete;
     EventSocket& operator=(const EventSocket&) = delete;
 
-    // Returns whether the event may leave the socket.
+    // Where batches land when read() persists: an area of
+    // EventLanding::bytes_needed() bytes that outlives the process (a shared
+    // file mapping) and this socket. Datagrams a killed process landed and
+    // did not persist are read first.
+    void land_in(std::span<std::byte> area);
+
+    // Returns whether the events may be taken (false: they stay landed).
     using Persist = std::function<bool(std::span<core::FlowSample>)>;
     // Waits up to timeout_ms for events and appends what arrived to `out`.
+    // With `persist`, land_in must have been called.
     // Overrun: the kernel could not deliver some events since the last call
     // (what was read is in `out` all the same).
     ReadStatus read(std::vector<core::FlowSample>& out, int timeout_ms,
@@ -66,7 +76,7 @@ class EventSocket {
     std::uint64_t set_buffer(std::uint64_t bytes);
     void adopt(int fd);
     ReadStatus read_batch(std::vector<core::FlowSample>& out);
-    ReadStatus read_peeking(std::vector<core::FlowSample>& out, const Persist& persist);
+    ReadStatus read_landed(std::vector<core::FlowSample>& out, const Persist& persist);
     void parse(const void* data, std::size_t len, std::vector<core::FlowSample>& out);
     bool dropped_since_last_read();
 
@@ -78,6 +88,7 @@ class EventSocket {
     EventStats stats_;
     int last_errno_ = 0;
     std::vector<char> storage_;
+    std::unique_ptr<EventLanding> landing_;
 };
 
 }  // namespace ctquota::conntrack

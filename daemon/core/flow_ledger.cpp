@@ -81,17 +81,23 @@ FlowLedger::DropLife* FlowLedger::life_of(const FlowKey& key, const Entry& e, bo
 }
 
 FlowLedger::Entry* FlowLedger::credit(const FlowKey& key, const FlowSample& s,
-                                      const DroppedCounters* dropped, LedgerResult& r) {
+                                      const DroppedCounters* dropped, LedgerResult& r,
+                                      Entry* found) {
     const bool destroy = s.kind == SampleKind::Destroy;
     const Outcomes& outcomes = destroy ? kDestroyOutcomes : kPollOutcomes;
-    auto [it, inserted] = entries_.try_emplace(key);
-    if (inserted && unseen_.size() != 0 && unseen_.contains(key)) {
-        entries_.erase(it);  // a flow whose DESTROY came first: a tombstone without entry
-        ++(destroy ? stats_.duplicates : stats_.stale);
-        r.outcome = outcomes.absorbed;
-        return nullptr;
+    bool inserted = false;
+    if (found == nullptr) {
+        auto [it, made] = entries_.try_emplace(key);
+        if (made && unseen_.size() != 0 && unseen_.contains(key)) {
+            entries_.erase(it);  // a flow whose DESTROY came first: a tombstone without entry
+            ++(destroy ? stats_.duplicates : stats_.stale);
+            r.outcome = outcomes.absorbed;
+            return nullptr;
+        }
+        inserted = made;
+        found = &it.value();
     }
-    Entry& e = it.value();
+    Entry& e = *found;
     if (inserted && !removed_keys_.empty() && removed_keys_.erase(key) != 0) {
         e.stored = true;  // the row of a flow with the same key is still stored
     }
@@ -150,12 +156,18 @@ LedgerResult FlowLedger::apply_poll(const FlowKey& key, const FlowSample& s,
 }
 
 bool FlowLedger::destroy_unseen(const FlowKey& key, const FlowSample& s, TimePoint now,
-                                const DroppedCounters* dropped, LedgerResult& r) {
+                                const DroppedCounters* dropped, LedgerResult& r, Entry*& found) {
     // One hash for every lookup; an empty table is not probed at all (it is
     // reserved for nf_conntrack_max live flows: each probe is a cache miss).
     const std::size_t hash = FlowKeyHash{}(key);
-    if ((!entries_.empty() && entries_.find(key, hash) != entries_.end()) ||
-        (!removed_keys_.empty() && removed_keys_.contains(key))) {
+    found = nullptr;
+    if (!entries_.empty()) {
+        if (auto it = entries_.find(key, hash); it != entries_.end()) {
+            found = &it.value();
+            return false;
+        }
+    }
+    if (!removed_keys_.empty() && removed_keys_.contains(key)) {
         return false;
     }
     if (unseen_.contains(key, hash)) {
@@ -175,10 +187,11 @@ bool FlowLedger::destroy_unseen(const FlowKey& key, const FlowSample& s, TimePoi
 LedgerResult FlowLedger::apply_destroy(const FlowKey& key, const FlowSample& s, TimePoint now,
                                        const DroppedCounters* dropped) {
     LedgerResult r;
-    if (destroy_unseen(key, s, now, dropped, r)) {
+    Entry* found = nullptr;
+    if (destroy_unseen(key, s, now, dropped, r, found)) {
         return r;
     }
-    Entry* e = credit(key, s, dropped, r);
+    Entry* e = credit(key, s, dropped, r, found);
     if (e == nullptr) {
         return r;
     }

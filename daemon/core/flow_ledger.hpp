@@ -187,8 +187,10 @@ class FlowLedger {
     // A DESTROY of a flow that has no entry: credited in full (or dropped as a
     // resend) with its key kept in unseen_ only; false when an entry is due
     // after all (the flow has one, or a stored row of its key awaits removal).
+    // False when the flow has an entry (`found`, or null when it must be
+    // made again: a stored row of the same key).
     bool destroy_unseen(const FlowKey& key, const FlowSample& s, TimePoint now,
-                        const DroppedCounters* d, LedgerResult& r);
+                        const DroppedCounters* d, LedgerResult& r, Entry*& found);
     DropLife* life_of(const FlowKey& key, const Entry& e, bool inserted, bool has_drops);
     // A Lost entry that hears of its flow again is counted as recovered.
     void leave_lost(Entry& e);
@@ -198,8 +200,9 @@ class FlowLedger {
     // What a poll and a DESTROY credit alike: full (delivered) counters for a
     // new entry or after a counter reset, the growth otherwise; the entry's
     // credited counters follow. Null when a tombstone absorbed the sample.
+    // `found`: the flow's entry when the caller looked it up already.
     Entry* credit(const FlowKey& key, const FlowSample& s, const DroppedCounters* d,
-                  LedgerResult& r);
+                  LedgerResult& r, Entry* found = nullptr);
     void mark_dirty(const FlowKey& key, Entry& e);
     // Before erasing: a row of the stored checkpoint must still be removed.
     void forget(const FlowKey& key, const Entry& e) {

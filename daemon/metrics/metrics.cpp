@@ -151,6 +151,9 @@ std::string Metrics::render_prometheus() const {
             "event hand-offs that waited for room (reliable delivery: nothing dropped)",
             queue_full_waits.load());
     counter("dumps_total", "conntrack table dumps", dumps.load());
+    counter("dumps_deferred_total",
+            "periodic dumps that waited past the poll interval for DESTROY events to slow down",
+            dumps_deferred.load());
     counter("flows_lost_total", "credited flows whose final counters were lost", flows_lost.load());
     counter("flows_lost_recovered_total",
             "flows declared lost whose DESTROY (or a dump) came later and credited only the rest",

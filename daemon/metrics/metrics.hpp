@@ -61,6 +61,7 @@ struct Metrics {
     std::atomic<std::uint64_t> samples_dropped{0};
     std::atomic<std::uint64_t> dumps{0};
     std::atomic<std::uint64_t> dumps_incomplete{0};
+    std::atomic<std::uint64_t> dumps_deferred{0};
     std::atomic<std::uint64_t> dump_entries{0};
     std::atomic<std::uint64_t> samples_applied{0};
     std::atomic<std::uint64_t> flows_tracked{0};

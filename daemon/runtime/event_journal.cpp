@@ -83,6 +83,9 @@ EventJournal::EventJournal(std::filesystem::path dir, std::size_t segment_bytes)
 
 EventJournal::~EventJournal() {
     close_segment();
+    if (!landing_.empty()) {
+        ::munmap(landing_.data(), landing_.size());
+    }
     if (lock_fd_ >= 0) {
         ::close(lock_fd_);
     }
@@ -291,6 +294,34 @@ void EventJournal::covered(std::uint64_t position) {
         it = segments_.erase(it);
     }
     stats_.segments = segments_.size();
+}
+
+std::span<std::byte> EventJournal::landing_area(std::size_t bytes) {
+    if (!landing_.empty()) {
+        return landing_;
+    }
+    const auto path = dir_ / "landing";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        throw JournalError(errno_text("journal: cannot open " + path.string(), errno));
+    }
+    // Allocated (the new part zeroed) so that writing it never faults for space.
+    const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes));
+    void* map =
+        err == 0 ? ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0)
+                 : MAP_FAILED;
+    const int e = err != 0 ? err : errno;
+    ::close(fd);
+    if (map == MAP_FAILED) {
+        throw JournalError(errno_text("journal: cannot map " + path.string(), e));
+    }
+    // Resident, so that the kernel's copy into it never waits for a page (a
+    // kill then would end the copy, and the datagram with it).
+    if (::mlock(map, bytes) != 0) {
+        spdlog::info("journal: landing area not locked in memory ({})", std::strerror(errno));
+    }
+    landing_ = {static_cast<std::byte*>(map), bytes};
+    return landing_;
 }
 
 void EventJournal::write_spill(const std::string& bytes) {

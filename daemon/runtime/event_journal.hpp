@@ -90,6 +90,12 @@ class EventJournal {
     [[nodiscard]] std::optional<std::string> read_spill() const;
     void drop_spill();
 
+    // The file "landing" beside the segments, `bytes` long, mapped shared for
+    // the event reader's batches (conntrack/event_landing.hpp): what was in it
+    // when the last process died is still there. Mapped once, populated and
+    // locked in memory where allowed; throws JournalError.
+    std::span<std::byte> landing_area(std::size_t bytes);
+
     [[nodiscard]] const JournalStats& stats() const { return stats_; }
     [[nodiscard]] const std::filesystem::path& dir() const { return dir_; }
 
@@ -121,6 +127,7 @@ class EventJournal {
     std::atomic<std::uint64_t> end_{0};
     std::atomic<std::uint64_t> covered_{0};
     bool has_spill_ = false;
+    std::span<std::byte> landing_;
     Segment current_;
     mutable std::mutex segments_mu_;
     std::map<std::uint64_t, std::uint64_t> segments_;  // start -> bytes on disk

@@ -15,6 +15,7 @@ namespace {
 constexpr std::size_t kCoalesceBelow = 64;
 constexpr auto kCoalesce = std::chrono::milliseconds(2);
 constexpr auto kJournalErrorLogEvery = std::chrono::seconds(60);
+constexpr auto kDeferStep = std::chrono::seconds(1);
 
 std::int64_t ns_of(core::TimePoint t) {
     return t.time_since_epoch().count();
@@ -31,6 +32,9 @@ Readers::Readers(const ConntrackConfig& config, SampleQueue& queue, metrics::Met
       journal_(journal),
       events_(config.event_buffer_bytes, adopt_fd) {
     metrics_.event_buffer_bytes = events_.buffer_bytes();
+    if (journal_ != nullptr) {
+        events_.land_in(journal_->landing_area(conntrack::EventLanding::bytes_needed()));
+    }
     if (events_.buffer_bytes() < config.event_buffer_bytes) {
         spdlog::warn(
             "event socket buffer is {} bytes, less than the {} asked for (rmem_max caps it; run as "
@@ -293,6 +297,37 @@ bool Readers::dump_once(std::uint64_t seq) {
     return queue_.push_wait(QueueItem{QueueItem::Kind::DumpEnd, {}, seq, result.complete}, kDump);
 }
 
+void Readers::wait_for_dump(std::unique_lock<std::mutex>& lock) {
+    using std::chrono::steady_clock;
+    const auto woken = [this] { return stopping_.load() || stop_dumps_ || resync_requested_; };
+    // The rate is measured over the interval's last step.
+    const auto step = std::min<std::chrono::nanoseconds>(kDeferStep, config_.poll_interval / 2);
+    if (wake_.wait_for(lock, config_.poll_interval - step, woken)) {
+        return;
+    }
+    const auto latest = steady_clock::now() + step + config_.dump_defer_max;
+    bool deferred = false;
+    while (true) {
+        const auto events = metrics_.events_read.load();
+        const auto from = steady_clock::now();
+        if (wake_.wait_for(lock, step, woken)) {
+            return;
+        }
+        const auto now = steady_clock::now();
+        const double seconds = std::chrono::duration<double>(now - from).count();
+        const auto rate = static_cast<double>(metrics_.events_read.load() - events) / seconds;
+        if (config_.dump_defer_events_per_s == 0 ||
+            rate < static_cast<double>(config_.dump_defer_events_per_s) || now >= latest) {
+            return;
+        }
+        if (!deferred) {
+            deferred = true;
+            ++metrics_.dumps_deferred;
+            spdlog::debug("dump deferred: {:.0f} DESTROY events a second", rate);
+        }
+    }
+}
+
 void Readers::dump_loop() {
     std::uint64_t seq = 0;
     const auto done = [this] { return stopping_.load() || stop_dumps_; };
@@ -311,7 +346,7 @@ void Readers::dump_loop() {
             spdlog::error("conntrack dump failed: {}", e.what());
         }
         std::unique_lock lock(mu_);
-        wake_.wait_for(lock, config_.poll_interval, [&] { return done() || resync_requested_; });
+        wait_for_dump(lock);
         if (resync_requested_) {
             resync_requested_ = false;
             ++metrics_.resyncs;

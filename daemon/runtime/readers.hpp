@@ -57,6 +57,9 @@ class Readers {
     void event_loop();
     void dump_loop();
     bool dump_once(std::uint64_t seq);
+    // Waits out the poll interval, longer while DESTROY events arrive fast
+    // (ConntrackConfig::dump_defer_events_per_s); `lock` holds mu_.
+    void wait_for_dump(std::unique_lock<std::mutex>& lock);
     void hand_off(std::vector<core::FlowSample>&& batch, std::uint64_t journal_end);
     void on_overrun();
     // Journals what was read (before it leaves the socket), stamped with its time.

@@ -18,6 +18,12 @@ struct ConntrackConfig {
     std::uint64_t queue_samples = 4'000'000;  // reader -> accounting hand-off bound
     bool enable_accounting_sysctl = true;     // turn nf_conntrack_acct on if off
     bool reliable_events = true;              // NETLINK_BROADCAST_ERROR on the event socket
+    // While DESTROY events arrive faster than this (a second's worth, measured
+    // at the end of each poll interval), the next dump waits, up to
+    // dump_defer_max longer: the kernel is busy ending entries, and a dump now
+    // would mostly return, or end itself, flows whose DESTROY is due. 0: never.
+    std::uint64_t dump_defer_events_per_s = 20'000;
+    std::chrono::nanoseconds dump_defer_max = 10s;
 };
 
 struct AccountingConfig {

@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -187,11 +188,13 @@ class AccountingEndToEnd(unittest.TestCase):
         self.assertEqual(got.get("tcp-sub"), expected)
         return killed
 
-    def run_burst(self, flows, conntrack_extra):
-        """A UDP burst of `flows` 2-packet flows from 10 subscribers through a
-        daemon started with `conntrack_extra`; asserts exact totals against
-        nftables counters in the gateway and returns the last status line's
-        fields (a dict of name -> int)."""
+    def run_burst(self, flows, conntrack_extra, rate=0, alongside=None):
+        """A UDP burst of `flows` 2-packet flows from 10 subscribers (at `rate`
+        flows a second, 0: at once) through a daemon started with
+        `conntrack_extra`, with `alongside(stop_event)` in a thread while it
+        is sent; asserts exact totals against nftables counters in the gateway
+        and returns the last status line's fields (a dict of name -> int), with
+        the daemon's /metrics before it stopped under "metrics"."""
         self.daemon.close()
         self.daemon = Daemon(self.lab, poll=f"{int(POLL * 1000)}ms", flush=f"{int(FLUSH * 1000)}ms",
                              conntrack_extra=conntrack_extra)
@@ -211,7 +214,17 @@ class AccountingEndToEnd(unittest.TestCase):
             self.daemon.add_subscriber(f"burst-{i}", a + "/32")
         self.daemon.start()
         flowgen = os.environ.get("CTQUOTA_FLOWGEN", "build/ci/tests/bench/flowgen")
-        out = self.lab.run(self.lab.sub, [flowgen, SRV_V4, str(flows), "0", "2", "100"] + sources).stdout
+        stop = threading.Event()
+        helper = threading.Thread(target=alongside, args=(stop,)) if alongside else None
+        if helper:
+            helper.start()
+        try:
+            out = self.lab.run(self.lab.sub,
+                               [flowgen, SRV_V4, str(flows), str(rate), "2", "100"] + sources).stdout
+        finally:
+            stop.set()
+            if helper:
+                helper.join()
         self.assertEqual(json.loads(out)["flows"], flows)
         wait_for(lambda: self.lab.conntrack_count() == 0, timeout=240, interval=0.5,
                  what="the burst's DESTROY events")
@@ -228,11 +241,14 @@ class AccountingEndToEnd(unittest.TestCase):
                     for k, (b, p) in truth.items()}
         got = self.wait_totals(expected, timeout=120)
         self.assertEqual(got, expected)
+        metrics = self.daemon.metrics()
         self.assertEqual(self.daemon.stop(), 0)
         status = re.findall(r"status: (.*)", self.daemon.read_log())
         self.assertTrue(status, "no status line at exit")
         words = status[-1].split()
-        return {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2)}
+        fields = {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2)}
+        fields["metrics"] = metrics
+        return fields
 
     def test_event_overrun_is_counted_resynced_and_totals_stay_exact(self):
         # A tiny event buffer and a burst far larger than it: ENOBUFS must happen,
@@ -252,6 +268,35 @@ class AccountingEndToEnd(unittest.TestCase):
         self.assertGreater(status["queue_full_waits"], 0,
                            "the queue never filled; the test proves nothing")
         self.assertEqual(status["queue_overflows"], 0)
+        self.assertEqual(status["lost_flows"], 0)
+
+    def test_dumps_wait_while_destroy_events_arrive_fast_but_not_longer_than_the_bound(self):
+        # 3000 flows a second whose entries expire after 1 s and are ended
+        # at once (the test lists the table ten times a second, which ends
+        # expired entries as any dump does): ~3000 DESTROYs a second against
+        # a threshold of 500. Dumps (poll 1 s) must wait, but at most 2 s
+        # longer, and the totals stay exact.
+        self.lab.run(self.lab.gw, ["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=1"])
+
+        dumps_at = []  # (time, dumps so far) while sending
+
+        def end_expired(stop):
+            while not stop.wait(0.1):
+                self.lab.run(self.lab.gw, ["conntrack", "-L", "-p", "icmp"], check=False)
+                dumps = self.daemon.metrics().get("ctquota_dumps_total")
+                if dumps is not None and (not dumps_at or dumps_at[-1][1] != dumps):
+                    dumps_at.append((time.monotonic(), dumps))
+
+        status = self.run_burst(24000, 'dump_defer_events_per_s = 500\ndump_defer_max = "2s"\n',
+                                rate=3000, alongside=end_expired)
+        deferred = status["metrics"].get("ctquota_dumps_deferred_total", 0)
+        self.assertGreater(deferred, 0, "no dump waited; the test proves nothing")
+        # Between dumps at most poll (1 s) + dump_defer_max (2 s), plus a
+        # second of slack for the dump itself and this sampling.
+        gaps = [b[0] - a[0] for a, b in zip(dumps_at, dumps_at[1:])]
+        self.assertGreaterEqual(len(gaps), 2, f"too few dumps seen while sending: {dumps_at}")
+        self.assertLessEqual(max(gaps), 4.0, f"a dump waited past the bound: {gaps}")
+        self.assertGreater(max(gaps), 1.5, f"no gap shows a dump waiting: {gaps}")
         self.assertEqual(status["lost_flows"], 0)
 
     def test_long_lived_tcp_is_visible_while_open_and_exact_at_the_end(self):

@@ -16,6 +16,8 @@ url = "postgresql:///ctquota?host=/tmp/pg"
 [conntrack]
 poll_interval = "2s"
 event_buffer_bytes = "64MiB"
+dump_defer_events_per_s = 5000
+dump_defer_max = "30s"
 [accounting]
 flush_interval = "500ms"
 gateway_id = "gw-1"
@@ -26,6 +28,8 @@ listen = "0.0.0.0:9000"
     CHECK(c.database.url == "postgresql:///ctquota?host=/tmp/pg");
     CHECK(c.conntrack.poll_interval == 2s);
     CHECK(c.conntrack.event_buffer_bytes == 64ull << 20);
+    CHECK(c.conntrack.dump_defer_events_per_s == 5000);
+    CHECK(c.conntrack.dump_defer_max == 30s);
     CHECK(c.accounting.flush_interval == 500ms);
     CHECK(c.accounting.gateway_id == "gw-1");
     CHECK(c.api.listen == "0.0.0.0:9000");
@@ -37,6 +41,8 @@ TEST_CASE("defaults apply to keys left out") {
     CHECK(c.journal.segment_bytes == 4ull << 20);
     CHECK(c.journal.spill_after_bytes == 64ull << 20);
     CHECK(c.conntrack.poll_interval == 10s);
+    CHECK(c.conntrack.dump_defer_events_per_s == 20000);
+    CHECK(c.conntrack.dump_defer_max == 10s);
     CHECK(c.accounting.flush_interval == 1s);
     CHECK_FALSE(c.accounting.gateway_id.empty());
     CHECK(c.policies.lease_ttl == 30s);
@@ -68,6 +74,10 @@ TEST_CASE("bad configs name the file, the line and the key") {
         {"[database]\nurl = \"x\"\n[conntrack]\nevent_buffer_bytes = \"lots\"\n",
          "t.toml:4: conntrack.event_buffer_bytes"},
         {"[conntrack]\npoll_interval = \"1s\"\n", "database.url: missing"},
+        {"[database]\nurl = \"x\"\n[conntrack]\ndump_defer_events_per_s = -1\n",
+         "t.toml:4: conntrack.dump_defer_events_per_s: expected events a second"},
+        {"[database]\nurl = \"x\"\n[conntrack]\ndump_defer_max = \"0s\"\n",
+         "t.toml:4: conntrack.dump_defer_max"},
         {"[database\nurl = \"x\"\n", "t.toml:1"},
         {"[database]\nurl = \"x\"\n[log]\nlevel = \"loud\"\n", "log.level"},
         {"[database]\nurl = \"x\"\n[api]\nlisten = \"8460\"\n",

@@ -18,15 +18,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct ScratchDir {
-    fs::path path;
-    ScratchDir() {
-        char tmpl[] = "/tmp/ctquota-journal-test-XXXXXX";
-        path = ::mkdtemp(tmpl);
-    }
-    ~ScratchDir() { fs::remove_all(path); }
-};
-
 core::FlowSample event(std::uint32_t i) {
     auto s = destroy(
         flow(i, i % 3 == 0 ? "2001:db8:0:1::1" : "100.64.1.1", static_cast<std::uint16_t>(i),

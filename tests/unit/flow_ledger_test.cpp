@@ -457,3 +457,48 @@ TEST_CASE("without any take (a flush held in doubt), stale dirty keys are compac
     CHECK(largest_table <= 300);
     CHECK(ledger.dirty_backlog() <= 2 * largest_table + 1024);
 }
+
+TEST_CASE(
+    "a DESTROY after a restore, a restored spill, a reserve or a dump's sweep credits only the "
+    "rest") {
+    const auto a = flow(1, "100.64.1.1", 1);
+    const core::CheckpointEntry credited{core::FlowKey::of(a), {100, 1}, {40, 1}};
+    const auto check_rest = [&](core::FlowLedger& ledger) {
+        const auto r = ledger.apply(destroy(a, 150, 2, 100, 2));
+        CHECK(r.outcome == LedgerOutcome::Final);
+        CHECK(r.orig_delta == core::Counters{50, 1});
+        CHECK(r.reply_delta == core::Counters{60, 1});
+    };
+    SUBCASE("restore") {
+        core::FlowLedger ledger;
+        ledger.restore({credited});
+        check_rest(ledger);
+    }
+    SUBCASE("restore, then reserve") {
+        core::FlowLedger ledger;
+        ledger.restore({credited});
+        ledger.reserve(1 << 16);
+        check_rest(ledger);
+    }
+    SUBCASE("a restored spill") {
+        core::FlowLedger ledger;
+        core::CheckpointChanges pending;
+        pending.upserts.push_back(credited);
+        ledger.restore_pending(pending, {}, kT0);
+        check_rest(ledger);
+    }
+    SUBCASE("a poll, then dumps that sweep others") {
+        core::FlowLedger ledger;
+        ledger.reserve(1 << 16);
+        ledger.dump_begin(1);
+        ledger.apply(poll(a, 100, 1, 40, 1));
+        for (std::uint32_t i = 2; i < 2000; ++i) {
+            ledger.apply(poll(flow(i, "100.64.1.2", static_cast<std::uint16_t>(i)), 1, 1, 1, 1));
+        }
+        ledger.dump_end(1, true);
+        ledger.dump_begin(2);
+        ledger.apply(poll(a, 100, 1, 40, 1));
+        ledger.dump_end(2, true);
+        check_rest(ledger);
+    }
+}

@@ -1,6 +1,9 @@
 #pragma once
 // Builders for core values in tests.
 
+#include <stdlib.h>
+
+#include <filesystem>
 #include <stdexcept>
 #include <string>
 
@@ -45,5 +48,17 @@ inline core::FlowSample destroy(const core::FlowSample& s, std::uint64_t ob, std
                                 std::uint64_t rb, std::uint64_t rp) {
     return with(s, core::SampleKind::Destroy, ob, op, rb, rp);
 }
+
+// A fresh directory under /tmp, removed with everything in it.
+struct ScratchDir {
+    std::filesystem::path path;
+    ScratchDir() {
+        char tmpl[] = "/tmp/ctquota-test-XXXXXX";
+        path = ::mkdtemp(tmpl);
+    }
+    ~ScratchDir() { std::filesystem::remove_all(path); }
+    ScratchDir(const ScratchDir&) = delete;
+    ScratchDir& operator=(const ScratchDir&) = delete;
+};
 
 }  // namespace ctquota::test
