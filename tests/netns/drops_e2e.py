@@ -80,14 +80,17 @@ class Delivered:
     def up_match(address):
         return f'iifname "sub0" {"ip6" if ":" in address else "ip"} saddr {address}'
 
-    def _table(self, ns, hook, match):
+    def _table(self, ns, hook, match, table=None):
+        """One counting table (its first counter is read); (namespace, table)."""
+        table = table or self.name
         self.lab.run(ns, ["nft", "-f", "-"], input=(
-            f"table inet {self.name} {{\n chain count {{\n"
+            f"table inet {table} {{\n chain count {{\n"
             f"  type filter hook {hook} priority -300;\n  {match} counter\n }}\n}}\n"))
-        return ns
+        return ns, table
 
-    def _read(self, ns):
-        out = json.loads(self.lab.run(ns, ["nft", "-j", "list", "table", "inet", self.name]).stdout)
+    def _read(self, where):
+        ns, table = where
+        out = json.loads(self.lab.run(ns, ["nft", "-j", "list", "table", "inet", table]).stdout)
         c = next(e["counter"] for i in out["nftables"] if "rule" in i
                  for e in i["rule"]["expr"] if "counter" in e)
         return c["bytes"], c["packets"]
@@ -97,8 +100,8 @@ class Delivered:
         return {"up_bytes": ub, "down_bytes": db, "up_packets": up, "down_packets": dp}
 
     def close(self):
-        for ns in (self.up, self.down):
-            self.lab.run(ns, ["nft", "delete", "table", "inet", self.name], check=False)
+        for ns, table in (self.up, self.down):
+            self.lab.run(ns, ["nft", "delete", "table", "inet", table], check=False)
 
 
 KEYS = ("up_bytes", "down_bytes", "up_packets", "down_packets")

@@ -49,8 +49,10 @@ class Delivered(drops_e2e.Delivered):
         crossing dropped its conntrack reference."""
         self.lab, self.name = lab, name
         fam = "ip6" if ":" in address else "ip"
+        # One table per count: _read takes the first counter of its table.
         self.downs = ([self._table(gw, "postrouting",
-                                   f'iifname "srv0" oifname "sub0" {fam} daddr {address}')
+                                   f'iifname "srv0" oifname "sub0" {fam} daddr {address}',
+                                   name + "_d")
                        for gw in lab.gws] if at_gateways
                       else [self._table(lab.sub, "input", self.down_match(address))])
         self.ups = [self._table(gw, "postrouting", self.up_match(address)) for gw in lab.gws]
