@@ -98,7 +98,7 @@ class Leases(TwoGateways):
     def test_1_cut_off_split_across_both_within_2x64k(self):
         src, quota = self.lab.sub_v4[0], 30_000_000
         self.both_carrying_traffic()
-        delivered = self.add_subscriber("cut", "prepaid-10g", src, quota, at_gateways=True)
+        delivered = self.add_subscriber("cut", "prepaid-10g", src, quota)
         # A little through each first: both carry the subscriber and lease.
         for gw in (self.gw1, self.gw2):
             self.download(src, gw, 2_000_000, 0.5).proc.wait(timeout=30)
@@ -117,7 +117,7 @@ class Leases(TwoGateways):
     def test_2_killed_gateway_holds_its_slice_until_the_lease_expires(self):
         src, quota = self.lab.sub_v4[1], 16_000_000
         self.both_carrying_traffic()
-        delivered = self.add_subscriber("kill", "prepaid-10g", src, quota, at_gateways=True)
+        delivered = self.add_subscriber("kill", "prepaid-10g", src, quota)
         type(self).kill_delivered = delivered  # test 3 goes on with it
         dl = self.download(src, self.gw2, 3_000_000, 1.5)
         dl.proc.wait(timeout=30)
@@ -183,7 +183,7 @@ class Leases(TwoGateways):
         and within the bound."""
         src, quota = self.lab.sub_v4[3], 12_000_000
         self.both_carrying_traffic()
-        delivered = self.add_subscriber("dbo", "prepaid-10g", src, quota, at_gateways=True)
+        delivered = self.add_subscriber("dbo", "prepaid-10g", src, quota)
         for gw in (self.gw1, self.gw2):
             self.download(src, gw, 2_000_000, 0.3).proc.wait(timeout=30)
         held = wait_for(lambda: (lambda a, b: (a, b) if a and b else None)(
@@ -228,8 +228,7 @@ class Leases(TwoGateways):
         v4, v6, prefix = self.lab.sub_v4[4], self.lab.sub_v6[0], self.lab.sub_v6_prefix[0]
         quota = 16_000_000
         self.both_carrying_traffic()
-        delivered = self.add_subscriber("ds", "prepaid-10g", v4, quota, v6=(v6, prefix),
-                                        at_gateways=True)
+        delivered = self.add_subscriber("ds", "prepaid-10g", v4, quota, v6=(v6, prefix))
         paths = [(v4, self.gw1), (v6, self.gw2), (v6, self.gw1)]
         for src, gw in paths:  # a little each first: both gateways lease (as in test 1)
             self.download(src, gw, 2_000_000, 0.5).proc.wait(timeout=30)
