@@ -16,9 +16,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_harness import Daemon  # noqa: E402
 from drops_e2e import Bpffs  # noqa: E402
-from enforce_harness import POLICIES  # noqa: E402
 from lab import wait_for  # noqa: E402
-from multigw_e2e import API_PORT, Gateway, TwoGateways, log  # noqa: E402
+from multigw_e2e import Gateway, TwoGateways, log  # noqa: E402
 from multigw_lab import TwoGatewayLab  # noqa: E402
 
 BOUND = 2 * 64 * 1024  # N x 64 KiB, N = 2
@@ -32,18 +31,11 @@ class Leases(TwoGateways):
         lab = cls.lab
         cls.one_packet_per_segment()
 
-        def config(name):
-            return (f'[api]\nlisten = "127.0.0.1:{API_PORT}"\n'
-                    f'[policies]\ndir = "{POLICIES}"\nleases = true\nlease_ttl = "{LEASE_TTL}s"\n'
-                    f'lease_slice_time = "2s"\n'
-                    f'[enforce]\nsubscriber_interface = "sub0"\n'
-                    f'[drops]\nmode = "required"\npin_dir = "{cls.bpffs.dir}/{name}"\n'
-                    f'[log]\nlevel = "{os.environ.get("CTQUOTA_TEST_LOG_LEVEL", "info")}"\n')
         d1 = Daemon(lab.view(lab.gws[0]), poll="500ms", flush="200ms", gateway_id="gw1",
-                    extra_config=config("gw1"))
+                    extra_config=cls.gateway_config("gw1", LEASE_TTL))
         cls.daemons.append(d1)
         d2 = Daemon(lab.view(lab.gws[1]), poll="500ms", flush="200ms", gateway_id="gw2",
-                    extra_config=config("gw2"), share_db_of=d1)
+                    extra_config=cls.gateway_config("gw2", LEASE_TTL), share_db_of=d1)
         cls.daemons.append(d2)
         token = d1.cli("token", "create", "--role", "admin").stdout.strip()
         for d in (d1, d2):

@@ -145,6 +145,16 @@ class TwoGateways(unittest.TestCase):
             lab.run(ns, ["ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off"])
 
     @classmethod
+    def gateway_config(cls, name, lease_ttl, extra=""):
+        """A gateway's config for a 500 ms poll and 200 ms flush: quota slices
+        (on by default) as README advises, a slice time of twice their sum."""
+        return (f'[api]\nlisten = "127.0.0.1:{API_PORT}"\n[policies]\ndir = "{POLICIES}"\n'
+                f'lease_slice_time = "2s"\nlease_ttl = "{lease_ttl}s"\n'
+                f'[enforce]\nsubscriber_interface = "sub0"\n'
+                f'[drops]\nmode = "required"\npin_dir = "{cls.bpffs.dir}/{name}"\n{extra}'
+                f'[log]\nlevel = "{os.environ.get("CTQUOTA_TEST_LOG_LEVEL", "info")}"\n')
+
+    @classmethod
     def _start(cls):
         lab = cls.lab
         cls.one_packet_per_segment()
@@ -154,14 +164,7 @@ class TwoGateways(unittest.TestCase):
         cls.set_clock_offset(0)
 
         def config(name):
-            # Quota slices (on by default) as README advises: a slice time of
-            # twice the poll + flush interval.
-            return (f'[api]\nlisten = "127.0.0.1:{API_PORT}"\n[policies]\ndir = "{POLICIES}"\n'
-                    f'lease_slice_time = "2s"\nlease_ttl = "4s"\n'
-                    f'[enforce]\nsubscriber_interface = "sub0"\n'
-                    f'[drops]\nmode = "required"\npin_dir = "{cls.bpffs.dir}/{name}"\n'
-                    f'[clock]\noffset_file = "{cls.offset_file}"\n'
-                    f'[log]\nlevel = "{os.environ.get("CTQUOTA_TEST_LOG_LEVEL", "info")}"\n')
+            return cls.gateway_config(name, 4, f'[clock]\noffset_file = "{cls.offset_file}"\n')
         d1 = Daemon(lab.view(lab.gws[0]), poll="500ms", flush="200ms", gateway_id="gw1",
                     extra_config=config("gw1"))
         cls.daemons.append(d1)
