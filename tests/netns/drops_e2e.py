@@ -67,6 +67,25 @@ class Delivered:
         self.lab, self.name = lab, name
         self.down = self._table(lab.sub, "input", self.down_match(address))
         self.up = self._table(lab.gw, "postrouting", self.up_match(address))
+        self.lost_before = self._handed_over_and_lost()
+
+    def gateways(self):
+        return [self.lab.gw]
+
+    def _handed_over_and_lost(self):
+        """Packets the gateways' sub0 handed to the veth that the subscriber
+        side's input queue then dropped (backlog full: seen on a loaded CI
+        machine). The veth counts them as sub0's tx_dropped; the gateway
+        delivered them, so billing rightly has them, and the subscriber
+        namespace's input never sees them."""
+        total = 0
+        for gw in self.gateways():
+            out = self.lab.run(gw, ["ip", "-s", "-j", "link", "show", "dev", "sub0"]).stdout
+            total += json.loads(out)[0]["stats64"]["tx"]["dropped"]
+        return total
+
+    def lost_in_crossing(self):
+        return self._handed_over_and_lost() - self.lost_before
 
     @staticmethod
     def down_match(address):
@@ -105,6 +124,29 @@ class Delivered:
 
 
 KEYS = ("up_bytes", "down_bytes", "up_packets", "down_packets")
+MAX_IP_PACKET = 65535  # a GSO packet lost in the crossing is one packet of up to this
+
+
+def billed_is_delivered(delivered):
+    """close_enough for settled(): billed = delivered, where downloads the
+    gateway handed to its interface and the subscriber side then dropped
+    (Delivered.lost_in_crossing, packets only) count as delivered: each of
+    them at most one packet and MAX_IP_PACKET bytes more billed than counted
+    at the subscriber's input. With none lost, exactly equal."""
+    def close_enough(b, d):
+        if any(b[k] != d[k] for k in ("up_bytes", "up_packets")):
+            return False
+        extra_packets = b["down_packets"] - d["down_packets"]
+        extra_bytes = b["down_bytes"] - d["down_bytes"]
+        if extra_packets == 0 and extra_bytes == 0:
+            return True
+        lost = delivered.lost_in_crossing()
+        ok = 0 <= extra_packets <= lost and 0 <= extra_bytes <= lost * MAX_IP_PACKET
+        if ok:
+            log(f"billed {extra_packets} packets / {extra_bytes} B more than the subscriber's "
+                f"input counted; the veth lost {lost} packets after the gateway sent them")
+        return ok
+    return close_enough
 
 
 def billed(env, sub_id):
@@ -202,7 +244,7 @@ class CutOffAndThrottle(unittest.TestCase):
                  what="the transfer to stop")
         dl.stop()
         try:
-            b, d = settled(env, sub_id, delivered, lambda b, d: b == d)
+            b, d = settled(env, sub_id, delivered, billed_is_delivered(delivered))
         except AssertionError as e:
             raise AssertionError(f"{e}; {drop_metrics(env)}") from None
         past = b["up_bytes"] + b["down_bytes"] - quota
@@ -210,7 +252,6 @@ class CutOffAndThrottle(unittest.TestCase):
             f"{drop_metrics(env)}")
         self.assertGreaterEqual(past, 0, "blocked before the allowance was used")
         self.assertLessEqual(past, CUTOFF_BOUND)
-        self.assertEqual(b, d)
 
     def test_1_cutoff_ipv4(self):
         self.cutoff("cut-v4", self.env.lab.sub_v4[0], SRV_V4, 2_000_000)
@@ -337,7 +378,7 @@ class BlockKeepingConntrack(unittest.TestCase):
         dl = env.download(src, SATURATING, 30)
         self.addCleanup(dl.stop)
         env.wait_state("blk", "blocked", timeout=15)
-        first, _ = settled(env, "blk", delivered, lambda b, d: b == d)
+        first, _ = settled(env, "blk", delivered, billed_is_delivered(delivered))
         dropped = env.metric("ctquota_dropped_packets_total")
         # The server keeps retransmitting (RTO backoff: 0.2, 0.4, 0.8, 1.6 s...;
         # the kernel quota dropped its packets before the block, so the next
@@ -346,7 +387,7 @@ class BlockKeepingConntrack(unittest.TestCase):
                  what="a retransmission into the block")
         time.sleep(1.5)  # two more dumps (500 ms) and flushes (200 ms) with them
         self.assertEqual(billed(env, "blk"), first, "retransmissions into a block were billed")
-        self.assertEqual(first, delivered.totals())
+        self.assertTrue(billed_is_delivered(delivered)(first, delivered.totals()))
         past = first["up_bytes"] + first["down_bytes"] - quota
         log(f"blk: billed {first} = delivered; past the allowance {past} B; "
             f"{env.metric('ctquota_dropped_packets_total') - dropped:.0f} retransmissions "
