@@ -2,6 +2,7 @@
 Real TCP traffic, the shipped plans (policies/) with tiny per-cycle quota
 overrides, the REST API, and the kernel's nftables/tc state read back."""
 
+import json
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from enforce_harness import POLICIES as POLICIES_DIR  # noqa: E402
 from enforce_harness import PORTAL_V4, EnforcementLab  # noqa: E402
 from lab import SRV_V4, SRV_V6, wait_for  # noqa: E402
-from topology import GW_NFT, SUB_GW_V4  # noqa: E402
+from topology import GW_NFT, SUB_GW_LL6, SUB_GW_V4  # noqa: E402
 
 THROTTLE_DOWN_BPS = 2_000_000  # home-100g
 # HTB counts Ethernet frames (on the shaper, redirected from sub0); TCP payload is 1448 of every 1514 bytes.
@@ -266,19 +267,27 @@ class PlanFilesAndOutages(unittest.TestCase):
 class KernelRepair(unittest.TestCase):
     """Kernel state lost under the daemon (nftables service restart, the
     table or the root qdisc deleted, the interface created again) is rebuilt
-    within the repair window, with real traffic checking it."""
+    within the repair window, with real traffic checking it: an IPv4 and an
+    IPv6 block, a throttle, and a kernel quota armed for a subscriber with
+    bytes left."""
 
     PING_INTERVAL = 0.02
 
     @classmethod
     def setUpClass(cls):
-        cls.env = EnforcementLab(n_v4=2, n_v6=0)
+        cls.env = EnforcementLab(n_v4=3, n_v6=1)
         cls.lab = cls.env.lab
         cls.blk, cls.thr = cls.lab.sub_v4[0], cls.lab.sub_v4[1]
+        cls.blk6 = cls.lab.sub_v6[0]
         cls.env.add_subscriber("rep-blk", "prepaid-10g", [cls.blk + "/32"], 0)
+        cls.env.add_subscriber("rep-blk6", "prepaid-10g", [cls.lab.sub_v6_prefixes[0]], 0)
         cls.env.add_subscriber("rep-thr", "home-100g", [cls.thr + "/32"], 0)
+        cls.env.add_subscriber("rep-armed", "prepaid-10g", [cls.lab.sub_v4[2] + "/32"],
+                               50_000_000)
         cls.env.wait_state("rep-blk", "blocked")
+        cls.env.wait_state("rep-blk6", "blocked")
         cls.env.wait_state("rep-thr", "throttled")
+        cls.armed = wait_for(cls.quotas, 10, what="rep-armed's kernel quota")
         # Someone else's table: a repair must never touch it.
         cls.lab.run(cls.lab.gw, ["nft", "add", "table", "inet", "isp_own"])
 
@@ -286,11 +295,22 @@ class KernelRepair(unittest.TestCase):
     def tearDownClass(cls):
         cls.env.close()
 
+    @classmethod
+    def quotas(cls):
+        """The names of ctquota's kernel quotas, sorted (empty: none; their
+        limits may move with quota slices)."""
+        out = cls.lab.run(cls.lab.gw, ["nft", "-j", "list", "quotas", "table", "inet", "ctquota"],
+                          check=False).stdout
+        return sorted(i["quota"]["name"] for i in json.loads(out or '{"nftables": []}')["nftables"]
+                      if "quota" in i)
+
     def in_place(self):
         gw = self.lab.gw
-        blocked = self.lab.run(gw, ["nft", "list", "map", "inet", "ctquota", "blocked_v4"],
-                               check=False).stdout
-        return self.blk in blocked and any(" rate 2Mbit ceil 2Mbit " in c for c in self.env.tc_classes())
+        blocked = "".join(self.lab.run(gw, ["nft", "list", "map", "inet", "ctquota", m],
+                                       check=False).stdout for m in ("blocked_v4", "blocked_v6"))
+        return (self.blk in blocked and self.lab.sub_v6_prefixes[0] in blocked
+                and self.quotas() == self.armed
+                and any(" rate 2Mbit ceil 2Mbit " in c for c in self.env.tc_classes()))
 
     def break_and_measure(self, what, commands):
         """Runs `commands` in the gateway with a 50/s ping from the blocked
@@ -312,6 +332,7 @@ class KernelRepair(unittest.TestCase):
         self.assertLess(window, 5.0)
         self.assertLessEqual(answered * self.PING_INTERVAL, 5.0)
         self.assertFalse(self.env.reachable(self.blk, SRV_V4), f"block lost after {what}")
+        self.assertFalse(self.env.reachable(self.blk6, SRV_V6), f"IPv6 block lost after {what}")
         self.assertIn("isp_own", self.lab.run(self.lab.gw, ["nft", "list", "tables"]).stdout)
         return window
 
@@ -325,12 +346,14 @@ class KernelRepair(unittest.TestCase):
 
     def test_1_table_deleted(self):
         self.break_and_measure("nft delete table inet ctquota", "nft delete table inet ctquota")
+        self.throttle_rate_is_the_plans()
 
     def test_2_ruleset_flushed_and_reloaded(self):
         # What Debian's nftables service does: flush ruleset, load its own file.
         self.break_and_measure("nft flush ruleset + reload",
                                "nft -f - <<'EOF'\nflush ruleset\n" + GW_NFT +
                                "table inet isp_own {\n}\nEOF")
+        self.throttle_rate_is_the_plans()
 
     def test_3_root_qdisc_deleted(self):
         self.break_and_measure("the shaper's root qdisc deleted", "tc qdisc del dev ctqshaper root")
@@ -342,10 +365,14 @@ class KernelRepair(unittest.TestCase):
 
     def test_4_interface_created_again(self):
         sub_cmds = [f"address add {a}/16 dev eth0" for a in self.lab.sub_v4]
-        sub_cmds += ["link set eth0 up", f"route add default via {SUB_GW_V4} dev eth0"]
+        sub_cmds += [f"address add {a}/64 dev eth0 nodad" for a in self.lab.sub_v6]
+        sub_cmds += ["link set eth0 up", f"route add default via {SUB_GW_V4} dev eth0",
+                     f"route add default via {SUB_GW_LL6} dev eth0"]
         script = (f"ip link del sub0\n"
                   f"ip link add sub0 type veth peer name eth0 netns {self.lab.sub}\n"
-                  f"ip address add {SUB_GW_V4}/16 dev sub0\nip link set sub0 up\n"
+                  f"ip address add {SUB_GW_V4}/16 dev sub0\n"
+                  f"ip address add {SUB_GW_LL6}/64 dev sub0 nodad\nip link set sub0 up\n"
+                  "ip route add 2001:db8::/48 dev sub0\n"
                   + "".join(f"ip -n {self.lab.sub} {c}\n" for c in sub_cmds))
         self.break_and_measure("sub0 deleted and created again", script)
         self.throttle_rate_is_the_plans()
