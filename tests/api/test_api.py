@@ -370,6 +370,30 @@ class Malformed(ApiTestCase):
 class Outage(ApiTestCase):
     """Runs last: the database goes away and comes back."""
 
+    def test_a_query_held_by_a_lock_ends_at_the_statement_timeout(self):
+        """The API's database sessions carry a statement_timeout (5 s): a
+        request whose query waits on a lock someone holds is answered 503 once
+        it has passed, and holds no worker for longer; afterwards all is well."""
+        self.admin.get(SUBS)  # the token is cached now
+        locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", env("CTQAPI_DB_URL")],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        try:
+            locker.stdin.write("BEGIN;\nLOCK TABLE subscribers IN ACCESS EXCLUSIVE MODE;\n"
+                               "SELECT 'locked';\n")
+            locker.stdin.flush()
+            self.assertEqual(locker.stdout.readline().strip(), "locked")
+            started = time.monotonic()
+            r = self.admin.get(SUBS)
+            took = time.monotonic() - started
+            print(f"\n  a request behind a lock: {r.status} after {took:.2f} s", file=sys.stderr)
+            self.assertProblem(r, 503)
+            self.assertGreater(took, 4.5, "answered before the timeout: the lock was not in the way")
+            self.assertLess(took, 10.0, "no statement_timeout on the API's session")
+        finally:
+            locker.communicate("ROLLBACK;\n", timeout=10)
+        self.assertEqual(self.admin.get(SUBS).status, 200)
+
     def test_database_outage_is_503_never_500(self):
         base, name = env("CTQUOTA_TEST_DB_URL"), env("CTQAPI_DB_NAME")
         self.admin.get(SUBS)  # the token is cached now
