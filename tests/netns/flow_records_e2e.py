@@ -239,6 +239,12 @@ class FlowRecordsEndToEnd(unittest.TestCase):
                            "the flow log's queue never filled: the test proves nothing")
         self.assertEqual(m['ctquota_sink_records_written_total{sink="flowlog"}'], 0)
         self.assertGreater(m["ctquota_ipfix_send_errors_total"], 0)
+        # The exporter's last error names the collector and the kernel's answer.
+        last_errors = [k for k in m if k.startswith('ctquota_sink_last_error{sink="ipfix"')]
+        self.assertEqual(len(last_errors), 1, last_errors)
+        self.assertIn(f'error="127.0.0.1:{DEAD_PORT}: send: Connection refused"', last_errors[0])
+        self.assertLess(abs(m['ctquota_sink_last_error_timestamp_seconds{sink="ipfix"}']
+                            - time.time()), 300)
         self.assertEqual(m["ctquota_queue_full_waits_total"], 0, "the readers waited")
         self.assertEqual(m["ctquota_flows_lost_total"], 0)
 
