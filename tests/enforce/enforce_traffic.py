@@ -176,6 +176,32 @@ def test_throttle(lab):
     enforce(lab, "apply", [sub(11, [lab.sub_v4[3]])])
 
 
+def test_fairness(lab):
+    """Two bulk downloads of one throttled subscriber share its rate. Its
+    established flows share one FIFO band under the tbf leaf (this kernel
+    has no fq_codel, sfq or cake), so the split is TCP's own: measured here
+    rather than assumed."""
+    rate_bps, src = 8_000_000, lab.sub_v4[3]
+    enforce(lab, "apply", [sub(12, [src], "throttled", down_bps=rate_bps)])
+    flows = []
+    try:
+        flows += [transfer(lab, src, down=200_000_000, duration=30) for _ in range(2)]
+        for t in flows:
+            wait_until(lambda: (progress_point(t) or {}).get("t", 0) >= 7.5, 15,
+                       what="7.5 s of both downloads")
+        got = [rate_of(t, "received", 2.5, 7.5) * 8 for t in flows]
+    finally:
+        for t in flows:
+            t.proc.stop()
+        enforce(lab, "apply", [sub(12, [src])])
+    results["fairness_bps"] = [round(x) for x in got]
+    total = sum(got)
+    check(abs(total - rate_bps) <= 0.2 * rate_bps,
+          f"two bulk downloads together {total / 1e6:.2f} Mbit/s (8 +-20%)")
+    check(min(got) >= 0.35 * total,
+          f"two bulk downloads share it: {got[0] / 1e6:.2f} and {got[1] / 1e6:.2f} Mbit/s")
+
+
 # A new connection: seconds from connect() to the first byte of the server's
 # answer (the test server's header asks for one 4 KB chunk), 9 if none in 5 s.
 FIRST_BYTE = ("import socket,struct,sys,time\n"
@@ -332,6 +358,7 @@ def main():
                        if ":" in addr else ["ip", "address", "add", addr, "dev", "eth0"])
         test_reconcile(lab)
         test_throttle(lab)
+        test_fairness(lab)
         test_latency(lab)
         test_block(lab)
         test_quota(lab)
