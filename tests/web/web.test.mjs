@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { ADMIN, ARTIFACTS, BASE, BILLING, TRAFFIC, apiCall, apiCounts, apiGet, env, pageAll, rawGet } from './web_api.mjs';
+import { ADMIN, ARTIFACTS, BASE, BILLING, OWN_CYCLES, TRAFFIC, apiCall, apiCounts, apiGet, env, pageAll, rawGet } from './web_api.mjs';
 
 const { chromium } = createRequire(path.join(env('CTQWEB_NODE_MODULES'), 'package.json'))('playwright-core');
 
@@ -132,6 +132,26 @@ test('sign in with the keyboard; the overview counts match the API', async () =>
     .sort((a, b) => (b.up_bytes + b.down_bytes) - (a.up_bytes + a.down_bytes) || (a.subscriber_id < b.subscriber_id ? -1 : 1))
     .slice(0, 10).map((r) => r.subscriber_id);
   assert.deepEqual(await page.$$eval('#top-table tbody tr', (rows) => rows.map((r) => r.dataset.subscriber)), top);
+  // Each subscriber is summed over its own plan's cycle (home-100g: the month in Berlin;
+  // prepaid-10g: 30 days from activation), and the page lists the cycles it sums,
+  // one line per plan and cycle, as the export's rows give them.
+  for (const [id, want] of Object.entries(OWN_CYCLES)) {
+    const row = usage.find((r) => r.subscriber_id === id);
+    assert.deepEqual({ plan: row.plan, start: row.cycle_start, end: row.cycle_end, up: row.up_bytes, down: row.down_bytes },
+      want, id);
+  }
+  const cycles = new Map();
+  for (const r of usage) {
+    const key = JSON.stringify([r.plan ?? '', r.cycle_start, r.cycle_end]);
+    cycles.set(key, (cycles.get(key) ?? 0) + 1);
+  }
+  const listed = await page.$$eval('#traffic-cycles li', (items) => items.map((li) => ({
+    key: JSON.stringify([li.dataset.plan, li.dataset.cycleStart, li.dataset.cycleEnd]), text: li.textContent,
+  })));
+  assert.deepEqual(new Map(listed.map(({ key, text }) => [key, Number(/\((\d+) subscribers?\)$/.exec(text)?.[1])])), cycles);
+  for (const { key, text } of listed) assert.ok(text.startsWith(`${JSON.parse(key)[0] || 'no plan'}: `), text);
+  const starts = new Set(listed.map(({ key }) => JSON.parse(key)[1]));
+  assert.ok(Object.values(OWN_CYCLES).every((c) => starts.has(c.start)) && starts.size >= 3, [...starts].join(' '));
   await page.locator('#recent-events .loading').waitFor({ state: 'detached' });
   await shot(page, 'overview-1280x800');
   await page.setViewportSize(PHONE);

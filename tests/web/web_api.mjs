@@ -13,6 +13,8 @@ export const ADMIN = env('CTQWEB_ADMIN');
 export const BILLING = env('CTQWEB_BILLING');
 export const ARTIFACTS = env('CTQWEB_ARTIFACTS');
 export const TRAFFIC = JSON.parse(env('CTQWEB_TRAFFIC'));
+// Subscribers on plans with cycles of their own: {id: {plan, start, end, up, down}}.
+export const OWN_CYCLES = JSON.parse(env('CTQWEB_OWN_CYCLES'));
 
 export async function apiCall(method, p, { token = ADMIN, body, headers = {} } = {}) {
   const res = await fetch(BASE + p, {

@@ -10,6 +10,9 @@ Builds, and always removes again (on failure and on SIGTERM/SIGINT too):
     ctquotad in the gateway namespace serving the API and the web page
     ([api] web_dir set explicitly),
   * real UDP traffic from two subscribers through the gateway,
+  * two subscribers on shipped plans with cycles of their own (home-100g:
+    the month in Europe/Berlin; prepaid-10g: 30 days from activation), set
+    through the API, with usage stored in those cycles,
 then runs web.test.mjs (node's test runner, playwright-core driving Debian's
 /usr/bin/chromium) inside the gateway namespace: the page is reached on
 127.0.0.1 and there is no route to the internet at all.
@@ -42,6 +45,20 @@ TINY_PLAN = {
     "tiers": [{"at_percent": 100, "action": "block"}],
     "free_windows": [], "zero_rated": [], "always_allowed": [],
 }
+# Subscribers whose plan's cycle is not the UTC month: {id: (address, plan, up, down)}.
+OWN_CYCLES = {"web-home": ("100.64.103.1/32", "home-100g", 2_000_000_000, 9_000_000_000),
+              "web-prepaid": ("100.64.103.2/32", "prepaid-10g", 50_000_000, 400_000_000)}
+# Their current cycles, computed in SQL here (not by ctquotad): the month in
+# Berlin, and 30 x 24 h counted from created_at.
+CYCLE_SQL = {
+    "home-100g": ("date_trunc('month', now() AT TIME ZONE 'Europe/Berlin') AT TIME ZONE 'Europe/Berlin'",
+                  "(date_trunc('month', now() AT TIME ZONE 'Europe/Berlin') + interval '1 month') "
+                  "AT TIME ZONE 'Europe/Berlin'"),
+    "prepaid-10g": ("created_at + floor(extract(epoch FROM now() - created_at) / 2592000) * interval '720 hours'",
+                    "created_at + (floor(extract(epoch FROM now() - created_at) / 2592000) + 1) "
+                    "* interval '720 hours'"),
+}
+ISO = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'"
 
 
 def npm_ci(work):
@@ -92,6 +109,37 @@ def seed(url, cli):
         sql(url, "UPDATE subscribers SET plan = 'web-tiny' WHERE external_id = 'web-blocked'")
 
 
+def seed_own_cycles(url, cli):
+    """Before the daemon starts: the subscribers; web-prepaid activated 45 days ago."""
+    for sub, (address, _, _, _) in OWN_CYCLES.items():
+        cli("subscriber", "add", sub, "--address", address)
+    sql(url, "UPDATE subscribers SET created_at = date_trunc('second', now()) - interval '45 days' "
+             "WHERE external_id = 'web-prepaid'")
+
+
+def plan_own_cycles(topo, url, admin):
+    """With the daemon running: each one's plan through the API, then usage in
+    its current cycle stored as a flush would (usage_period with period_end,
+    usage_hourly in this UTC hour). Returns {id: {plan, start, end, up, down}}."""
+    out = {}
+    hour = "date_trunc('hour', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+    for sub, (_, plan, up, down) in OWN_CYCLES.items():
+        T.sh(["ip", "netns", "exec", topo.gw, "curl", "-fsS", "-X", "PUT", "-H", f"Authorization: Bearer {admin}",
+              "-H", "Content-Type: application/json", "-d", json.dumps({"plan": plan}),
+              f"http://{API}/api/v1/subscribers/{sub}"])
+        start, end = CYCLE_SQL[plan]
+        where = f"FROM subscribers WHERE external_id = '{sub}' AND removed_at IS NULL"
+        sql(url, "INSERT INTO usage_period (subscriber_id, period_start, period_end, gateway_id, up_bytes, "
+                 f"down_bytes, up_packets, down_packets) SELECT id, {start}, {end}, 'gw-seed', {up}, {down}, "
+                 f"{up // 1000}, {down // 1400} {where}")
+        sql(url, "INSERT INTO usage_hourly (subscriber_id, hour, gateway_id, up_bytes, down_bytes, up_packets, "
+                 f"down_packets) SELECT id, {hour}, 'gw-seed', {up}, {down}, {up // 1000}, {down // 1400} {where}")
+        bounds = sql(url, f"SELECT to_char(({start}) AT TIME ZONE 'UTC', {ISO}), "
+                          f"to_char(({end}) AT TIME ZONE 'UTC', {ISO}) {where}").strip().split("|")
+        out[sub] = {"plan": plan, "start": bounds[0], "end": bounds[1], "up": up, "down": down}
+    return out
+
+
 def traffic(topo, url):
     """UDP request/reply flows: from web-traffic (waits until the daemon has
     stored exactly the ground truth, returned as {subscriber: {up, down}}),
@@ -139,7 +187,8 @@ def main():
             f.write(f'[database]\nurl = "{url}"\n'
                     '[conntrack]\npoll_interval = "1s"\nevent_buffer_bytes = "16MiB"\n'
                     '[accounting]\nflush_interval = "250ms"\ngateway_id = "gw-web-test"\n'
-                    f'[api]\nlisten = "{API}"\nweb_dir = "{os.path.join(ROOT, "web")}"\n')
+                    f'[api]\nlisten = "{API}"\nweb_dir = "{os.path.join(ROOT, "web")}"\n'
+                    f'[policies]\ndir = "{os.path.join(ROOT, "policies")}"\n')
 
         def cli(*args):
             return T.sh([binary, "--config", config] + list(args))
@@ -147,6 +196,7 @@ def main():
         cli("subscriber", "add", "web-traffic", "--address", f"{topo.sub_v4[0]}/32")
         cli("subscriber", "add", "web-blocked", "--address", f"{topo.sub_v4[1]}/32")
         seed(url, cli)
+        seed_own_cycles(url, cli)
         admin = cli("token", "create", "--role", "admin", "--name", "web-admin").stdout.strip()
         billing = cli("token", "create", "--role", "billing", "--name", "web-billing").stdout.strip()
         daemon = topo.start_in(topo.gw, [binary, "--config", config], name="ctquotad", capture=False)
@@ -158,9 +208,11 @@ def main():
         if not daemon.alive():
             raise RuntimeError(f"ctquotad exited at start:{daemon.tail()}")
         want = traffic(topo, url)
+        own_cycles = plan_own_cycles(topo, url, admin)
         env = dict(os.environ, CTQWEB_BASE=f"http://{API}", CTQWEB_ADMIN=admin, CTQWEB_BILLING=billing,
                    CTQWEB_DB_URL=url, CTQWEB_ARTIFACTS=artifacts, CTQWEB_NODE_MODULES=npm_dir,
-                   CTQWEB_TRAFFIC=json.dumps(want), CTQWEB_TINY_QUOTA=str(TINY_QUOTA))
+                   CTQWEB_TRAFFIC=json.dumps(want), CTQWEB_OWN_CYCLES=json.dumps(own_cycles),
+                   CTQWEB_TINY_QUOTA=str(TINY_QUOTA))
         r = subprocess.run(["ip", "netns", "exec", topo.gw, "node", "--test-reporter=spec",
                             os.path.join(HERE, "web.test.mjs")], env=env, timeout=600)
         if r.returncode != 0:
