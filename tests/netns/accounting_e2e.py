@@ -187,6 +187,31 @@ class AccountingEndToEnd(unittest.TestCase):
         self.assertEqual(self.wait_totals(expected), expected)
         self.assertEqual(self.daemon.metrics()["ctquota_flows_lost_total"], 0)
 
+    def test_without_a_journal_reliable_delivery_waits_for_reading(self):
+        # Without a journal nothing reads the event socket before the
+        # database answers: neither a new socket nor the one a restart takes
+        # back from the fd store (which the previous run left asking) may ask
+        # for reliable delivery meanwhile, or the kernel would keep, for
+        # nobody, the dying entries that do not fit. The events wait in the
+        # socket (64 MiB) and are counted once the database answers.
+        sources = self.lab.sub_v4[:10]
+        self.count_forwarded(sources)
+        self.start_without_database("nojournal", sources, journal=False)
+        for run in (1, 2):
+            if run == 2:
+                self.assertEqual(self.daemon.stop(), 0)
+                self.restart_without_database()
+                self.assertIn("the socket of the previous run, handed back", self.this_run_log())
+            self.assertEqual(self.reliable_delivery(), (False, False), f"run {run} waiting")
+            self.send_flows(500, sources)
+            self.end_flows()
+            self.assertEqual(self.daemon.metrics()["ctquota_events_read_total"], 0)
+            self.daemon.set_database_reachable(True)
+            self.daemon.wait_running()
+            self.assertEqual(self.reliable_delivery(), (True, True), f"run {run} reading")
+            expected = self.forwarded(sources, "nojournal", 2 * 500 * run)
+            self.assertEqual(self.wait_totals(expected), expected, f"run {run}")
+
     def test_udp_flows_match_ground_truth_exactly(self):
         bound = self.lab.sub_v4[:50] + self.lab.sub_v6      # one subscriber per address
         unbound = self.lab.sub_v4[50:]                       # traffic of nobody
