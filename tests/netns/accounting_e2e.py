@@ -71,6 +71,14 @@ class AccountingEndToEnd(unittest.TestCase):
         if any(test is self for test, _ in errors):
             print("---- ctquotad log ----\n" + self.daemon.read_log()[-6000:], file=sys.stderr)
 
+    def replace_daemon(self, **daemon_args):
+        """Replaces setUp's daemon by one made with `daemon_args`."""
+        self.daemon.close()
+        self.daemon = Daemon(self.lab, poll=f"{int(POLL * 1000)}ms", flush=f"{int(FLUSH * 1000)}ms",
+                             **daemon_args)
+        self.addCleanup(self.daemon.close)  # the replacement needs its own cleanup
+        self.addCleanup(self.dump_log_on_failure)  # cleanups run last first: before that close
+
     def wait_totals(self, expected, timeout=60):
         """Polls the database until it shows `expected`; returns the last totals seen."""
         last = {}
@@ -123,10 +131,7 @@ class AccountingEndToEnd(unittest.TestCase):
         somebody listens) and ends UDP entries 1 s after their last packet."""
         self.lab.run(self.lab.gw, ["sysctl", "-qw", "net.netfilter.nf_conntrack_events=2",
                                    "net.netfilter.nf_conntrack_udp_timeout=1"])
-        self.daemon.close()
-        self.daemon = Daemon(self.lab, poll=f"{int(POLL * 1000)}ms", flush=f"{int(FLUSH * 1000)}ms",
-                             **daemon_args)
-        self.addCleanup(self.daemon.close)
+        self.replace_daemon(**daemon_args)
         for i, a in enumerate(sources):
             self.daemon.add_subscriber(f"{prefix}-{i}", a + "/32")
         self.restart_without_database()
@@ -293,10 +298,7 @@ class AccountingEndToEnd(unittest.TestCase):
         is sent; asserts exact totals against nftables counters in the gateway
         and returns the last status line's fields (a dict of name -> int), with
         the daemon's /metrics before it stopped under "metrics"."""
-        self.daemon.close()
-        self.daemon = Daemon(self.lab, poll=f"{int(POLL * 1000)}ms", flush=f"{int(FLUSH * 1000)}ms",
-                             conntrack_extra=conntrack_extra)
-        self.addCleanup(self.daemon.close)  # the replacement needs its own cleanup
+        self.replace_daemon(conntrack_extra=conntrack_extra)
         sources = self.lab.sub_v4[:10]
         self.count_forwarded(sources)
         for i, a in enumerate(sources):
