@@ -174,7 +174,7 @@ class AccountingEndToEnd(unittest.TestCase):
     def test_start_up_journals_events_while_the_database_is_unreachable(self):
         # Issue 9: start-up waits for the database; meanwhile the event reader
         # journals, and asks for reliable delivery because it reads. Its
-        # socket (32 KiB) holds about 25 DESTROYs of the 3,000 flows ended
+        # socket (32 KiB) holds about 50 DESTROYs of the 3,000 flows ended
         # during the wait: unread, the kernel would keep the other entries
         # dying (reliable delivery) or lose their events (without).
         sources = self.lab.sub_v4[:10]
