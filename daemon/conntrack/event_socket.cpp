@@ -90,15 +90,15 @@ void EventSocket::adopt(int fd) {
     granted_ = static_cast<std::uint64_t>(got) / 2;  // what it grew to in an earlier run
 }
 
-void EventSocket::enable_reliable_delivery() {
-    int on = 1;
+void EventSocket::set_reliable_delivery(bool on) {
+    const int value = on ? 1 : 0;
     const int fd = mnl_socket_get_fd(nl_);
-    if (setsockopt(fd, SOL_NETLINK, NETLINK_BROADCAST_ERROR, &on, sizeof on) != 0 ||
-        setsockopt(fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, &on, sizeof on) != 0) {
-        throw std::runtime_error(std::string("cannot ask for reliable conntrack events: ") +
-                                 std::strerror(errno));
+    if (setsockopt(fd, SOL_NETLINK, NETLINK_BROADCAST_ERROR, &value, sizeof value) != 0 ||
+        setsockopt(fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, &value, sizeof value) != 0) {
+        throw std::runtime_error(std::string("cannot ") + (on ? "ask for" : "turn off") +
+                                 " reliable conntrack events: " + std::strerror(errno));
     }
-    reliable_ = true;
+    reliable_ = on;
 }
 
 int EventSocket::fd() const {

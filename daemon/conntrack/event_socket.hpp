@@ -38,14 +38,16 @@ class EventSocket {
     // open or bind one, or `adopt_fd` is not such a socket (it is then
     // closed). The receive buffer becomes at least `buffer_bytes`.
     explicit EventSocket(std::uint64_t buffer_bytes, int adopt_fd = -1);
-    // Asks the kernel to keep an entry until its DESTROY reached us (the
+    // On: asks the kernel to keep an entry until its DESTROY reached us (the
     // NETLINK_BROADCAST_ERROR socket option), so an overrun delays events
     // instead of losing them; resent events can arrive twice and the ledger
-    // drops those. Only once somebody reads: the kernel holds dying entries
+    // drops those. Only while somebody reads: the kernel holds dying entries
     // for as long as the socket is full. Overruns are then no longer socket
     // errors (NETLINK_NO_ENOBUFS: an error would make a service manager
     // holding the socket close it) but counted drops, which read() reports.
-    void enable_reliable_delivery();
+    // Off: both options cleared (an adopted socket keeps those of the run
+    // that set them).
+    void set_reliable_delivery(bool on);
     ~EventSocket();
     EventSocket(const EventSocket&) = delete;
     EventSocket& operator=(const EventSocket&) = delete;

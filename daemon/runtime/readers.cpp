@@ -35,6 +35,15 @@ Readers::Readers(const ConntrackConfig& config, SampleQueue& queue, metrics::Met
     if (journal_ != nullptr) {
         events_.land_in(journal_->landing_area(conntrack::EventLanding::bytes_needed()));
     }
+    if (events_.adopted()) {
+        // The run that read this socket left reliable delivery as it wanted
+        // it. Without a journal nothing reads it before go_live (start-up may
+        // wait long for the database): the kernel would keep every dying
+        // entry that does not fit for us meanwhile, filling its table, so it
+        // is off until start_event_thread. With a journal reading starts at
+        // once: it stays on, and nothing held for the previous run is let go.
+        events_.set_reliable_delivery(config.reliable_events && journal_ != nullptr);
+    }
     if (events_.buffer_bytes() < config.event_buffer_bytes) {
         spdlog::warn(
             "event socket buffer is {} bytes, less than the {} asked for (rmem_max caps it; run as "
@@ -57,7 +66,7 @@ void Readers::start_event_thread() {
     if (config_.reliable_events) {
         // Not before: while nobody reads, the kernel would keep every dying
         // entry for us.
-        events_.enable_reliable_delivery();
+        events_.set_reliable_delivery(true);
     }
     event_thread_ = std::thread([this] { event_loop(); });
 }

@@ -9,6 +9,9 @@
 // from go_live on it also goes to the queue. At shutdown stop_applying()
 // turns it back to the journal only, so whatever arrives after the last
 // flush's take is replayed by the next run instead of being lost.
+// Reliable delivery (ConntrackConfig::reliable_events) is asked for when
+// the event thread starts, never before: until somebody reads, the kernel
+// would keep the dying entries that do not fit in the socket.
 
 #include <atomic>
 #include <condition_variable>

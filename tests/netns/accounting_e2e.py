@@ -13,6 +13,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from daemon_harness import Daemon  # noqa: E402
 from lab import SRV_V4, SRV_V6, Lab, wait_for  # noqa: E402
+from nsproc import CTNL, PYTHON  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRAFFIC = os.path.join(HERE, "e2e_traffic.py")
@@ -70,6 +71,14 @@ class AccountingEndToEnd(unittest.TestCase):
         if any(test is self for test, _ in errors):
             print("---- ctquotad log ----\n" + self.daemon.read_log()[-6000:], file=sys.stderr)
 
+    def replace_daemon(self, **daemon_args):
+        """Replaces setUp's daemon by one made with `daemon_args`."""
+        self.daemon.close()
+        self.daemon = Daemon(self.lab, poll=f"{int(POLL * 1000)}ms", flush=f"{int(FLUSH * 1000)}ms",
+                             **daemon_args)
+        self.addCleanup(self.daemon.close)  # the replacement needs its own cleanup
+        self.addCleanup(self.dump_log_on_failure)  # cleanups run last first: before that close
+
     def wait_totals(self, expected, timeout=60):
         """Polls the database until it shows `expected`; returns the last totals seen."""
         last = {}
@@ -113,6 +122,100 @@ class AccountingEndToEnd(unittest.TestCase):
         got = self.wait_totals(expected)
         self.assertEqual(got, expected)
         self.assertIn("database writes succeed again", self.daemon.read_log())
+
+    def start_without_database(self, prefix, sources, **daemon_args):
+        """Replaces the test's daemon by one made with `daemon_args`, binds
+        sources[i] to subscriber "<prefix>-<i>" and starts it while its
+        database refuses connections (restart_without_database). The gateway
+        keeps the kernel's default conntrack event mode (2: events once
+        somebody listens) and ends UDP entries 1 s after their last packet."""
+        self.lab.run(self.lab.gw, ["sysctl", "-qw", "net.netfilter.nf_conntrack_events=2",
+                                   "net.netfilter.nf_conntrack_udp_timeout=1"])
+        self.replace_daemon(**daemon_args)
+        for i, a in enumerate(sources):
+            self.daemon.add_subscriber(f"{prefix}-{i}", a + "/32")
+        self.restart_without_database()
+
+    def restart_without_database(self):
+        """Starts the daemon while its database refuses connections; returns
+        once start-up waits for it."""
+        self.daemon.set_database_reachable(False)
+        self.daemon.start(wait=False)
+        wait_for(lambda: ("database not ready" in self.this_run_log()
+                          or self.daemon.proc.poll() is not None),
+                 timeout=20, what="start-up to wait for the database")
+        self.assertIsNone(self.daemon.proc.poll(), "ctquotad exited at start")
+
+    def this_run_log(self):
+        return self.daemon.read_log()[self.daemon.run_offset:]
+
+    def reliable_delivery(self):
+        """(NETLINK_BROADCAST_ERROR, NETLINK_NO_ENOBUFS) of the gateway's one
+        DESTROY event socket, as the kernel reports them (sock_diag)."""
+        out = self.lab.run(self.lab.gw, [PYTHON, CTNL, "listeners"]).stdout
+        found = [json.loads(line) for line in out.splitlines()]
+        destroy = [f for f in found if 3 in f.get("groups", [])]  # NFNLGRP_CONNTRACK_DESTROY
+        self.assertEqual(len(destroy), 1, f"event sockets in the gateway: {found}")
+        return destroy[0]["broadcast_error"], destroy[0]["no_enobufs"]
+
+    def end_flows(self):
+        """Waits until every flow's entry is destroyed and let go: a dump ends
+        the expired ones, and `conntrack -C` still counts the dying entries
+        the kernel keeps for a reliable listener that has not taken their
+        DESTROY (`conntrack -L dying` lists them)."""
+        try:
+            wait_for(lambda: self.lab.conntrack_dumped() == 0 and self.lab.conntrack_count() == 0,
+                     timeout=15, interval=0.25, what="every flow's entry to be destroyed and let go")
+        except TimeoutError:
+            dying = self.lab.run(self.lab.gw, ["conntrack", "-L", "dying"], check=False).stdout
+            self.fail(f"the kernel holds {len(dying.splitlines())} dying entries "
+                      f"({self.lab.conntrack_count()} counted): nobody reads their DESTROY")
+
+    def test_start_up_journals_events_while_the_database_is_unreachable(self):
+        # Issue 9: start-up waits for the database; meanwhile the event reader
+        # journals, and asks for reliable delivery because it reads. Its
+        # socket (32 KiB) holds about 50 DESTROYs of the 3,000 flows ended
+        # during the wait: unread, the kernel would keep the other entries
+        # dying (reliable delivery) or lose their events (without).
+        sources = self.lab.sub_v4[:10]
+        self.count_forwarded(sources)
+        self.start_without_database("startup", sources,
+                                    conntrack_extra='event_buffer_bytes = "32KiB"\n')
+        self.assertEqual(self.reliable_delivery(), (True, True))
+        self.send_flows(3000, sources)
+        self.end_flows()
+        self.assertGreaterEqual(self.daemon.metrics()["ctquota_journal_records_total"], 3000)
+        self.assertNotIn("ctquotad running", self.this_run_log(), "the database answered too soon")
+        self.daemon.set_database_reachable(True)
+        self.daemon.wait_running()
+        expected = self.forwarded(sources, "startup", 2 * 3000)
+        self.assertEqual(self.wait_totals(expected), expected)
+        self.assertEqual(self.daemon.metrics()["ctquota_flows_lost_total"], 0)
+
+    def test_without_a_journal_reliable_delivery_waits_for_reading(self):
+        # Without a journal nothing reads the event socket before the
+        # database answers: neither a new socket nor the one a restart takes
+        # back from the fd store (which the previous run left asking) may ask
+        # for reliable delivery meanwhile, or the kernel would keep, for
+        # nobody, the dying entries that do not fit. The events wait in the
+        # socket (64 MiB) and are counted once the database answers.
+        sources = self.lab.sub_v4[:10]
+        self.count_forwarded(sources)
+        self.start_without_database("nojournal", sources, journal=False)
+        for run in (1, 2):
+            if run == 2:
+                self.assertEqual(self.daemon.stop(), 0)
+                self.restart_without_database()
+                self.assertIn("the socket of the previous run, handed back", self.this_run_log())
+            self.assertEqual(self.reliable_delivery(), (False, False), f"run {run} waiting")
+            self.send_flows(500, sources)
+            self.end_flows()
+            self.assertEqual(self.daemon.metrics()["ctquota_events_read_total"], 0)
+            self.daemon.set_database_reachable(True)
+            self.daemon.wait_running()
+            self.assertEqual(self.reliable_delivery(), (True, True), f"run {run} reading")
+            expected = self.forwarded(sources, "nojournal", 2 * 500 * run)
+            self.assertEqual(self.wait_totals(expected), expected, f"run {run}")
 
     def test_udp_flows_match_ground_truth_exactly(self):
         bound = self.lab.sub_v4[:50] + self.lab.sub_v6      # one subscriber per address
@@ -195,50 +298,25 @@ class AccountingEndToEnd(unittest.TestCase):
         is sent; asserts exact totals against nftables counters in the gateway
         and returns the last status line's fields (a dict of name -> int), with
         the daemon's /metrics before it stopped under "metrics"."""
-        self.daemon.close()
-        self.daemon = Daemon(self.lab, poll=f"{int(POLL * 1000)}ms", flush=f"{int(FLUSH * 1000)}ms",
-                             conntrack_extra=conntrack_extra)
-        self.addCleanup(self.daemon.close)  # the replacement needs its own cleanup
+        self.replace_daemon(conntrack_extra=conntrack_extra)
         sources = self.lab.sub_v4[:10]
-        counters = "".join(f"    ip saddr {a} counter\n" for a in sources)
-        self.lab.run(self.lab.gw, ["nft", "-f", "-"], input=(
-            "table ip truth {\n  chain count_forward {\n    type filter hook forward priority 0;\n"
-            + counters + "  }\n}\n"))
-        self.addCleanup(self.lab.run, self.lab.gw, ["nft", "delete", "table", "ip", "truth"])
-        # The servers drop the burst silently (no ICMP errors flowing back).
-        self.lab.run(self.lab.srv, ["nft", "-f", "-"], input=(
-            "table ip sink {\n  chain drop_input {\n    type filter hook input priority 0;\n"
-            "    udp dport 1-65000 drop\n  }\n}\n"))
-        self.addCleanup(self.lab.run, self.lab.srv, ["nft", "delete", "table", "ip", "sink"])
+        self.count_forwarded(sources)
         for i, a in enumerate(sources):
             self.daemon.add_subscriber(f"burst-{i}", a + "/32")
         self.daemon.start()
-        flowgen = os.environ.get("CTQUOTA_FLOWGEN", "build/ci/tests/bench/flowgen")
         stop = threading.Event()
         helper = threading.Thread(target=alongside, args=(stop,)) if alongside else None
         if helper:
             helper.start()
         try:
-            out = self.lab.run(self.lab.sub,
-                               [flowgen, SRV_V4, str(flows), str(rate), "2", "100"] + sources).stdout
+            self.send_flows(flows, sources, rate)
         finally:
             stop.set()
             if helper:
                 helper.join()
-        self.assertEqual(json.loads(out)["flows"], flows)
         wait_for(lambda: self.lab.conntrack_count() == 0, timeout=240, interval=0.5,
                  what="the burst's DESTROY events")
-        truth = {}
-        listing = self.lab.run(self.lab.gw, ["nft", "-j", "list", "table", "ip", "truth"]).stdout
-        for item in json.loads(listing)["nftables"]:
-            rule = item.get("rule")
-            if rule:
-                addr = rule["expr"][0]["match"]["right"]
-                c = rule["expr"][1]["counter"]
-                truth[f"burst-{sources.index(addr)}"] = (c["bytes"], c["packets"])
-        self.assertEqual(sum(p for _, p in truth.values()), 2 * flows, "the lab dropped packets")
-        expected = {k: {"up_bytes": b, "up_packets": p, "down_bytes": 0, "down_packets": 0}
-                    for k, (b, p) in truth.items()}
+        expected = self.forwarded(sources, "burst", 2 * flows)
         got = self.wait_totals(expected, timeout=120)
         self.assertEqual(got, expected)
         metrics = self.daemon.metrics()
@@ -249,6 +327,43 @@ class AccountingEndToEnd(unittest.TestCase):
         fields = {words[i]: int(words[i + 1]) for i in range(0, len(words) - 1, 2)}
         fields["metrics"] = metrics
         return fields
+
+    def count_forwarded(self, sources):
+        """Ground truth: an nftables counter per source address in the
+        gateway's forward hook. The servers drop the flows silently (no
+        ICMP errors flowing back)."""
+        counters = "".join(f"    ip saddr {a} counter\n" for a in sources)
+        self.lab.run(self.lab.gw, ["nft", "-f", "-"], input=(
+            "table ip truth {\n  chain count_forward {\n    type filter hook forward priority 0;\n"
+            + counters + "  }\n}\n"))
+        self.addCleanup(self.lab.run, self.lab.gw, ["nft", "delete", "table", "ip", "truth"])
+        self.lab.run(self.lab.srv, ["nft", "-f", "-"], input=(
+            "table ip sink {\n  chain drop_input {\n    type filter hook input priority 0;\n"
+            "    udp dport 1-65000 drop\n  }\n}\n"))
+        self.addCleanup(self.lab.run, self.lab.srv, ["nft", "delete", "table", "ip", "sink"])
+
+    def forwarded(self, sources, prefix, packets):
+        """{"<prefix>-<i>": expected totals} of sources[i] from the counters of
+        count_forwarded, which must have seen `packets` packets in all."""
+        truth = {}
+        listing = self.lab.run(self.lab.gw, ["nft", "-j", "list", "table", "ip", "truth"]).stdout
+        for item in json.loads(listing)["nftables"]:
+            rule = item.get("rule")
+            if rule:
+                addr = rule["expr"][0]["match"]["right"]
+                c = rule["expr"][1]["counter"]
+                truth[f"{prefix}-{sources.index(addr)}"] = (c["bytes"], c["packets"])
+        self.assertEqual(sum(p for _, p in truth.values()), packets, "the lab dropped packets")
+        return {k: {"up_bytes": b, "up_packets": p, "down_bytes": 0, "down_packets": 0}
+                for k, (b, p) in truth.items()}
+
+    def send_flows(self, flows, sources, rate=0):
+        """`flows` UDP flows of 2 packets (100 bytes of payload) from `sources`
+        in turn, at `rate` flows a second (0: at once)."""
+        flowgen = os.environ.get("CTQUOTA_FLOWGEN", "build/ci/tests/bench/flowgen")
+        out = self.lab.run(self.lab.sub,
+                           [flowgen, SRV_V4, str(flows), str(rate), "2", "100"] + sources).stdout
+        self.assertEqual(json.loads(out)["flows"], flows)
 
     def test_event_overrun_is_counted_resynced_and_totals_stay_exact(self):
         # A tiny event buffer and a burst far larger than it: ENOBUFS must happen,

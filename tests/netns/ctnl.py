@@ -11,6 +11,13 @@ Run it inside the namespace whose table you want (ip netns exec GW ...):
         burst (ENOBUFS) prints {"enobufs": COUNT}: whoever reads this must
         treat the capture as incomplete. SIGTERM/SIGINT end it cleanly.
 
+    ctnl.py listeners
+        The conntrack event sockets of this namespace (sock_diag): one JSON
+        object per NETLINK_NETFILTER socket subscribed to a group, then
+        {"done": true}: {"portid": int, "inode": int, "groups": [int],
+        "broadcast_error": bool, "no_enobufs": bool} -- the last two are the
+        reliable delivery options (NETLINK_BROADCAST_ERROR, NETLINK_NO_ENOBUFS).
+
     ctnl.py dump
         One table dump: a JSON object per entry, then {"done": true,
         "entries": N, "interrupted": bool}. A dump also makes the kernel
@@ -291,6 +298,60 @@ def dump_table():
         sock.close()
 
 
+# sock_diag of netlink sockets (linux/sock_diag.h, linux/netlink_diag.h)
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NETLINK_DIAG_REQ = struct.Struct("=BBHII8s")
+NETLINK_DIAG_MSG = struct.Struct("=BBBBIIII8s")
+NDIAG_SHOW_GROUPS = 0x2
+NDIAG_SHOW_FLAGS = 0x8
+NETLINK_DIAG_GROUPS = 1
+NETLINK_DIAG_FLAGS = 4
+NDIAG_FLAG_BROADCAST_ERROR = 0x4
+NDIAG_FLAG_NO_ENOBUFS = 0x8
+
+
+def event_listeners():
+    """This namespace's NETLINK_NETFILTER sockets that joined a multicast
+    group (the kernel lists a socket once bound and once as a member: one
+    entry per inode here)."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+    req = NETLINK_DIAG_REQ.pack(socket.AF_NETLINK, NETLINK_NETFILTER, 0, 0,
+                                NDIAG_SHOW_GROUPS | NDIAG_SHOW_FLAGS, b"\xff" * 8)
+    sock.send(NLMSGHDR.pack(NLMSGHDR.size + len(req), SOCK_DIAG_BY_FAMILY,
+                            NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + req)
+    buf = bytearray(1 << 16)
+    found = {}
+    try:
+        while True:
+            n = sock.recv_into(buf)
+            for mtype, _flags, payload in iter_messages(buf, n):
+                if mtype == NLMSG_DONE:
+                    return list(found.values())
+                if mtype == NLMSG_ERROR:
+                    err = -struct.unpack_from("=i", payload, 0)[0]
+                    raise OSError(err, "netlink sock_diag: " + os.strerror(err))
+                _fam, _type, _proto, _state, portid, _dp, _dg, inode, _c = \
+                    NETLINK_DIAG_MSG.unpack_from(payload, 0)
+                a = parse_attrs(payload, NETLINK_DIAG_MSG.size, len(payload))
+                mask = int.from_bytes(a.get(NETLINK_DIAG_GROUPS, b""), "little")
+                flags = int.from_bytes(a.get(NETLINK_DIAG_FLAGS, b"\0\0\0\0"), "little")
+                groups = [g + 1 for g in range(mask.bit_length()) if mask >> g & 1]
+                if groups:
+                    found[inode] = {"portid": portid, "inode": inode, "groups": groups,
+                                    "broadcast_error": bool(flags & NDIAG_FLAG_BROADCAST_ERROR),
+                                    "no_enobufs": bool(flags & NDIAG_FLAG_NO_ENOBUFS)}
+    finally:
+        sock.close()
+
+
+def cmd_listeners(_args):
+    for listener in event_listeners():
+        emit(listener)
+    emit({"done": True})
+    return 0
+
+
 def cmd_dump(_args):
     entries, interrupted = dump_table()
     for e in entries:
@@ -300,12 +361,11 @@ def cmd_dump(_args):
 
 
 def main(argv):
-    if len(argv) < 2 or argv[1] not in ("events", "dump"):
+    commands = {"events": cmd_events, "dump": cmd_dump, "listeners": cmd_listeners}
+    if len(argv) < 2 or argv[1] not in commands:
         sys.stderr.write(__doc__)
         return 2
-    if argv[1] == "events":
-        return cmd_events(argv[2:])
-    return cmd_dump(argv[2:])
+    return commands[argv[1]](argv[2:])
 
 
 if __name__ == "__main__":
