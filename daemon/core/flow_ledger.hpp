@@ -55,10 +55,16 @@ struct LedgerResult {
     FlowTag final_tag;       // DESTROY of a polled flow: the tag it carried
 };
 
+// A row of the stored checkpoint: what a flow was credited so far. A flow
+// declared lost keeps its row, marked lost since `lost_at`, until
+// FlowLedger::kLostMemory has passed, so that its late DESTROY credits only
+// the rest even after a restart.
 struct CheckpointEntry {
     FlowKey key;
     Counters orig;
     Counters reply;
+    bool lost = false;
+    TimePoint lost_at{};  // when it was declared lost (lost rows only)
 };
 
 struct CheckpointChanges {
