@@ -284,8 +284,9 @@ TEST_CASE("a run restored from a spill and the journal after it credits like one
 
     core::Accounting after(clock);  // the next run
     after.set_index(index);
-    after.restore_ledger(core::replay_checkpoints(
-        {*core::decode_checkpoint(core::encode_checkpoint(committed.checkpoint))}));
+    after.restore_ledger(core::replay_checkpoints({*core::decode_checkpoint(
+                             core::encode_checkpoint(committed.checkpoint))}),
+                         clock.now());
     after.restore_spill(spill.batch, spill.tombstones, clock.now());
     after.apply(destroy(later, 9, 1, 90, 1));   // replayed from the journal after the spill
     after.apply(destroy(short1, 7, 1, 70, 1));  // resent by the kernel: a duplicate
