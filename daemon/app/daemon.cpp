@@ -93,7 +93,12 @@ bool prepare_database(const Config& config, store::Database& db, runtime::Accoun
             store::UsageStore usage(db, config.accounting.gateway_id);
             const auto checkpoint = usage.load_checkpoint();
             accountant.restore_ledger(checkpoint);
-            spdlog::info("ledger checkpoint: {} live flows restored", checkpoint.size());
+            const auto lost = std::count_if(checkpoint.begin(), checkpoint.end(),
+                                            [](const auto& e) { return e.lost; });
+            spdlog::info(
+                "ledger checkpoint: {} live flows restored, and {} lost ones remembered for "
+                "their late DESTROY",
+                checkpoint.size() - static_cast<std::size_t>(lost), lost);
             stored = flusher.load_stored_flush();
             flusher.refresh_index(true);
             return true;

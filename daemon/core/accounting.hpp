@@ -104,7 +104,10 @@ class Accounting {
     // The batch taken last was committed (its checkpoint rows are stored).
     void committed(const FlushBatch& batch) { ledger_.changes_committed(batch.checkpoint); }
     void give_back(const FlushBatch& batch);
-    void restore_ledger(const std::vector<CheckpointEntry>& entries) { ledger_.restore(entries); }
+    // The stored checkpoint; `now` bounds the lost times its rows carry.
+    void restore_ledger(const std::vector<CheckpointEntry>& entries, TimePoint now) {
+        ledger_.restore(entries, now);
+    }
     // After restore_ledger(): what an earlier run could not store and spilled
     // (the batch it held, its tombstones), as if that run had gone on.
     void restore_spill(const FlushBatch& batch, const std::vector<FlowKey>& tombstones,

@@ -7,12 +7,16 @@ namespace ctquota::core {
 namespace {
 
 // Layout (little-endian, fixed size records so decoding is a bounds check and
-// a loop): header | upserts (key + 4 counters) | removals (key).
+// a loop): header | upserts (key + 4 counters [+ lost flag + lost time]) |
+// removals (key). Version 1 upserts have no lost fields (rows of live flows
+// only): still read, as databases keep them until the next snapshot.
 constexpr char kMagic[4] = {'C', 'T', 'Q', 'L'};
-constexpr std::uint8_t kVersion = 1;
+constexpr std::uint8_t kVersion = 2;
+constexpr std::uint8_t kVersionLiveOnly = 1;
 constexpr std::size_t kHeaderSize = 4 + 1 + 1 + 2 + 4 + 4;
 constexpr std::size_t kKeySize = 4 + 2 + 1 + 1 + 16 + 16 + 2 + 2 + 8;
-constexpr std::size_t kUpsertSize = kKeySize + 4 * sizeof(std::uint64_t);
+constexpr std::size_t kUpsertSizeV1 = kKeySize + 4 * sizeof(std::uint64_t);
+constexpr std::size_t kUpsertSize = kUpsertSizeV1 + 1 + sizeof(std::int64_t);
 
 class Writer {
   public:
@@ -96,6 +100,8 @@ std::string encode_checkpoint(const CheckpointChanges& changes) {
         w.put(e.orig.packets);
         w.put(e.reply.bytes);
         w.put(e.reply.packets);
+        w.put(static_cast<std::uint8_t>(e.lost ? 1 : 0));
+        w.put(static_cast<std::int64_t>(e.lost_at.time_since_epoch().count()));
     }
     for (const auto& k : changes.removals) {
         put_key(w, k);
@@ -109,15 +115,18 @@ std::optional<CheckpointChanges> decode_checkpoint(const std::string& blob) {
     }
     Reader r(blob);
     (void)r.get<std::uint32_t>();  // magic, checked above
-    if (r.get<std::uint8_t>() != kVersion) {
+    const auto version = r.get<std::uint8_t>();
+    if (version != kVersion && version != kVersionLiveOnly) {
         return std::nullopt;
     }
+    const bool has_lost = version == kVersion;
     CheckpointChanges c;
     c.snapshot = r.get<std::uint8_t>() != 0;
     (void)r.get<std::uint16_t>();
     const std::size_t n_upserts = r.get<std::uint32_t>();
     const std::size_t n_removals = r.get<std::uint32_t>();
-    if (r.remaining() != n_upserts * kUpsertSize + n_removals * kKeySize) {
+    const std::size_t upsert_size = has_lost ? kUpsertSize : kUpsertSizeV1;
+    if (r.remaining() != n_upserts * upsert_size + n_removals * kKeySize) {
         return std::nullopt;
     }
     c.upserts.reserve(n_upserts);
@@ -128,6 +137,14 @@ std::optional<CheckpointChanges> decode_checkpoint(const std::string& blob) {
         e.orig.packets = r.get<std::uint64_t>();
         e.reply.bytes = r.get<std::uint64_t>();
         e.reply.packets = r.get<std::uint64_t>();
+        if (has_lost) {
+            const auto lost = r.get<std::uint8_t>();
+            e.lost_at = TimePoint{std::chrono::nanoseconds{r.get<std::int64_t>()}};
+            if (lost > 1) {
+                return std::nullopt;
+            }
+            e.lost = lost == 1;
+        }
         c.upserts.push_back(e);
     }
     c.removals.reserve(n_removals);

@@ -1,5 +1,7 @@
 #include "core/flow_ledger.hpp"
 
+#include <algorithm>
+
 namespace ctquota::core {
 namespace {
 
@@ -233,7 +235,7 @@ bool FlowLedger::sweep(const FlowKey& key, Entry& e, std::uint64_t seq, bool com
             if (!lived(kLostMemory)) {
                 return false;
             }
-            forget(key, e);
+            forget(key, e);  // its row leaves the stored checkpoint
             --lost_;
             return true;
         case State::Live:
@@ -242,14 +244,12 @@ bool FlowLedger::sweep(const FlowKey& key, Entry& e, std::uint64_t seq, bool com
     if (!complete || e.last_seen_dump >= seq || ++e.missed_dumps < kMissedDumpsBeforeLost) {
         return false;
     }
-    lost.push_back(CheckpointEntry{key, e.orig, e.reply});
     ++stats_.lost_flows;
-    if (e.stored) {
-        mark_dirty(key, e);  // it leaves the stored checkpoint
-    }
     e.state = State::Lost;
     e.dead_at = now == TimePoint::max() ? TimePoint{} : now;
     ++lost_;
+    lost.push_back(row_of(key, e));
+    mark_dirty(key, e);  // its stored row says lost, and since when
     return false;
 }
 
@@ -294,14 +294,14 @@ CheckpointChanges FlowLedger::take_changes(bool snapshot) {
     c.snapshot = snapshot;
     auto take_one = [&c](const FlowKey& key, Entry& e) {
         e.dirty = false;
-        if (e.state == State::Live) {
-            c.upserts.push_back(CheckpointEntry{key, e.orig, e.reply});
+        if (e.state != State::Dead) {
+            c.upserts.push_back(row_of(key, e));
         } else if (e.stored) {
             c.removals.push_back(key);
         }
     };
     if (snapshot) {
-        c.upserts.reserve(entries_.size() - dead_ - lost_);
+        c.upserts.reserve(entries_.size() - dead_);
         for (auto it = entries_.begin(); it != entries_.end(); ++it) {
             take_one(it->first, it.value());
         }
@@ -331,8 +331,8 @@ void FlowLedger::changes_committed(const CheckpointChanges& changes) {
         }
         Entry& e = it.value();
         e.stored = true;
-        if (e.state != State::Live) {
-            mark_dirty(u.key, e);  // ended while its row was being written
+        if (e.state == State::Dead || (e.state == State::Lost) != u.lost) {
+            mark_dirty(u.key, e);  // ended, lost or found while its row was being written
         }
     }
     for (const auto& key : changes.removals) {
@@ -363,10 +363,28 @@ void FlowLedger::return_changes(const CheckpointChanges& changes) {
     }
 }
 
-void FlowLedger::restore(const std::vector<CheckpointEntry>& entries) {
+void FlowLedger::take_row_state(Entry& e, const CheckpointEntry& row, TimePoint now) {
+    if (e.state == State::Lost) {
+        --lost_;
+    } else if (e.state == State::Dead) {
+        --dead_;
+    }
+    e.state = State::Live;
+    if (row.lost) {
+        // Not a new verdict (stats stay): the hour goes on from when it was given.
+        e.state = State::Lost;
+        e.dead_at = std::min(row.lost_at, now);
+        ++lost_;
+    }
+}
+
+void FlowLedger::restore(const std::vector<CheckpointEntry>& entries, TimePoint now) {
     for (const auto& ce : entries) {
         Entry& e = entries_[ce.key];
+        const State before = e.state;
         e = Entry{};
+        e.state = before;  // take_row_state counts the change from it
+        take_row_state(e, ce, now);
         e.orig = ce.orig;
         e.reply = ce.reply;
         e.stored = true;
@@ -379,6 +397,7 @@ void FlowLedger::restore_pending(const CheckpointChanges& changes,
         Entry& e = entries_[u.key];  // stored when the checkpoint had it
         e.orig = u.orig;
         e.reply = u.reply;
+        take_row_state(e, u, now);
         mark_dirty(u.key, e);
     }
     for (const auto& key : tombstones) {
@@ -389,6 +408,7 @@ void FlowLedger::restore_pending(const CheckpointChanges& changes,
         }
         Entry& e = it.value();
         if (e.state != State::Dead) {
+            lost_ -= e.state == State::Lost ? 1 : 0;
             e.state = State::Dead;
             e.dead_since_dump = last_started_dump_;
             e.dead_at = now;
@@ -400,8 +420,10 @@ void FlowLedger::restore_pending(const CheckpointChanges& changes,
     }
     for (const auto& key : changes.removals) {
         auto it = entries_.find(key);
-        if (it != entries_.end() && it->second.state == State::Live) {
-            entries_.erase(it);  // swept after it ended: only its removal was left
+        if (it != entries_.end() && it->second.state != State::Dead) {
+            // Swept after it ended or after its lost hour: only its removal was left.
+            lost_ -= it->second.state == State::Lost ? 1 : 0;
+            entries_.erase(it);
             removed_keys_.insert(key);
         } else if (it == entries_.end()) {
             removed_keys_.insert(key);

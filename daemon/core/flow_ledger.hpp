@@ -10,6 +10,11 @@
 // after two dumps and kTombstoneTtl and never checkpointed: short flows cost
 // a key briefly and no checkpoint traffic.
 //
+// A flow missing from the dumps for long is declared lost: what it was
+// credited is kept for kLostMemory, in the table and as a row of the
+// checkpoint marked lost (with the time of the verdict), so that its DESTROY,
+// even after a restart, credits only the rest.
+//
 // With the kernel's drops (DropTable) a flow is credited what was delivered:
 // per direction, its counters less what was dropped after conntrack counted
 // it. What is credited never goes down: a drop read after the dump that
@@ -55,10 +60,16 @@ struct LedgerResult {
     FlowTag final_tag;       // DESTROY of a polled flow: the tag it carried
 };
 
+// A row of the stored checkpoint: what a flow was credited so far. A flow
+// declared lost keeps its row, marked lost since `lost_at`, until
+// FlowLedger::kLostMemory has passed, so that its late DESTROY credits only
+// the rest even after a restart.
 struct CheckpointEntry {
     FlowKey key;
     Counters orig;
     Counters reply;
+    bool lost = false;
+    TimePoint lost_at{};  // when it was declared lost (lost rows only)
 };
 
 struct CheckpointChanges {
@@ -103,10 +114,11 @@ class FlowLedger {
 
     // A dump brackets its samples with begin/end. A known flow missing from
     // kMissedDumpsBeforeLost complete dumps in a row lost its DESTROY (downtime,
-    // an overrun without reliable delivery): it leaves the checkpoint and is
-    // counted as lost; nothing is invented for it, and what it was credited is
-    // remembered for kLostMemory. `now` (default: the end of time) decides
-    // which tombstones and lost flows have lived long enough to be swept.
+    // an overrun without reliable delivery): it is counted as lost; nothing is
+    // invented for it, and what it was credited is remembered for kLostMemory,
+    // in memory and in the checkpoint (its row is marked lost, then removed).
+    // `now` (default: the end of time) decides which tombstones and lost
+    // flows have lived long enough to be swept.
     void dump_begin(std::uint64_t seq);
     std::vector<CheckpointEntry> dump_end(std::uint64_t seq, bool complete,
                                           TimePoint now = TimePoint::max());
@@ -120,7 +132,10 @@ class FlowLedger {
     void changes_committed(const CheckpointChanges& changes);
     // Puts changes that could not be stored back, so the next take includes them.
     void return_changes(const CheckpointChanges& changes);
-    void restore(const std::vector<CheckpointEntry>& entries);
+    // Restores the stored checkpoint: live rows as live flows, lost rows as
+    // lost flows (not counted as lost again) remembered until kLostMemory
+    // after the time they were declared lost (a time after `now` is `now`).
+    void restore(const std::vector<CheckpointEntry>& entries, TimePoint now);
     // After restore(): the changes a run made since the stored checkpoint and
     // had not stored yet (a spill), and its tombstones, dated `now`.
     void restore_pending(const CheckpointChanges& changes, const std::vector<FlowKey>& tombstones,
@@ -153,8 +168,9 @@ class FlowLedger {
     // credited, and any later sample for it (a resent event, a dump that raced
     // the event) is dropped; swept after two dumps and kTombstoneTtl. (Flows
     // that never had an entry are tombstoned in unseen_ instead.)
-    // Lost: declared lost; not checkpointed; a later sample credits only what
-    // exceeds the counters below; swept after kLostMemory.
+    // Lost: declared lost; checkpointed as lost (with dead_at); a later sample
+    // credits only what exceeds the counters below and makes it Live again;
+    // swept, and its row removed, after kLostMemory.
     enum class State : std::uint8_t { Live, Dead, Lost };
 
     struct Entry {
@@ -194,6 +210,12 @@ class FlowLedger {
     DropLife* life_of(const FlowKey& key, const Entry& e, bool inserted, bool has_drops);
     // A Lost entry that hears of its flow again is counted as recovered.
     void leave_lost(Entry& e);
+    // The entry's state as a stored row says it (Live or Lost since when).
+    void take_row_state(Entry& e, const CheckpointEntry& row, TimePoint now);
+    static CheckpointEntry row_of(const FlowKey& key, const Entry& e) {
+        const bool lost = e.state == State::Lost;
+        return CheckpointEntry{key, e.orig, e.reply, lost, lost ? e.dead_at : TimePoint{}};
+    }
     // dump_end's verdict on one entry: true when it is to be erased.
     bool sweep(const FlowKey& key, Entry& e, std::uint64_t seq, bool complete, TimePoint now,
                std::vector<CheckpointEntry>& lost);

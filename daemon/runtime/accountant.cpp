@@ -18,7 +18,7 @@ Accountant::~Accountant() {
 
 void Accountant::restore_ledger(const std::vector<core::CheckpointEntry>& entries) {
     std::lock_guard lock(mu_);
-    accounting_.restore_ledger(entries);
+    accounting_.restore_ledger(entries, clock_.now());
     metrics_.flows_tracked = accounting_.ledger().live_flows();
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "../unit/checkpoint_v1.hpp"
 #include "core/checkpoint_codec.hpp"
 #include "db_fixture.hpp"
 #include "store/usage_store.hpp"
@@ -116,4 +117,47 @@ TEST_CASE("checkpoint: a corrupt row refuses to load, naming the gateway") {
         "DELETE FROM ledger_checkpoint WHERE NOT is_snapshot;"
         "UPDATE ledger_checkpoint SET is_snapshot = false");
     CHECK_THROWS_AS(gw.load_checkpoint(), store::DatabaseError);
+}
+
+TEST_CASE("checkpoint: lost rows keep their lost time; version 1 rows stored earlier still load") {
+    ScratchDatabase scratch;
+    store::UsageStore gw(scratch.db(), "gw-1");
+    // A snapshot written by a daemon before version 2, stored as it stored it.
+    const auto a = flow_entry(1, 10, 20), b = flow_entry(2, 30, 40);
+    std::string hex;
+    for (const unsigned char byte : test::checkpoint_v1_blob(true, {a, b})) {
+        static constexpr char kDigits[] = "0123456789abcdef";
+        hex += kDigits[byte >> 4];
+        hex += kDigits[byte & 0xf];
+    }
+    scratch.exec(
+        "INSERT INTO ledger_checkpoint (gateway_id, is_snapshot, data) VALUES ('gw-1', "
+        "true, '\\x" +
+        hex + "'::bytea)");
+    // The upgraded daemon declares b lost and stores the change as a delta.
+    auto b_lost = b;
+    b_lost.lost = true;
+    b_lost.lost_at = core::TimePoint{std::chrono::nanoseconds{1'700'000'000'123'456'789}};
+    gw.flush(checkpoint_batch(false, {b_lost}));
+
+    store::UsageStore restarted(scratch.db(), "gw-1");
+    auto loaded = restarted.load_checkpoint();
+    std::sort(loaded.begin(), loaded.end(),
+              [](const auto& x, const auto& y) { return x.key.id < y.key.id; });
+    REQUIRE(loaded.size() == 2);
+    CHECK(loaded[0].key == a.key);
+    CHECK(loaded[0].orig == a.orig);
+    CHECK_FALSE(loaded[0].lost);
+    CHECK(loaded[1].key == b.key);
+    CHECK(loaded[1].reply == b.reply);
+    CHECK(loaded[1].lost);
+    CHECK(loaded[1].lost_at == b_lost.lost_at);
+    // A snapshot (version 2) keeps the lost row as it is.
+    restarted.flush(checkpoint_batch(true, loaded));
+    CHECK(scratch.scalar("SELECT count(*) FROM ledger_checkpoint WHERE gateway_id = 'gw-1'") == 1);
+    const auto again = restarted.load_checkpoint();
+    REQUIRE(again.size() == 2);
+    for (const auto& e : again) {
+        CHECK(e.lost == (e.key == b.key));
+    }
 }

@@ -223,7 +223,10 @@ TEST_CASE("a spill survives its encoding") {
     s.batch.usage.hours = {h, core::hour_usage(8, h.hour, p, core::Usage{{1, 1}, {2, 1}})};
     s.batch.usage.unattributed = {
         core::hour_usage(core::kUnattributed, h.hour, {}, core::Usage{{5, 1}, {6, 1}})};
-    s.batch.checkpoint.upserts = {{core::FlowKey::of(flow(1, "100.64.1.1", 1)), {10, 1}, {20, 2}}};
+    const core::TimePoint lost_at{sys_days{2026y / 11 / 20} + 4h};
+    s.batch.checkpoint.upserts = {
+        {core::FlowKey::of(flow(1, "100.64.1.1", 1)), {10, 1}, {20, 2}},
+        {core::FlowKey::of(flow(4, "100.64.1.4", 4)), {5, 1}, {5, 1}, true, lost_at}};
     s.batch.checkpoint.removals = {
         core::FlowKey::of(flow(2, "2001:db8:0:1::1", 2, "2001:db8:ffff::2"))};
     s.tombstones = {core::FlowKey::of(flow(3, "100.64.1.1", 3))};
@@ -239,7 +242,10 @@ TEST_CASE("a spill survives its encoding") {
     CHECK(back->batch.usage.hours[0].hour == h.hour);
     CHECK(back->batch.usage.hours[0].period_end == p.end);
     CHECK(back->batch.usage.unattributed.size() == 1);
-    CHECK(back->batch.checkpoint.upserts.size() == 1);
+    REQUIRE(back->batch.checkpoint.upserts.size() == 2);
+    CHECK_FALSE(back->batch.checkpoint.upserts[0].lost);
+    CHECK(back->batch.checkpoint.upserts[1].lost);  // a lost flow's row and its hour
+    CHECK(back->batch.checkpoint.upserts[1].lost_at == lost_at);
     CHECK(back->batch.checkpoint.removals == s.batch.checkpoint.removals);
     CHECK(back->tombstones == s.tombstones);
     CHECK_FALSE(core::decode_spill(bytes.substr(0, bytes.size() - 1)));
@@ -278,8 +284,9 @@ TEST_CASE("a run restored from a spill and the journal after it credits like one
 
     core::Accounting after(clock);  // the next run
     after.set_index(index);
-    after.restore_ledger(core::replay_checkpoints(
-        {*core::decode_checkpoint(core::encode_checkpoint(committed.checkpoint))}));
+    after.restore_ledger(core::replay_checkpoints({*core::decode_checkpoint(
+                             core::encode_checkpoint(committed.checkpoint))}),
+                         clock.now());
     after.restore_spill(spill.batch, spill.tombstones, clock.now());
     after.apply(destroy(later, 9, 1, 90, 1));   // replayed from the journal after the spill
     after.apply(destroy(short1, 7, 1, 70, 1));  // resent by the kernel: a duplicate

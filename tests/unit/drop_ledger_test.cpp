@@ -55,7 +55,7 @@ Credited run(const std::vector<Step>& steps) {
             stored.push_back(
                 *core::decode_checkpoint(core::encode_checkpoint(ledger->take_changes(false))));
             ledger = std::make_unique<core::FlowLedger>();
-            ledger->restore(core::replay_checkpoints(stored));
+            ledger->restore(core::replay_checkpoints(stored), core::TimePoint{});
             continue;
         }
         const bool none = step.dropped == core::DroppedCounters{};

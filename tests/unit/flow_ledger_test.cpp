@@ -75,7 +75,7 @@ Outcome run(const std::vector<Step>& steps) {
                 stored.push_back(*core::decode_checkpoint(core::encode_checkpoint(changes)));
                 ledger->changes_committed(changes);
                 ledger = std::make_unique<core::FlowLedger>();
-                ledger->restore(core::replay_checkpoints(stored));
+                ledger->restore(core::replay_checkpoints(stored), core::TimePoint{});
                 break;
             }
         }
@@ -174,11 +174,16 @@ TEST_CASE("ledger interleavings credit every byte exactly once") {
              {begin(100), s(poll(a, 130, 2, 250, 3)), end(100), s(destroy(a, 140, 3, 260, 4))}),
          {{140, 3}, {260, 4}},
          1},
-        {"a lost flow leaves the checkpoint: after a restart its DESTROY is new (documented "
-         "limit: the hour of memory is not checkpointed)",
+        {"a lost flow keeps its row: after a restart its DESTROY credits only the rest",
          with_empty_dumps({begin(1), s(poll(a, 100, 1, 200, 2)), end(1)}, 2, kLost,
                           {restart(), s(destroy(a, 120, 2, 220, 3))}),
-         {{220, 3}, {420, 5}},
+         {{120, 2}, {220, 3}},
+         1},
+        {"after a restart, a dump that sees a lost flow again credits only the difference",
+         with_empty_dumps({begin(1), s(poll(a, 100, 1, 200, 2)), end(1)}, 2, kLost,
+                          {restart(), begin(1), s(poll(a, 130, 2, 250, 3)), end(1), restart(),
+                           s(destroy(a, 140, 3, 260, 4))}),
+         {{140, 3}, {260, 4}},
          1},
         {"incomplete dumps never declare flows lost",
          {begin(1), s(poll(a, 100, 1, 200, 2)), end(1), begin(2), end_incomplete(2), begin(3),
@@ -253,7 +258,10 @@ TEST_CASE("what a lost flow was credited is remembered for an hour, then forgott
     const std::uint64_t seq = poll_until_lost(ledger, flow(1, "100.64.1.1", 1));
     CHECK(ledger.live_flows() == 0);
     CHECK(ledger.lost_remembered() == 1);
-    CHECK(ledger.take_changes(true).upserts.empty());  // not checkpointed any more
+    const auto rows = ledger.take_changes(true).upserts;  // checkpointed as lost
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0].lost);
+    CHECK(rows[0].lost_at == t0);
     ledger.dump_begin(seq);
     ledger.dump_end(seq, true, t0 + core::FlowLedger::kLostMemory - std::chrono::seconds(1));
     CHECK(ledger.lost_remembered() == 1);
@@ -471,12 +479,12 @@ TEST_CASE(
     };
     SUBCASE("restore") {
         core::FlowLedger ledger;
-        ledger.restore({credited});
+        ledger.restore({credited}, kT0);
         check_rest(ledger);
     }
     SUBCASE("restore, then reserve") {
         core::FlowLedger ledger;
-        ledger.restore({credited});
+        ledger.restore({credited}, kT0);
         ledger.reserve(1 << 16);
         check_rest(ledger);
     }
@@ -486,6 +494,28 @@ TEST_CASE(
         pending.upserts.push_back(credited);
         ledger.restore_pending(pending, {}, kT0);
         check_rest(ledger);
+    }
+    auto lost = credited;
+    lost.lost = true;
+    lost.lost_at = kT0;
+    const auto check_recovered = [&](core::FlowLedger& ledger) {
+        CHECK(ledger.lost_remembered() == 1);
+        check_rest(ledger);
+        CHECK(ledger.lost_remembered() == 0);
+        CHECK(ledger.stats().lost_recovered == 1);
+        CHECK(ledger.stats().lost_flows == 0);
+    };
+    SUBCASE("restore of a lost row") {
+        core::FlowLedger ledger;
+        ledger.restore({lost}, kT0 + std::chrono::minutes(59));
+        check_recovered(ledger);
+    }
+    SUBCASE("a restored spill that declared it lost") {
+        core::FlowLedger ledger;
+        core::CheckpointChanges pending;
+        pending.upserts.push_back(lost);
+        ledger.restore_pending(pending, {}, kT0);
+        check_recovered(ledger);
     }
     SUBCASE("a poll, then dumps that sweep others") {
         core::FlowLedger ledger;
@@ -501,4 +531,188 @@ TEST_CASE(
         ledger.dump_end(2, true);
         check_rest(ledger);
     }
+}
+
+namespace {
+
+// The rows the store holds now.
+std::vector<core::CheckpointEntry> rows_of(const Store& store) {
+    return core::replay_checkpoints(store.committed);
+}
+
+// A new run: a fresh ledger restored from what the store holds, at `now`.
+std::unique_ptr<core::FlowLedger> restarted(const Store& store, core::TimePoint now) {
+    auto ledger = std::make_unique<core::FlowLedger>();
+    ledger->restore(rows_of(store), now);
+    return ledger;
+}
+
+}  // namespace
+
+TEST_CASE("a lost flow's row stays in the checkpoint for its hour, across a restart, then leaves") {
+    const auto a = flow(1, "100.64.1.1", 1);
+    auto ledger = std::make_unique<core::FlowLedger>();
+    Store store;
+    poll_until_lost(*ledger, a);  // declared lost at kT0
+    store.flush(*ledger);
+    auto rows = rows_of(store);
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0].lost);
+    CHECK(rows[0].lost_at == kT0);
+    CHECK(rows[0].orig == core::Counters{100, 1});
+
+    const auto restart_at = kT0 + std::chrono::minutes(30);
+    ledger = restarted(store, restart_at);
+    CHECK(ledger->live_flows() == 0);
+    CHECK(ledger->lost_remembered() == 1);
+    // Dumps of the new run that do not show it give no second lost verdict.
+    std::uint64_t seq = 1;
+    for (; seq <= 2 * kLost; ++seq) {
+        ledger->dump_begin(seq);
+        CHECK(ledger->dump_end(seq, true, restart_at).empty());
+    }
+    CHECK(ledger->stats().lost_flows == 0);
+    store.flush(*ledger);
+    CHECK(store.has(a));
+    // The hour runs from the verdict (kT0), not from the restart.
+    ledger->dump_begin(seq);
+    ledger->dump_end(seq, true, kT0 + core::FlowLedger::kLostMemory - std::chrono::seconds(1));
+    CHECK(ledger->lost_remembered() == 1);
+    ++seq;
+    ledger->dump_begin(seq);
+    ledger->dump_end(seq, true, kT0 + core::FlowLedger::kLostMemory);
+    CHECK(ledger->lost_remembered() == 0);
+    const auto changes = ledger->take_changes(false);
+    CHECK(changes.upserts.empty());
+    CHECK(changes.removals == std::vector<core::FlowKey>{core::FlowKey::of(a)});
+    store.committed.push_back(changes);
+    ledger->changes_committed(changes);
+    CHECK(store.rows() == 0);
+    CHECK(ledger->pending_removals() == 0);
+    CHECK(ledger->stats().lost_flows == 0);
+    CHECK(ledger->stats().lost_recovered == 0);
+}
+
+TEST_CASE("after a restart, a dump that sees a lost flow again makes it live, counted once") {
+    const auto a = flow(1, "100.64.1.1", 1);
+    auto ledger = std::make_unique<core::FlowLedger>();
+    Store store;
+    poll_until_lost(*ledger, a);  // 100 B, 1 packet each way credited
+    store.flush(*ledger);
+    const auto now = kT0 + std::chrono::minutes(10);
+    ledger = restarted(store, now);
+    ledger->dump_begin(1);
+    auto r = ledger->apply(poll(a, 150, 2, 100, 1), now);
+    CHECK(r.outcome == LedgerOutcome::Progress);
+    CHECK(r.orig_delta == core::Counters{50, 1});
+    CHECK(r.reply_delta == core::Counters{0, 0});
+    ledger->dump_end(1, true, now);
+    CHECK(ledger->live_flows() == 1);
+    CHECK(ledger->lost_remembered() == 0);
+    CHECK(ledger->stats().lost_recovered == 1);
+    CHECK(ledger->stats().lost_flows == 0);
+    store.flush(*ledger);
+    const auto rows = rows_of(store);
+    REQUIRE(rows.size() == 1);
+    CHECK_FALSE(rows[0].lost);
+    CHECK(rows[0].orig == core::Counters{150, 2});
+    // Live now: the lost hour no longer sweeps it.
+    ledger->dump_begin(2);
+    ledger->apply(poll(a, 150, 2, 100, 1), now);
+    ledger->dump_end(2, true, kT0 + 2 * core::FlowLedger::kLostMemory);
+    CHECK(ledger->live_flows() == 1);
+    r = ledger->apply(destroy(a, 170, 3, 100, 1), now);
+    CHECK(r.outcome == LedgerOutcome::Final);
+    CHECK(r.orig_delta == core::Counters{20, 1});
+    CHECK(r.reply_delta == core::Counters{0, 0});
+}
+
+TEST_CASE("a stored lost time later than the restore (a clock set back) counts from the restore") {
+    const auto a = core::FlowKey::of(flow(1, "100.64.1.1", 1));
+    core::FlowLedger ledger;
+    ledger.restore({{a, {10, 1}, {10, 1}, true, kT0 + std::chrono::hours(5)}}, kT0);
+    CHECK(ledger.lost_remembered() == 1);
+    CHECK(ledger.live_flows() == 0);
+    ledger.dump_begin(1);
+    ledger.dump_end(1, true, kT0 + core::FlowLedger::kLostMemory - std::chrono::seconds(1));
+    CHECK(ledger.lost_remembered() == 1);
+    ledger.dump_begin(2);
+    ledger.dump_end(2, true, kT0 + core::FlowLedger::kLostMemory);
+    CHECK(ledger.lost_remembered() == 0);
+    CHECK(ledger.pending_removals() == 1);
+}
+
+TEST_CASE("a lost verdict or a revival while the row is being written reaches the store") {
+    const auto a = flow(1, "100.64.1.1", 1);
+    core::FlowLedger ledger;
+    Store store;
+    ledger.dump_begin(1);
+    ledger.apply(poll(a, 100, 1, 100, 1), kT0);
+    ledger.dump_end(1, true, kT0);
+    auto in_flight = ledger.take_changes(false);  // a live row on its way
+    for (std::uint64_t seq = 2; seq < 2 + kLost; ++seq) {
+        ledger.dump_begin(seq);
+        ledger.dump_end(seq, true, kT0);
+    }
+    REQUIRE(ledger.lost_remembered() == 1);
+    store.committed.push_back(in_flight);
+    ledger.changes_committed(in_flight);
+    store.flush(ledger);
+    REQUIRE(store.rows() == 1);
+    CHECK(rows_of(store)[0].lost);
+
+    in_flight = ledger.take_changes(true);  // a lost row on its way...
+    ledger.dump_begin(100);
+    ledger.apply(poll(a, 120, 2, 100, 1), kT0);  // ...while a dump sees the flow again
+    ledger.dump_end(100, true, kT0);
+    store.committed.push_back(in_flight);
+    ledger.changes_committed(in_flight);
+    CHECK(rows_of(store)[0].lost);
+    store.flush(ledger);
+    REQUIRE(store.rows() == 1);
+    CHECK_FALSE(rows_of(store)[0].lost);
+    CHECK(rows_of(store)[0].orig == core::Counters{120, 2});
+}
+
+TEST_CASE("a restored spill has the last word on a row's lost state") {
+    const auto a = flow(1, "100.64.1.1", 1);
+    const auto key = core::FlowKey::of(a);
+    const core::CheckpointEntry live_row{key, {100, 1}, {100, 1}};
+    const core::CheckpointEntry lost_row{key, {100, 1}, {100, 1}, true, kT0};
+    core::FlowLedger ledger;
+    core::CheckpointChanges spill;
+    std::vector<core::FlowKey> tombstones;
+    SUBCASE("a live row the last run declared lost") {
+        ledger.restore({live_row}, kT0);
+        spill.upserts.push_back(lost_row);
+        ledger.restore_pending(spill, tombstones, kT0);
+        CHECK(ledger.lost_remembered() == 1);
+        CHECK(ledger.live_flows() == 0);
+    }
+    SUBCASE("a lost row the last run saw again") {
+        ledger.restore({lost_row}, kT0);
+        spill.upserts.push_back(live_row);
+        ledger.restore_pending(spill, tombstones, kT0);
+        CHECK(ledger.lost_remembered() == 0);
+        CHECK(ledger.live_flows() == 1);
+    }
+    SUBCASE("a lost row whose DESTROY the last run credited") {
+        ledger.restore({lost_row}, kT0);
+        tombstones.push_back(key);
+        ledger.restore_pending(spill, tombstones, kT0);
+        CHECK(ledger.lost_remembered() == 0);
+        CHECK(ledger.tombstones() == 1);
+        CHECK(ledger.apply(destroy(a, 150, 2, 100, 1), kT0).outcome == LedgerOutcome::Duplicate);
+        CHECK(ledger.take_changes(false).removals == std::vector<core::FlowKey>{key});
+    }
+    SUBCASE("a lost row the last run swept after its hour") {
+        ledger.restore({lost_row}, kT0);
+        spill.removals.push_back(key);
+        ledger.restore_pending(spill, tombstones, kT0);
+        CHECK(ledger.lost_remembered() == 0);
+        CHECK(ledger.pending_removals() == 1);
+        CHECK(ledger.take_changes(false).removals == std::vector<core::FlowKey>{key});
+    }
+    CHECK(ledger.stats().lost_flows == 0);
+    CHECK(ledger.stats().lost_recovered == 0);
 }
