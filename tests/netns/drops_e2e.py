@@ -99,17 +99,15 @@ class Delivered:
     def up_match(address):
         return f'iifname "sub0" {"ip6" if ":" in address else "ip"} saddr {address}'
 
-    def _table(self, ns, hook, match, table=None):
-        """One counting table (its first counter is read); (namespace, table)."""
-        table = table or self.name
+    def _table(self, ns, hook, match):
+        """The counting table in `ns` (one per namespace; its first counter is read)."""
         self.lab.run(ns, ["nft", "-f", "-"], input=(
-            f"table inet {table} {{\n chain count {{\n"
+            f"table inet {self.name} {{\n chain count {{\n"
             f"  type filter hook {hook} priority -300;\n  {match} counter\n }}\n}}\n"))
-        return ns, table
+        return ns
 
-    def _read(self, where):
-        ns, table = where
-        out = json.loads(self.lab.run(ns, ["nft", "-j", "list", "table", "inet", table]).stdout)
+    def _read(self, ns):
+        out = json.loads(self.lab.run(ns, ["nft", "-j", "list", "table", "inet", self.name]).stdout)
         c = next(e["counter"] for i in out["nftables"] if "rule" in i
                  for e in i["rule"]["expr"] if "counter" in e)
         return c["bytes"], c["packets"]
@@ -119,8 +117,8 @@ class Delivered:
         return {"up_bytes": ub, "down_bytes": db, "up_packets": up, "down_packets": dp}
 
     def close(self):
-        for ns, table in (self.up, self.down):
-            self.lab.run(ns, ["nft", "delete", "table", "inet", table], check=False)
+        for ns in (self.up, self.down):
+            self.lab.run(ns, ["nft", "delete", "table", "inet", self.name], check=False)
 
 
 KEYS = ("up_bytes", "down_bytes", "up_packets", "down_packets")
@@ -400,7 +398,9 @@ class BlockKeepingConntrack(unittest.TestCase):
                  what="a retransmission into the block")
         time.sleep(1.5)  # two more dumps (500 ms) and flushes (200 ms) with them
         self.assertEqual(billed(env, "blk"), first, "retransmissions into a block were billed")
-        self.assertTrue(billed_is_delivered(delivered)(first, delivered.totals()))
+        now_delivered = delivered.totals()
+        self.assertTrue(billed_is_delivered(delivered)(first, now_delivered),
+                        f"billed {first}, delivered {now_delivered}")
         past = first["up_bytes"] + first["down_bytes"] - quota
         log(f"blk: billed {first} = delivered; past the allowance {past} B; "
             f"{env.metric('ctquota_dropped_packets_total') - dropped:.0f} retransmissions "
