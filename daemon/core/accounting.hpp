@@ -86,6 +86,8 @@ class Accounting {
     void set_usage_rules(std::shared_ptr<const UsageRules> rules);
     Applied apply(const FlowSample& sample);
     Applied apply(const FlowSample& sample, TimePoint now);  // one clock read per batch
+    // A batch's caller names the sample it will apply a few samples later.
+    void prefetch(const FlowSample& sample) const { ledger_.prefetch(sample); }
     void dump_begin(std::uint64_t seq) {
         ledger_.dump_begin(seq);
         drops_.dump_begin(seq);

@@ -163,6 +163,7 @@ bool FlowLedger::destroy_unseen(const FlowKey& key, const FlowSample& s, TimePoi
     // reserved for nf_conntrack_max live flows: each probe is a cache miss).
     const std::size_t hash = FlowKeyHash{}(key);
     found = nullptr;
+    unseen_.prefetch(hash);  // its slots load while the table is probed
     if (!entries_.empty()) {
         if (auto it = entries_.find(key, hash); it != entries_.end()) {
             found = &it.value();
@@ -182,7 +183,7 @@ bool FlowLedger::destroy_unseen(const FlowKey& key, const FlowSample& s, TimePoi
     r.outcome = LedgerOutcome::FinalUnseen;
     r.orig_delta = delivered(s.orig_counters, d.orig, Counters{});
     r.reply_delta = delivered(s.reply_counters, d.reply, Counters{});
-    unseen_.insert(key, last_started_dump_, now);
+    unseen_.insert(key, hash, last_started_dump_, now);
     return true;
 }
 

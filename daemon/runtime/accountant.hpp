@@ -57,6 +57,7 @@ class Accountant {
   private:
     void loop();
     void apply(QueueItem& item, core::TimePoint now);
+    void apply_samples(const std::vector<core::FlowSample>& samples, core::TimePoint now);
     void refresh_drops();
     void settle_finals();
     void erase_finished_drops();

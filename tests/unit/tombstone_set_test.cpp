@@ -104,3 +104,55 @@ TEST_CASE("tombstone set: under steady churn every key lives its minimum and at 
     }
     CHECK(set.size() <= 20 * (2 * 10 + 4));
 }
+
+TEST_CASE("tombstone set: past its reservation it grows and keeps every key, in both generations") {
+    core::TombstoneSet set(2, kTtl);
+    set.reserve(64);  // the index starts at its minimum: 100k keys re-index it many times
+    constexpr std::uint32_t kKeys = 100'000;
+    for (std::uint32_t n = 0; n < kKeys; ++n) {
+        set.insert(key(n), 1, kT0);
+    }
+    set.rotate(1, kT0);  // now the older generation, which a younger one of new keys joins
+    for (std::uint32_t n = kKeys; n < 2 * kKeys; ++n) {
+        set.insert(key(n), 2, kT0 + std::chrono::seconds(1));
+    }
+    CHECK(set.size() == 2 * kKeys);
+    std::uint32_t missing = 0;
+    for (std::uint32_t n = 0; n < 2 * kKeys; ++n) {
+        missing += set.contains(key(n)) ? 0 : 1;
+    }
+    CHECK(missing == 0);
+    std::uint32_t strangers = 0;
+    for (std::uint32_t n = 2 * kKeys; n < 3 * kKeys; ++n) {
+        strangers += set.contains(key(n)) ? 1 : 0;
+    }
+    CHECK(strangers == 0);
+    // The older generation goes whole; its memory serves the next one.
+    set.rotate(4, kT0 + kTtl + std::chrono::seconds(1));
+    CHECK(set.size() == kKeys);
+    CHECK_FALSE(set.contains(key(0)));
+    CHECK(set.contains(key(kKeys)));
+    set.insert(key(0), 4, kT0 + kTtl + std::chrono::seconds(1));
+    CHECK(set.contains(key(0)));
+    CHECK(set.size() == kKeys + 1);
+}
+
+TEST_CASE("tombstone set: keys of one id and tuple that differ in their start are told apart") {
+    // A reused id: half of 5000 such keys kept, the other half never.
+    core::TombstoneSet set(2, kTtl);
+    std::vector<core::FlowKey> keys;
+    for (std::uint64_t start = 1; start <= 5000; ++start) {
+        core::FlowKey k = key(7);
+        k.start_ns = start;
+        keys.push_back(k);
+        if (start % 2 == 1) {
+            set.insert(k, 1, kT0);
+        }
+    }
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+        REQUIRE(set.contains(keys[i]) == (i % 2 == 0));
+    }
+    // A second insert of a kept key changes nothing.
+    set.insert(keys[0], 1, kT0);
+    CHECK(set.size() == 2500);
+}
