@@ -21,7 +21,8 @@
 namespace ctquota::conntrack {
 namespace {
 
-constexpr unsigned kBatch = 128;         // datagrams per recvmmsg
+constexpr unsigned kBatch = EventSocket::kMaxPerRead;  // datagrams per recvmmsg
+static_assert(EventLanding::kSlots == kBatch);
 constexpr std::size_t kDatagram = 8192;  // one event is about 1.3 KB
 
 struct Context {

@@ -58,6 +58,9 @@ class EventSocket {
     // did not persist are read first.
     void land_in(std::span<std::byte> area);
 
+    // Datagrams (events) one read() takes at most: fewer means it emptied the socket.
+    static constexpr std::size_t kMaxPerRead = 128;
+
     // Returns whether the events may be taken (false: they stay landed).
     using Persist = std::function<bool(std::span<core::FlowSample>)>;
     // Waits up to timeout_ms for events and appends what arrived to `out`.

@@ -12,8 +12,9 @@
 namespace ctquota::runtime {
 namespace {
 
-constexpr std::size_t kCoalesceBelow = 64;
 constexpr auto kCoalesce = std::chrono::milliseconds(2);
+// Events handed to the accountant at once, at most (several full reads).
+constexpr std::size_t kHandOffAt = 1024;
 constexpr auto kJournalErrorLogEvery = std::chrono::seconds(60);
 constexpr auto kDeferStep = std::chrono::seconds(1);
 
@@ -208,6 +209,45 @@ void Readers::on_overrun() {
     request_resync();
 }
 
+Readers::ReadEnd Readers::read_events(std::vector<core::FlowSample>& batch,
+                                      const conntrack::EventSocket::Persist& persist_fn) {
+    while (!stopping_ && batch.size() < kHandOffAt) {
+        const std::size_t before = batch.size();
+        // The first read waits for events; the next ones only take what is there.
+        const auto status = events_.read(batch, batch.empty() ? 200 : 0, persist_fn);
+        update_read_metrics();
+        switch (status) {
+            case conntrack::ReadStatus::Overrun:
+                on_overrun();
+                return ReadEnd::Drained;
+            case conntrack::ReadStatus::Held:
+                return ReadEnd::Paused;  // the journal is failing
+            case conntrack::ReadStatus::Error:
+                spdlog::error("reading conntrack events failed: {}",
+                              std::strerror(events_.last_errno()));
+                return ReadEnd::Paused;  // no busy loop on a broken socket
+            case conntrack::ReadStatus::Timeout:
+                return ReadEnd::Drained;
+            case conntrack::ReadStatus::Ok:
+                break;
+        }
+        if (batch.size() - before < conntrack::EventSocket::kMaxPerRead) {
+            return ReadEnd::Drained;  // a read short of a full one emptied the socket
+        }
+    }
+    return ReadEnd::Full;
+}
+
+void Readers::update_read_metrics() {
+    metrics_.events_read = events_.stats().messages;
+    metrics_.events_unparsed = events_.stats().unparsed;
+    if (journal_ != nullptr) {
+        metrics_.journal_records = journal_->stats().records.load();
+        metrics_.journal_bytes = journal_->stats().bytes.load();
+        metrics_.journal_disk_bytes = journal_->stats().disk_bytes.load();
+    }
+}
+
 void Readers::event_loop() {
     std::vector<core::FlowSample> batch;
     conntrack::EventSocket::Persist persist_fn;
@@ -220,43 +260,28 @@ void Readers::event_loop() {
             return;  // stop_applying without a journal: nothing may be read any more
         }
         batch.clear();
-        const auto status = events_.read(batch, 200, persist_fn);
-        if (status == conntrack::ReadStatus::Overrun) {
-            on_overrun();
-        } else if (status == conntrack::ReadStatus::Held) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the journal is failing
-            continue;
-        } else if (status == conntrack::ReadStatus::Error) {
-            spdlog::error("reading conntrack events failed: {}",
-                          std::strerror(events_.last_errno()));
-            std::this_thread::sleep_for(
-                std::chrono::milliseconds(100));  // no busy loop on a broken socket
-            continue;
+        // Under load one hand-off (one wake-up of the accountant) carries
+        // the reads of several batches.
+        const ReadEnd end = read_events(batch, persist_fn);
+        const bool read_any = !batch.empty();
+        if (read_any) {
+            if (journal_ == nullptr) {
+                stamp_events(batch);
+            }
+            if (live_) {
+                hand_off(std::move(batch), journal_end_);
+            }
+            batch = {};
         }
-        metrics_.events_read = events_.stats().messages;
-        metrics_.events_unparsed = events_.stats().unparsed;
-        if (journal_ != nullptr) {
-            metrics_.journal_records = journal_->stats().records.load();
-            metrics_.journal_bytes = journal_->stats().bytes.load();
-            metrics_.journal_disk_bytes = journal_->stats().disk_bytes.load();
-        }
-        if (batch.empty()) {
-            continue;
-        }
-        const auto n = batch.size();
-        if (journal_ == nullptr) {
-            stamp_events(batch);
-        }
-        if (live_) {
-            hand_off(std::move(batch), journal_end_);
-        }
-        if (n < kCoalesceBelow) {
-            // A trickle of events: let a few milliseconds' worth gather in the
-            // (large) socket buffer, so each wakeup carries a batch instead of
-            // one event. Costs at most kCoalesce of latency; bursts never wait.
+        if (end == ReadEnd::Paused) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        } else if (end == ReadEnd::Drained && read_any) {
+            // The socket is empty: let a few milliseconds' worth gather in the
+            // (large) socket buffer, so each wake-up carries a batch instead of
+            // a few events. Costs at most kCoalesce of latency; a socket that
+            // still holds events is read on without a pause.
             std::this_thread::sleep_for(kCoalesce);
         }
-        batch = {};
     }
 }
 

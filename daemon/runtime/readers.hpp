@@ -58,6 +58,13 @@ class Readers {
   private:
     void start_event_thread();
     void event_loop();
+    // How a round of reads ended: the socket is empty, the batch is as large
+    // as one hand-off takes, or reading must pause (the journal or the socket
+    // is failing).
+    enum class ReadEnd : std::uint8_t { Drained, Full, Paused };
+    ReadEnd read_events(std::vector<core::FlowSample>& batch,
+                        const conntrack::EventSocket::Persist& persist_fn);
+    void update_read_metrics();
     void dump_loop();
     bool dump_once(std::uint64_t seq);
     // Waits out the poll interval, longer while DESTROY events arrive fast
