@@ -5,7 +5,12 @@ how many CPU seconds did ctquotad and PostgreSQL spend per 100k flows, how
 many bytes the event journal wrote (--journal-cost: each scenario without the
 journal and with it, one after the other, for the difference). --peer pmacct
 runs the same load through pmacct (tests/bench/pmacct_peer.py) after each
-scenario, for a side-by-side figure from the same session.
+scenario, for a side-by-side figure from the same session; --baseline the
+same load with no accounting at all. With --machine-window every run also
+reports the whole machine's busy CPU over a window of that length from the
+start of the load (machine_cpu_s_per_100k): the machine's figure less the
+baseline's is what the accounting costs the gateway, including the kernel's
+work on its behalf that no process is charged with.
 
   CTQUOTA_TEST_DB_URL=... e2e_bench.py --bin build-rel/daemon/ctquotad \
       --flowgen build-rel/tests/bench/flowgen [--quick]
@@ -40,6 +45,33 @@ def cpu_seconds(pid, children=False):
     if children:
         ticks += int(fields[13]) + int(fields[14])
     return ticks / TICKS
+
+
+def machine_cpu():
+    """Busy CPU-seconds of the whole machine, all CPUs: user, system, irq and
+    softirq time of every process and of the kernel's own threads (idle,
+    iowait and time stolen by the hypervisor left out). What an accounting
+    design costs the kernel on its behalf (building conntrack events, logging
+    packets to NFLOG in softirq, conntrack's garbage collection in a kworker)
+    shows here, wherever it is charged."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / TICKS
+
+
+def machine_over_window(args, started, cpu0, per100k):
+    """The machine's busy CPU per 100k flows over a window of the same length
+    for every run of a scenario (--machine-window), from the start of the
+    load: the background the machine has anyway then weighs the same in each,
+    and the baseline's subtracts it. None without a window; the run's own
+    wall time when it outlasted the window (the figure is then not comparable)."""
+    if not args.machine_window:
+        return None, None
+    end = started + args.machine_window
+    exceeded = time.monotonic() > end
+    if not exceeded:
+        time.sleep(end - time.monotonic())  # the window's length, not a synchronisation
+    return round((machine_cpu() - cpu0) * per100k, 3), exceeded
 
 
 def postgres_cpu(pg_dir):
@@ -142,7 +174,8 @@ def run_scenario(args, name, flows, rate, packets, subscribers, journal=True, re
             daemon.start()
             pg = pg_dir_of(daemon.url)
             cpu0 = (cpu_seconds(daemon.proc.pid), postgres_cpu(pg),
-                    cpu_seconds(sinks.nfcapd.proc.pid, children=True) if sinks else 0)
+                    cpu_seconds(sinks.nfcapd.proc.pid, children=True) if sinks else 0,
+                    machine_cpu())
             started = time.monotonic()
             sent, send_rate = send(args, lab, flows, rate, packets)
             expected = {f"s{lab.sub_v4.index(a)}": {"up_bytes": b, "up_packets": pk,
@@ -160,6 +193,7 @@ def run_scenario(args, name, flows, rate, packets, subscribers, journal=True, re
             clashes = sum(int(x) for x in re.findall(r"clash_resolve=(\d+)", stats))
             cpu1 = (cpu_seconds(daemon.proc.pid), postgres_cpu(pg),
                     cpu_seconds(sinks.nfcapd.proc.pid, children=True) if sinks else 0)
+            machine, exceeded = machine_over_window(args, started, cpu0[3], 100_000 / flows)
             journaled = journal_bytes(lab)
             daemon.stop()
             log = daemon.read_log()
@@ -173,6 +207,7 @@ def run_scenario(args, name, flows, rate, packets, subscribers, journal=True, re
                 "exact": last == expected, "missing_bytes": total["up_bytes"] - got_bytes,
                 "ctquotad_cpu_s_per_100k": round((cpu1[0] - cpu0[0]) * per100k, 3),
                 "postgres_cpu_s_per_100k": round((cpu1[1] - cpu0[1]) * per100k, 3),
+                "machine_cpu_s_per_100k": machine, "machine_window_exceeded": exceeded,
                 "journal_bytes_per_100k": round(journaled * per100k),
                 "conntrack_clash_resolve": clashes, "wall_s": round(elapsed, 1), "daemon_status": status.split("status: ")[1],
             }
@@ -199,12 +234,18 @@ def run_pmacct(args, name, flows, rate, packets, subscribers):
         peer = Pmacct(lab, pg, port)
         try:
             peer.start()
-            cpu0 = (peer.cpu(), postgres_cpu(pg))
+            cpu0 = (peer.cpu(), postgres_cpu(pg), machine_cpu())
             started = time.monotonic()
             sent, send_rate = send(args, lab, flows, rate, packets)
             last = settle(peer.totals, sent, "pmacct's totals")
             elapsed = time.monotonic() - started
             cpu1 = (peer.cpu(), postgres_cpu(pg))
+            # The machine's window takes in the table's drain too (conntrack's
+            # garbage collection is the gateway's work in every design).
+            if args.machine_window:
+                wait_for(lambda: lab.conntrack_count() == 0, timeout=300, interval=1,
+                         what="table to drain")
+            machine, exceeded = machine_over_window(args, started, cpu0[2], 100_000 / flows)
             per100k = 100_000 / flows
             result = {
                 "scenario": name, "peer": "pmacct", "flows": flows, "packets_per_flow": packets,
@@ -213,12 +254,35 @@ def run_pmacct(args, name, flows, rate, packets, subscribers):
                 "missing_bytes": sum(b for b, _ in sent.values()) - sum(b for b, _ in last.values()),
                 "pmacct_cpu_s_per_100k": round((cpu1[0] - cpu0[0]) * per100k, 3),
                 "postgres_cpu_s_per_100k": round((cpu1[1] - cpu0[1]) * per100k, 3),
+                "machine_cpu_s_per_100k": machine, "machine_window_exceeded": exceeded,
                 "wall_s": round(elapsed, 1),
             }
             print(json.dumps(result), flush=True)
             return result
         finally:
             peer.stop()
+
+
+def run_baseline(args, name, flows, rate, packets, subscribers):
+    """The same load with no accounting at all (conntrack, forwarding and the
+    sender only): what the machine spends anyway, to subtract from the
+    machine figures of ctquotad and pmacct."""
+    with bench_lab(subscribers) as lab:
+        prepare(lab)
+        cpu0 = machine_cpu()
+        started = time.monotonic()
+        send(args, lab, flows, rate, packets)
+        wait_for(lambda: lab.conntrack_count() == 0, timeout=300, interval=1, what="table to drain")
+        elapsed = time.monotonic() - started
+        machine, exceeded = machine_over_window(args, started, cpu0, 100_000 / flows)
+        result = {
+            "scenario": name, "peer": "none", "flows": flows, "packets_per_flow": packets,
+            "conntrack_saw_all": forwarded_packets(lab) == flows * packets,
+            "machine_cpu_s_per_100k": machine, "machine_window_exceeded": exceeded,
+            "wall_s": round(elapsed, 1),
+        }
+        print(json.dumps(result), flush=True)
+        return result
 
 
 def main():
@@ -234,7 +298,16 @@ def main():
                     help="flow records (flow log + IPFIX to nfcapd): off, on, or each scenario both ways")
     ap.add_argument("--peer", choices=("none", "pmacct"), default="none",
                     help="pmacct: after each ctquotad run, the same load through pmacct (uacctd)")
+    ap.add_argument("--baseline", action="store_true",
+                    help="after each scenario, the same load with no accounting, for the "
+                         "machine's CPU that accounting adds (needs --machine-window)")
+    ap.add_argument("--machine-window", type=float, default=0,
+                    help="seconds from the start of the load over which every run measures "
+                         "the whole machine's busy CPU (long enough for the table to drain "
+                         "by conntrack's own garbage collection, about 60 s after the load)")
     args = ap.parse_args()
+    if args.baseline and not args.machine_window:
+        ap.error("--baseline needs --machine-window")
     if args.quick:
         scenarios = [("quick-burst", 5000, 0, 2, 50)]
     else:
@@ -257,6 +330,8 @@ def main():
             failed |= not (r["exact"] and r["conntrack_saw_all"])
         if args.peer == "pmacct":
             failed |= not run_pmacct(args, *s)["exact"]
+        if args.baseline:
+            failed |= not run_baseline(args, *s)["conntrack_saw_all"]
     sys.exit(1 if failed else 0)
 
 
