@@ -63,8 +63,9 @@ def machine_over_window(args, started, cpu0, per100k):
     """The machine's busy CPU per 100k flows over a window of the same length
     for every run of a scenario (--machine-window), from the start of the
     load: the background the machine has anyway then weighs the same in each,
-    and the baseline's subtracts it. None without a window; the run's own
-    wall time when it outlasted the window (the figure is then not comparable)."""
+    and the baseline's subtracts it. Returns (figure, exceeded): (None, None)
+    without a window; exceeded when the run outlasted the window, whose
+    figure then covers the run's longer time and is not comparable."""
     if not args.machine_window:
         return None, None
     end = started + args.machine_window
@@ -245,8 +246,8 @@ def run_pmacct(args, name, flows, rate, packets, subscribers):
             if args.machine_window:
                 wait_for(lambda: lab.conntrack_count() == 0, timeout=300, interval=1,
                          what="table to drain")
-            machine, exceeded = machine_over_window(args, started, cpu0[2], 100_000 / flows)
             per100k = 100_000 / flows
+            machine, exceeded = machine_over_window(args, started, cpu0[2], per100k)
             result = {
                 "scenario": name, "peer": "pmacct", "flows": flows, "packets_per_flow": packets,
                 "subscribers": subscribers, "asked_rate": rate, "send_rate": round(send_rate),
